@@ -1,0 +1,77 @@
+"""drover-py: an anyio-native process supervisor for Python.
+
+A `Master` (built by `MasterFactory.create`) spawns worker processes of a script and
+knows each one is up because the worker's `MessageBus` said "started". See the README.
+
+The child side (`MessageBus`, `SyncMessageBus`) is imported eagerly and stays light;
+the master side (attrs, structlog) loads on first use of its names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ._bus import LIFELINE_EXIT_CODE as LIFELINE_EXIT_CODE
+from ._bus import MessageBus as MessageBus
+from ._bus import SyncMessageBus as SyncMessageBus
+from ._exceptions import ChannelError as ChannelError
+from ._exceptions import ConfigError as ConfigError
+from ._exceptions import DroverError as DroverError
+from ._exceptions import ProtocolError as ProtocolError
+from ._exceptions import SpawnError as SpawnError
+from ._exceptions import StartTimeoutError as StartTimeoutError
+from ._exceptions import StateError as StateError
+from ._exceptions import UnknownWorkerError as UnknownWorkerError
+from ._exceptions import WorkerStartError as WorkerStartError
+
+if TYPE_CHECKING:
+    from ._config import MasterConfig as MasterConfig
+    from ._exit_reasons import ExitReasons as ExitReasons
+    from ._factory import MasterFactory as MasterFactory
+    from ._master import Master as Master
+    from ._status import WorkerStatus as WorkerStatus
+    from ._worker import WorkerSnapshot as WorkerSnapshot
+
+__all__ = [
+    "LIFELINE_EXIT_CODE",
+    "ChannelError",
+    "ConfigError",
+    "DroverError",
+    "ExitReasons",
+    "Master",
+    "MasterConfig",
+    "MasterFactory",
+    "MessageBus",
+    "ProtocolError",
+    "SpawnError",
+    "StartTimeoutError",
+    "StateError",
+    "SyncMessageBus",
+    "UnknownWorkerError",
+    "WorkerSnapshot",
+    "WorkerStartError",
+    "WorkerStatus",
+]
+
+_LAZY = {
+    "ExitReasons": "._exit_reasons",
+    "Master": "._master",
+    "MasterConfig": "._config",
+    "MasterFactory": "._factory",
+    "WorkerSnapshot": "._worker",
+    "WorkerStatus": "._status",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

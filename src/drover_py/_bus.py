@@ -1,0 +1,385 @@
+"""The child side: `MessageBus` (async, anyio) and `SyncMessageBus` (threads).
+
+Every worker imports this module on every start, so it must stay light: the standard
+library, anyio and the pure protocol only. No attrs, no structlog, no master code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import select
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+import anyio
+import anyio.abc
+
+from . import _protocol as proto
+from ._channel import ChannelReader, ChannelWriter
+from ._exceptions import ChannelError, StateError
+
+#: Exit code of a worker whose master went away (its channel reached end of file).
+LIFELINE_EXIT_CODE = 70
+
+_EVENTS = {"stop": proto.STOP, "quit": proto.QUIT}
+# What each message lets the child send next, and the acknowledgement it expects.
+_ACK = {proto.STOP: proto.STOPPED, proto.QUIT: proto.SHUT_DOWN}
+_NEEDS = {proto.STOPPED: proto.STOP, proto.SHUT_DOWN: proto.QUIT}
+
+Handler = Callable[[], "Awaitable[None] | None"]
+SyncHandler = Callable[[], None]
+
+
+def _channel_from_env() -> tuple[int, int]:
+    value = os.environ.get(proto.CHANNEL_ENV)
+    if value is None:
+        raise ChannelError(
+            f"no drover-py channel: {proto.CHANNEL_ENV} is not set. "
+            "This script must be started by a drover_py Master."
+        )
+    try:
+        read_fd, write_fd = proto.parse_channel(value)
+        os.fstat(read_fd)
+        os.fstat(write_fd)
+    except (ValueError, OSError) as exc:
+        raise ChannelError(f"invalid drover-py channel {proto.CHANNEL_ENV}={value!r}: {exc}") from None
+    return read_fd, write_fd
+
+
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value is not None and value.isdigit() else None
+
+
+class _Lifeline:
+    """A daemon thread that ends the process when the master's end of the channel closes.
+
+    It polls the read fd for hang-up only, so it consumes no data and works whatever the
+    event loop is doing (or when there is none). Not PR_SET_PDEATHSIG: see DESIGN.md.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._watch, name="drover-py lifeline", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        poller = select.poll()
+        poller.register(self._fd, 0)  # POLLHUP and POLLERR are always reported
+        poller.register(self._wake_r, select.POLLIN)
+        while True:
+            for fd, events in poller.poll():
+                if fd == self._wake_r:
+                    return
+                if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                    os._exit(LIFELINE_EXIT_CODE)
+
+    def close(self) -> None:
+        os.write(self._wake_w, b"x")
+        self._thread.join()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+class _BusState:
+    """What both buses share: ids, handler registry, and the order of messages."""
+
+    def __init__(self) -> None:
+        self._read_fd, self._write_fd = _channel_from_env()
+        #: The worker's slot (0 .. count-1), or None if the master did not say.
+        self.slot = _int_env(proto.SLOT_ENV)
+        #: The worker's id within its master, or None if the master did not say.
+        self.worker_id = _int_env(proto.WORKER_ID_ENV)
+        self._handlers: dict[str, list[Callable[[], object]]] = {proto.STOP: [], proto.QUIT: []}
+        self._received: set[str] = set()
+        self._sent: set[str] = set()
+        self._waiting = {proto.STOP: 0, proto.QUIT: 0}
+
+    def _register(self, event: str, handler: Callable[[], object]) -> None:
+        message = _EVENTS.get(event)
+        if message is None:
+            raise ValueError(f"unknown bus event {event!r}; expected one of: {', '.join(_EVENTS)}")
+        if not callable(handler):
+            raise TypeError(f"handler for {event!r} must be callable, got {handler!r}")
+        self._handlers[message].append(handler)
+
+    def _check_send(self, message: str) -> bool:
+        """Return False for a repeated send; raise StateError for an out-of-order one."""
+        if message in self._sent:
+            return False
+        needed = _NEEDS.get(message)
+        if needed is not None and needed not in self._received:
+            raise StateError(f"cannot send {message!r} before the master sent {needed!r}")
+        return True
+
+    def _default_applies(self, message: str) -> bool:
+        return not self._handlers[message] and self._waiting[message] == 0
+
+
+def _exit_after_quit() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(0)
+
+
+class MessageBus(_BusState):
+    """Talk to the master from an async worker (asyncio or trio, through anyio).
+
+    Use it as ``async with MessageBus() as mb:``. Register handlers with ``mb.on("stop",
+    fn)`` and ``mb.on("quit", fn)`` (sync or async), then ``await mb.send_started()``
+    once the worker is ready to serve. A handler that raises ends the ``async with``
+    block with that error, as any task of a task group would.
+
+    Defaults when an event has no handler and no task is blocked in its ``wait_*``
+    method: on "stop" the bus answers "stopped" at once; on "quit" it answers
+    "shut_down", flushes stdout and stderr and ends the process with exit code 0.
+
+    If the master goes away (its end of the channel closes, even after a SIGKILL), the
+    process exits at once with `LIFELINE_EXIT_CODE`, from a watcher thread that works
+    even while the event loop is blocked.
+
+    Raise `ChannelError` when the script was not started by a drover-py master.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._lifeline: _Lifeline | None = None
+        self._writer: ChannelWriter | None = None
+        self._events: dict[str, anyio.Event] = {}
+
+    def on(self, event: str, handler: Handler) -> None:
+        """Call ``handler()`` (a function or a coroutine function) when ``event`` arrives.
+
+        ``event`` is "stop" (stop accepting work, then `send_stopped`) or "quit"
+        (release what is left, `send_shut_down`, then let the process end).
+        """
+        self._register(event, handler)
+
+    async def __aenter__(self) -> MessageBus:
+        if self._tg is not None:
+            raise StateError("this MessageBus is already open")
+        self._events = {proto.STOP: anyio.Event(), proto.QUIT: anyio.Event()}
+        self._lifeline = _Lifeline(self._read_fd)
+        os.set_inheritable(self._read_fd, False)
+        os.set_inheritable(self._write_fd, False)
+        self._writer = ChannelWriter(self._write_fd)
+        reader = ChannelReader(self._read_fd, proto.TO_WORKER)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._read_loop, reader, name="drover-py bus reader")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None and self._lifeline is not None
+        self._tg.cancel_scope.cancel()
+        try:
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            self._lifeline.close()
+            os.close(self._read_fd)
+            os.close(self._write_fd)
+
+    async def _read_loop(self, reader: ChannelReader) -> None:
+        while True:
+            message = await reader.receive()
+            if message is None:
+                return  # the master is gone: the lifeline thread ends the process
+            self._dispatch(message)
+
+    def _dispatch(self, message: str) -> None:
+        assert self._tg is not None
+        self._received.add(message)
+        self._events[message].set()
+        if self._handlers[message]:
+            for handler in self._handlers[message]:
+                self._tg.start_soon(self._call, handler)
+        elif self._default_applies(message):
+            self._tg.start_soon(self._default_stop if message == proto.STOP else self._default_quit)
+
+    @staticmethod
+    async def _call(handler: Callable[[], object]) -> None:
+        result = handler()
+        if inspect.isawaitable(result):
+            await result
+
+    async def _default_stop(self) -> None:
+        await self.send_stopped()
+
+    async def _default_quit(self) -> None:
+        await self.send_shut_down()
+        _exit_after_quit()
+
+    async def _send(self, message: str) -> None:
+        if self._writer is None:
+            raise StateError("use the MessageBus inside 'async with MessageBus() as mb:'")
+        if self._check_send(message):
+            self._sent.add(message)
+            await self._writer.send(proto.encode(message))
+
+    async def send_started(self) -> None:
+        """Tell the master this worker is ready; `Master.start` waits for this."""
+        await self._send(proto.STARTED)
+
+    async def send_stopped(self) -> None:
+        """Tell the master this worker stopped accepting work (after "stop")."""
+        await self._send(proto.STOPPED)
+
+    async def send_shut_down(self) -> None:
+        """Tell the master this worker released everything and will exit (after "quit")."""
+        await self._send(proto.SHUT_DOWN)
+
+    async def _wait(self, message: str) -> None:
+        if not self._events:
+            raise StateError("use the MessageBus inside 'async with MessageBus() as mb:'")
+        self._waiting[message] += 1
+        try:
+            await self._events[message].wait()
+        finally:
+            self._waiting[message] -= 1
+
+    async def wait_stop(self) -> None:
+        """Block until the master sends "stop". The caller then owes `send_stopped`."""
+        await self._wait(proto.STOP)
+
+    async def wait_quit(self) -> None:
+        """Block until the master sends "quit". The caller then owes `send_shut_down`."""
+        await self._wait(proto.QUIT)
+
+
+class SyncMessageBus(_BusState):
+    """Talk to the master from a synchronous worker (threads, a WSGI server, a plain loop).
+
+    Use it as ``with SyncMessageBus() as mb:``. A reader thread receives the master's
+    messages and calls the handlers registered with ``mb.on(...)`` in that thread, one
+    at a time. The main thread typically calls ``mb.send_started()`` and then blocks in
+    ``mb.wait_quit()`` or serves until a "stop" handler ends its loop. Defaults and the
+    lifeline are those of `MessageBus`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._write_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._events = {proto.STOP: threading.Event(), proto.QUIT: threading.Event()}
+        self._lifeline: _Lifeline | None = None
+        self._reader: threading.Thread | None = None
+        self._wake_r = self._wake_w = -1
+        self._opened = False
+
+    def on(self, event: str, handler: SyncHandler) -> None:
+        """Call ``handler()`` in the reader thread when ``event`` ("stop"/"quit") arrives."""
+        self._register(event, handler)
+
+    def __enter__(self) -> SyncMessageBus:
+        if self._opened:
+            raise StateError("this SyncMessageBus is already open")
+        self._opened = True
+        self._lifeline = _Lifeline(self._read_fd)
+        os.set_inheritable(self._read_fd, False)
+        os.set_inheritable(self._write_fd, False)
+        os.set_blocking(self._read_fd, True)
+        os.set_blocking(self._write_fd, True)
+        self._wake_r, self._wake_w = os.pipe()
+        self._reader = threading.Thread(target=self._read_loop, name="drover-py bus reader", daemon=True)
+        self._reader.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._lifeline is not None and self._reader is not None
+        os.write(self._wake_w, b"x")
+        if self._reader is not threading.current_thread():
+            self._reader.join()
+        self._lifeline.close()
+        for fd in (self._wake_r, self._wake_w, self._read_fd, self._write_fd):
+            os.close(fd)
+
+    def _read_loop(self) -> None:
+        decoder = proto.Decoder(proto.TO_WORKER)
+        poller = select.poll()
+        poller.register(self._read_fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while True:
+            ready = {fd for fd, _ in poller.poll()}
+            if self._wake_r in ready:
+                return
+            data = os.read(self._read_fd, 65536)
+            if not data:
+                return  # the master is gone: the lifeline thread ends the process
+            for message in decoder.feed(data):
+                self._dispatch(message)
+
+    def _dispatch(self, message: str) -> None:
+        with self._state_lock:
+            self._received.add(message)
+            self._events[message].set()
+            handlers = list(self._handlers[message])
+            default = not handlers and self._default_applies(message)
+        for handler in handlers:
+            handler()
+        if default:
+            if message == proto.STOP:
+                self.send_stopped()
+            else:
+                self.send_shut_down()
+                _exit_after_quit()
+
+    def _send(self, message: str) -> None:
+        if not self._opened:
+            raise StateError("use the SyncMessageBus inside 'with SyncMessageBus() as mb:'")
+        with self._state_lock:
+            if not self._check_send(message):
+                return
+            self._sent.add(message)
+        frame = proto.encode(message)
+        with self._write_lock:
+            try:
+                os.write(self._write_fd, frame)
+            except OSError as exc:
+                raise ChannelError(f"channel closed: {exc}") from exc
+
+    def send_started(self) -> None:
+        """Tell the master this worker is ready; `Master.start` waits for this."""
+        self._send(proto.STARTED)
+
+    def send_stopped(self) -> None:
+        """Tell the master this worker stopped accepting work (after "stop")."""
+        self._send(proto.STOPPED)
+
+    def send_shut_down(self) -> None:
+        """Tell the master this worker released everything and will exit (after "quit")."""
+        self._send(proto.SHUT_DOWN)
+
+    def _wait(self, message: str, timeout: float | None) -> bool:
+        with self._state_lock:
+            self._waiting[message] += 1
+        try:
+            return self._events[message].wait(timeout)
+        finally:
+            with self._state_lock:
+                self._waiting[message] -= 1
+
+    def wait_stop(self, timeout: float | None = None) -> bool:
+        """Block until "stop" arrives; return False if ``timeout`` seconds passed first."""
+        return self._wait(proto.STOP, timeout)
+
+    def wait_quit(self, timeout: float | None = None) -> bool:
+        """Block until "quit" arrives; return False if ``timeout`` seconds passed first."""
+        return self._wait(proto.QUIT, timeout)

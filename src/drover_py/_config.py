@@ -1,0 +1,105 @@
+"""The frozen configuration of a master, and the validators that build it."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import attrs
+
+from ._exceptions import ConfigError
+
+
+def check_script(value: object) -> Path:
+    """Return ``value`` as an absolute path to an existing, readable file."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError("script", f"expected a path (str or os.PathLike), got {type(value).__name__}")
+    path = Path(os.fspath(value)).expanduser()
+    if not path.exists():
+        raise ConfigError("script", f"no such file: {str(path)!r}")
+    if not path.is_file():
+        raise ConfigError("script", f"not a regular file: {str(path)!r}")
+    if not os.access(path, os.R_OK):
+        raise ConfigError("script", f"file is not readable: {str(path)!r}")
+    return path.resolve()
+
+
+def check_count(value: object, option: str = "count") -> int:
+    """Return ``value`` if it is an int >= 1 (bool is refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(option, f"expected an int >= 1, got {value!r}")
+    if value < 1:
+        raise ConfigError(option, f"must be >= 1, got {value}")
+    return value
+
+
+def check_seconds(option: str, value: object) -> float:
+    """Return ``value`` as a finite, positive number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(option, f"expected seconds as a number, got {value!r}")
+    seconds = float(value)
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ConfigError(option, f"must be a finite number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def check_env(value: object) -> dict[str, str]:
+    """Return ``value`` as a dict of str to str; values are ``str()``-ed, keys must be names."""
+    if not isinstance(value, Mapping):
+        raise ConfigError("env", f"expected a mapping of names to values, got {type(value).__name__}")
+    env: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise ConfigError("env", f"invalid variable name {key!r}")
+        if item is None:
+            raise ConfigError("env", f"value of {key!r} is None (leave the key out instead)")
+        text = str(item)
+        if "\0" in text:
+            raise ConfigError("env", f"value of {key!r} contains a NUL byte")
+        env[key] = text
+    return env
+
+
+def check_args(value: object) -> tuple[str, ...]:
+    """Return ``value`` (an iterable of str, not a str itself) as a tuple."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError("args", f"expected a list of strings, got {value!r}")
+    args = tuple(value)
+    for arg in args:
+        if not isinstance(arg, str):
+            raise ConfigError("args", f"every argument must be a str, got {arg!r}")
+    return args
+
+
+@attrs.frozen(kw_only=True)
+class MasterConfig:
+    """Validated options of one master. Build it with `MasterFactory.create`."""
+
+    #: Absolute path of the worker script, run as ``python script *args``.
+    script: Path
+    #: Number of worker slots.
+    count: int
+    #: Variables set in every worker on top of the master's ``os.environ``.
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    #: Command-line arguments after the script.
+    args: tuple[str, ...] = ()
+    #: Seconds a worker has to send "started".
+    start_timeout: float = 30.0
+    #: Seconds a worker has for its whole graceful stop (stop -> stopped -> quit -> exit).
+    stop_timeout: float = 30.0
+    #: Seconds between SIGTERM and SIGKILL when a worker has to be terminated.
+    kill_timeout: float = 5.0
+    #: Interpreter that runs the script.
+    python: str = sys.executable
+
+    def command(self) -> list[str]:
+        """Return the argv of a worker."""
+        return [self.python, str(self.script), *self.args]
+
+
+def default_count() -> int:
+    """Return the default worker count: the number of CPUs, at least 1."""
+    return os.cpu_count() or 1

@@ -1,0 +1,53 @@
+"""A small registry of named events whose handlers run as tasks, errors contained."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Union
+
+import anyio.abc
+from structlog.typing import FilteringBoundLogger
+
+#: A handler may be a plain function or a coroutine function.
+EventHandler = Callable[..., Union[Awaitable[None], None]]
+
+
+class EventRegistry:
+    """Keep handlers per event name and run them in a task group on `emit`."""
+
+    def __init__(self, names: Iterable[str], log: FilteringBoundLogger) -> None:
+        self._handlers: dict[str, list[EventHandler]] = {name: [] for name in names}
+        self._log = log
+
+    def _check(self, name: str) -> None:
+        if name not in self._handlers:
+            raise ValueError(f"unknown event {name!r}; expected one of: {', '.join(self._handlers)}")
+
+    def on(self, name: str, handler: EventHandler) -> None:
+        """Add ``handler`` for ``name``; raise ValueError for an unknown event name."""
+        self._check(name)
+        if not callable(handler):
+            raise TypeError(f"handler for {name!r} must be callable, got {handler!r}")
+        self._handlers[name].append(handler)
+
+    def off(self, name: str, handler: EventHandler) -> None:
+        """Remove ``handler`` from ``name``; raise ValueError if it was not added."""
+        self._check(name)
+        try:
+            self._handlers[name].remove(handler)
+        except ValueError:
+            raise ValueError(f"handler {handler!r} is not registered for {name!r}") from None
+
+    def emit(self, tg: anyio.abc.TaskGroup, name: str, *args: object) -> None:
+        """Start every handler of ``name`` with ``args`` as a task in ``tg``."""
+        for handler in self._handlers[name]:
+            tg.start_soon(self._call, name, handler, args, name=f"drover-py {name} handler")
+
+    async def _call(self, name: str, handler: EventHandler, args: tuple[object, ...]) -> None:
+        try:
+            result = handler(*args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            self._log.exception("event handler raised", event_name=name, handler=repr(handler))

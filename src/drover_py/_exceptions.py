@@ -1,0 +1,88 @@
+"""Exceptions raised by drover-py.
+
+This module is imported by the child side too, so it stays free of attrs and structlog.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._exit_reasons import ExitReason, StartTimeout
+
+
+class DroverError(Exception):
+    """Base class of every error drover-py raises on purpose."""
+
+
+class ConfigError(DroverError, ValueError, TypeError):
+    """An option given to `MasterFactory.create` is missing, of the wrong type or out of range.
+
+    ``option`` names the offending option.
+    """
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"option {option!r}: {message}")
+        self.option = option
+
+
+class StateError(DroverError):
+    """The operation does not fit the master's (or the bus's) current state.
+
+    Examples: ``start()`` called twice, any operation after a shutdown, or a master used
+    outside its ``async with`` block.
+    """
+
+
+class UnknownWorkerError(DroverError, LookupError):
+    """No worker with this id is known to the master (never was, or already retired)."""
+
+    def __init__(self, worker_id: int) -> None:
+        super().__init__(f"no worker with id {worker_id}")
+        self.worker_id = worker_id
+
+
+class WorkerStartError(DroverError):
+    """A worker did not reach "started"; the operation that spawned it was undone.
+
+    ``reason`` is the worker's exit reason (an `ExitReasons.ExitReason`), a
+    `StartTimeout` when it missed ``start_timeout``, or ``None`` when the process could
+    not be spawned at all (then ``__cause__`` holds the `OSError`).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: ExitReason | StartTimeout | None,
+        worker_id: int,
+        slot: int,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.worker_id = worker_id
+        self.slot = slot
+
+
+class SpawnError(WorkerStartError):
+    """The worker process could not be created (``__cause__`` is the `OSError`)."""
+
+
+class StartTimeoutError(WorkerStartError):
+    """A worker did not send "started" within ``start_timeout`` seconds."""
+
+
+class ProtocolError(DroverError):
+    """Bytes on a drover channel do not form a valid message.
+
+    Raised for malformed JSON, an unknown message type, a message that is not allowed in
+    the direction it travels, or a frame larger than the size limit.
+    """
+
+
+class ChannelError(DroverError):
+    """The child has no usable channel to its master.
+
+    Raised by `MessageBus()` when the script runs outside a drover-py master, and by a
+    send when the master is gone.
+    """

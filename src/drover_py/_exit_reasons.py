@@ -1,0 +1,96 @@
+"""Typed exit reasons of worker processes, and the pure classifier that makes them."""
+
+from __future__ import annotations
+
+import signal
+
+import attrs
+
+
+@attrs.frozen
+class ExitPayload:
+    """What the process's exit status says: one of ``code`` and ``signal`` is set."""
+
+    code: int | None = None
+    signal: signal.Signals | None = None
+
+
+@attrs.frozen
+class ExitReason:
+    """Why a worker process ended. Base class of the three concrete reasons."""
+
+    payload: ExitPayload
+
+    @property
+    def returncode(self) -> int:
+        """Return the status in `subprocess` form: the code, or minus the signal number."""
+        if self.payload.signal is not None:
+            return -int(self.payload.signal)
+        assert self.payload.code is not None
+        return self.payload.code
+
+
+@attrs.frozen
+class NormalExit(ExitReason):
+    """The process exited with code 0 (``payload.code == 0``)."""
+
+    def __str__(self) -> str:
+        return "exited with code 0"
+
+
+@attrs.frozen
+class AbnormalExit(ExitReason):
+    """The process exited with a non-zero code (``payload.code``)."""
+
+    def __str__(self) -> str:
+        return f"exited with code {self.payload.code}"
+
+
+@attrs.frozen
+class ExternalSignal(ExitReason):
+    """The process was killed by a signal (``payload.signal``, a `signal.Signals`)."""
+
+    def __str__(self) -> str:
+        assert self.payload.signal is not None
+        return f"killed by {self.payload.signal.name}"
+
+
+@attrs.frozen
+class StartTimeout:
+    """A worker missed its start deadline: it did not send "started" within ``timeout`` s."""
+
+    timeout: float
+
+    def __str__(self) -> str:
+        return f"sent no 'started' within {self.timeout:g} s"
+
+
+def classify(returncode: int) -> ExitReason:
+    """Turn a `subprocess`-style return code into an `ExitReason`.
+
+    Negative codes are signals. A signal number this platform does not name is reported
+    as an `AbnormalExit` carrying the raw (negative) code.
+    """
+    if returncode == 0:
+        return NormalExit(ExitPayload(code=0))
+    if returncode > 0:
+        return AbnormalExit(ExitPayload(code=returncode))
+    try:
+        sig = signal.Signals(-returncode)
+    except ValueError:
+        return AbnormalExit(ExitPayload(code=returncode))
+    return ExternalSignal(ExitPayload(signal=sig))
+
+
+class ExitReasons:
+    """Namespace of the exit reasons, as in drover: ``ExitReasons.NormalExit`` and so on."""
+
+    ExitReason = ExitReason
+    NormalExit = NormalExit
+    AbnormalExit = AbnormalExit
+    ExternalSignal = ExternalSignal
+    StartTimeout = StartTimeout
+    ExitPayload = ExitPayload
+
+    def __init__(self) -> None:
+        raise TypeError("ExitReasons is a namespace; use its classes")

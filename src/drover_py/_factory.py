@@ -1,0 +1,56 @@
+"""`MasterFactory`: the one way to build a `Master` from user options."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+from ._config import (
+    MasterConfig,
+    check_args,
+    check_count,
+    check_env,
+    check_script,
+    check_seconds,
+    default_count,
+)
+from ._master import Master
+
+
+class MasterFactory:
+    """Build masters, as drover's ``MasterFactory.create(options)`` does."""
+
+    def __init__(self) -> None:
+        raise TypeError("MasterFactory is not instantiated; call MasterFactory.create(...)")
+
+    @staticmethod
+    def create(
+        *,
+        script: str | os.PathLike[str],
+        count: int | None = None,
+        env: Mapping[str, object] | None = None,
+        args: Sequence[str] = (),
+        start_timeout: float = 30.0,
+        stop_timeout: float = 30.0,
+        kill_timeout: float = 5.0,
+    ) -> Master:
+        """Validate the options and return a new, not yet started `Master`.
+
+        ``script`` must be an existing file; it runs as ``sys.executable script *args``.
+        ``count`` defaults to the number of CPUs. ``env`` is merged over ``os.environ``
+        for every worker, values ``str()``-ed. ``start_timeout`` bounds the wait for
+        "started"; ``stop_timeout`` bounds a worker's whole graceful stop, after which it
+        gets SIGTERM and, ``kill_timeout`` seconds later, SIGKILL for its process group.
+
+        Raise `ConfigError` (a `ValueError` and `TypeError`) naming the bad option.
+        """
+        config = MasterConfig(
+            script=check_script(script),
+            count=default_count() if count is None else check_count(count),
+            env=check_env({} if env is None else env),
+            args=check_args(args),
+            start_timeout=check_seconds("start_timeout", start_timeout),
+            stop_timeout=check_seconds("stop_timeout", stop_timeout),
+            kill_timeout=check_seconds("kill_timeout", kill_timeout),
+        )
+        return Master(config)

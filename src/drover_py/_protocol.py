@@ -1,0 +1,132 @@
+"""The wire protocol between a master and its workers. Pure: no I/O, no event loop.
+
+A frame is one JSON object on one line, ``{"type": "<name>"}``, terminated by ``\\n``.
+The master sends "stop" and "quit"; a worker sends "started", "stopped" and
+"shut_down". Anything else, a frame that is not a JSON object of that form, or a frame
+longer than the size limit raises `ProtocolError`. After an error the decoder is
+unusable: the stream has lost its framing.
+
+This module is imported by every worker, so it only uses ``json`` from the standard
+library.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ._exceptions import ProtocolError
+
+#: Largest frame accepted, newline included.
+MAX_FRAME_SIZE = 64 * 1024
+
+STOP = "stop"
+QUIT = "quit"
+STARTED = "started"
+STOPPED = "stopped"
+SHUT_DOWN = "shut_down"
+
+#: Message types a master may send to a worker.
+TO_WORKER = frozenset({STOP, QUIT})
+#: Message types a worker may send to its master.
+TO_MASTER = frozenset({STARTED, STOPPED, SHUT_DOWN})
+
+
+def encode(message_type: str) -> bytes:
+    """Return the frame for ``message_type``."""
+    return json.dumps({"type": message_type}, separators=(",", ":")).encode() + b"\n"
+
+
+class Decoder:
+    """Split a byte stream into messages; reject anything that is not a valid frame.
+
+    ``allowed`` is the set of message types this side may receive.
+    """
+
+    __slots__ = ("_allowed", "_buffer", "_max_size", "_broken")
+
+    def __init__(self, allowed: frozenset[str], max_size: int = MAX_FRAME_SIZE) -> None:
+        if max_size < 2:
+            raise ValueError("max_size must be at least 2 bytes")
+        self._allowed = allowed
+        self._max_size = max_size
+        self._buffer = b""
+        self._broken: ProtocolError | None = None
+
+    @property
+    def pending(self) -> int:
+        """Return how many bytes of an unfinished frame are buffered."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[str]:
+        """Add ``data`` and return the message types of every frame it completed.
+
+        Raise `ProtocolError` for the first invalid frame; later calls raise it again.
+        """
+        if self._broken is not None:
+            raise self._broken
+        try:
+            return self._feed(data)
+        except ProtocolError as exc:
+            self._broken = exc
+            self._buffer = b""
+            raise
+
+    def _feed(self, data: bytes) -> list[str]:
+        buffer = self._buffer + data
+        messages: list[str] = []
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            if end + 1 - start > self._max_size:
+                raise ProtocolError(f"frame of {end + 1 - start} bytes exceeds the limit of {self._max_size}")
+            messages.append(self._parse(buffer[start:end]))
+            start = end + 1
+        rest = buffer[start:]
+        if len(rest) >= self._max_size:
+            raise ProtocolError(f"frame exceeds the limit of {self._max_size} bytes without a newline")
+        self._buffer = rest
+        return messages
+
+    def _parse(self, line: bytes) -> str:
+        try:
+            obj = json.loads(line)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ProtocolError(f"malformed frame {_preview(line)}: {exc}") from None
+        if not isinstance(obj, dict) or set(obj) != {"type"}:
+            raise ProtocolError(f"frame {_preview(line)} is not an object with exactly the key 'type'")
+        message_type = obj["type"]
+        if not isinstance(message_type, str) or message_type not in self._allowed:
+            raise ProtocolError(
+                f"unknown message type {message_type!r} (expected one of {', '.join(sorted(self._allowed))})"
+            )
+        return message_type
+
+
+def _preview(line: bytes, limit: int = 60) -> str:
+    text = repr(line[:limit])
+    return text + "..." if len(line) > limit else text
+
+#: Environment variable carrying the child's channel: "<read fd>,<write fd>".
+CHANNEL_ENV = "DROVER_PY_CHANNEL"
+#: Environment variable carrying the worker's slot number (0 .. count-1).
+SLOT_ENV = "DROVER_PY_SLOT"
+#: Environment variable carrying the worker's id (unique within one master).
+WORKER_ID_ENV = "DROVER_PY_WORKER_ID"
+
+
+def format_channel(read_fd: int, write_fd: int) -> str:
+    """Return the value of `CHANNEL_ENV` for a child that reads ``read_fd``."""
+    return f"{read_fd},{write_fd}"
+
+
+def parse_channel(value: str) -> tuple[int, int]:
+    """Parse a `CHANNEL_ENV` value into (read fd, write fd); raise ValueError if malformed."""
+    read_text, sep, write_text = value.partition(",")
+    if not sep:
+        raise ValueError(f"expected '<read fd>,<write fd>', got {value!r}")
+    read_fd, write_fd = int(read_text), int(write_text)
+    if read_fd < 0 or write_fd < 0 or read_fd == write_fd:
+        raise ValueError(f"invalid fds in {value!r}")
+    return read_fd, write_fd

@@ -1,0 +1,391 @@
+"""One worker process as the master sees it: spawn, channel, status, stop escalation."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+import attrs
+from structlog.typing import FilteringBoundLogger
+
+from . import _protocol as proto
+from ._channel import ChannelReader, ChannelWriter
+from ._config import MasterConfig
+from ._exceptions import (
+    ChannelError,
+    ProtocolError,
+    SpawnError,
+    StartTimeoutError,
+    WorkerStartError,
+)
+from ._exit_reasons import ExitReason, StartTimeout, classify
+from ._status import WorkerStatus, can_transition
+
+#: Seconds the master keeps reading a worker's channel after its process exited.
+DRAIN_TIMEOUT = 0.5
+#: Seconds a worker may live on after closing its channel before it counts as broken.
+EOF_GRACE = 1.0
+#: Seconds to wait for the kernel to reap a worker after SIGKILL before giving up.
+REAP_TIMEOUT = 10.0
+
+# The status a worker must be in for each message it may send, and the status it leads to.
+_ACCEPTS = {
+    proto.STARTED: (WorkerStatus.STARTING, WorkerStatus.STARTED),
+    proto.STOPPED: (WorkerStatus.STOPPING, WorkerStatus.STOPPED),
+    proto.SHUT_DOWN: (WorkerStatus.SHUTTING_DOWN, WorkerStatus.SHUT_DOWN),
+}
+
+
+@attrs.frozen
+class WorkerSnapshot:
+    """A frozen view of one worker, as returned by `Master.workers`."""
+
+    #: Unique within one master, never reused.
+    id: int
+    #: 0 .. count-1; a replacement takes the slot of the worker it replaces.
+    slot: int
+    #: Process id, or None before the process exists.
+    pid: int | None
+    status: WorkerStatus
+    #: Wall-clock time (``time.time()``) at which it sent "started", or None.
+    started_at: float | None
+    #: Why the process ended, once it has.
+    exit_reason: ExitReason | None
+
+
+def spawn_command(config: MasterConfig) -> list[str]:
+    """Return the argv of a worker. The single seam a preload mode will replace."""
+    return config.command()
+
+
+class Worker:
+    """One child process and its channel. Owned and driven by a `Master`.
+
+    ``run`` is the worker's supervising task; `stop`, `terminate` and `kill` are called
+    by the master's operations. None of them raises for the child's misbehaviour: they
+    escalate and record instead.
+    """
+
+    def __init__(
+        self,
+        *,
+        worker_id: int,
+        slot: int,
+        config: MasterConfig,
+        log: FilteringBoundLogger,
+        on_status: Callable[[Worker, WorkerStatus], None],
+        on_exit: Callable[[Worker], None],
+    ) -> None:
+        self.id = worker_id
+        self.slot = slot
+        self.config = config
+        self._log = log.bind(worker_id=worker_id, slot=slot)
+        self._on_status = on_status
+        self._on_exit = on_exit
+        self.status = WorkerStatus.INITIALIZED
+        self.process: anyio.abc.Process | None = None
+        self.started_at: float | None = None
+        self.exit_reason: ExitReason | None = None
+        #: The master asked this worker to go (stop, terminate or kill).
+        self.requested = False
+        #: Why the master judged this worker broken, if it did.
+        self.fault: str | None = None
+        self.ever_started = False
+        self._terminating = False
+        self._writer: ChannelWriter | None = None
+        self._reader: ChannelReader | None = None
+        self._fds: tuple[int, ...] = ()
+        self._tg: anyio.abc.TaskGroup | None = None
+        # Set on "started", and also when the process ends.
+        self._started = anyio.Event()
+        self._stopped = anyio.Event()
+        self._shut_down = anyio.Event()
+        self._process_ended = anyio.Event()
+        self._reader_done = anyio.Event()
+        #: Set once the process is reaped and the worker's bookkeeping is final.
+        self.exited = anyio.Event()
+
+    @property
+    def pid(self) -> int | None:
+        """Return the process id, or None before the spawn."""
+        return None if self.process is None else self.process.pid
+
+    def snapshot(self) -> WorkerSnapshot:
+        """Return a frozen view of this worker."""
+        return WorkerSnapshot(
+            id=self.id,
+            slot=self.slot,
+            pid=self.pid,
+            status=self.status,
+            started_at=self.started_at,
+            exit_reason=self.exit_reason,
+        )
+
+    def _set_status(self, new: WorkerStatus) -> None:
+        if new is self.status:
+            return
+        if not can_transition(self.status, new):
+            self._log.debug("status transition ignored", old=self.status.name, new=new.name)
+            return
+        self._log.debug("status changed", old=self.status.name, new=new.name)
+        self.status = new
+        self._on_status(self, new)
+
+    # -- the supervising task ------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Spawn the process, serve its channel and reap it. Report the exit to the master.
+
+        Raise `SpawnError` (before ``task_status.started()``) if the process cannot be
+        created. Whatever happens, `exited` is set when this returns.
+        """
+        process: anyio.abc.Process | None = None
+        try:
+            with anyio.CancelScope(shield=True):  # a process half-spawned must not leak
+                process = await self._spawn()
+            assert process is not None
+            self.process = process
+            self._log = self._log.bind(pid=process.pid)
+            self._log.debug("spawned", command=spawn_command(self.config))
+            self._set_status(WorkerStatus.STARTING)
+            task_status.started()
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._read_loop, name=f"drover-py worker {self.id} reader")
+                await process.wait()
+                self._process_ended.set()
+                with anyio.move_on_after(DRAIN_TIMEOUT):
+                    await self._reader_done.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if process is not None:
+                    if process.returncode is None:
+                        self._kill_group()
+                        with anyio.move_on_after(REAP_TIMEOUT):
+                            await process.wait()
+                    self._kill_group()  # whatever the worker left behind in its group
+                for fd in self._fds:
+                    os.close(fd)
+                self._fds = ()
+                self._finish(None if process is None else process.returncode)
+
+    async def _spawn(self) -> anyio.abc.Process:
+        try:
+            read_child, write_master = os.pipe()
+            try:
+                read_master, write_child = os.pipe()
+            except OSError:
+                os.close(read_child)
+                os.close(write_master)
+                raise
+        except OSError as exc:
+            raise self._spawn_error(exc) from exc
+        env = {
+            **os.environ,
+            **self.config.env,
+            proto.CHANNEL_ENV: proto.format_channel(read_child, write_child),
+            proto.SLOT_ENV: str(self.slot),
+            proto.WORKER_ID_ENV: str(self.id),
+        }
+        try:
+            process = await anyio.open_process(
+                spawn_command(self.config),
+                env=env,
+                pass_fds=(read_child, write_child),
+                start_new_session=True,
+                stdin=None,
+                stdout=None,
+                stderr=None,
+            )
+        except OSError as exc:
+            os.close(read_master)
+            os.close(write_master)
+            raise self._spawn_error(exc) from exc
+        finally:
+            os.close(read_child)
+            os.close(write_child)
+        self._fds = (read_master, write_master)
+        self._writer = ChannelWriter(write_master)
+        self._reader = ChannelReader(read_master, proto.TO_MASTER)
+        return process
+
+    def _spawn_error(self, exc: OSError) -> SpawnError:
+        self._log.error("spawn failed", error=str(exc))
+        return SpawnError(
+            f"cannot spawn worker {self.id} (slot {self.slot}) for {str(self.config.script)!r}: {exc}",
+            reason=None,
+            worker_id=self.id,
+            slot=self.slot,
+        )
+
+    def _finish(self, returncode: int | None) -> None:
+        if returncode is not None:
+            self.exit_reason = classify(returncode)
+        if not self.requested:
+            self._set_status(WorkerStatus.FAILED)
+        for event in (self._started, self._stopped, self._shut_down, self._process_ended, self.exited):
+            event.set()
+        if self.requested or not self.ever_started:
+            self._log.debug("exited", reason=str(self.exit_reason))
+        else:
+            self._log.warning("exited unexpectedly", reason=str(self.exit_reason), fault=self.fault)
+        self._on_exit(self)
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        reader = self._reader
+        try:
+            while True:
+                try:
+                    message = await reader.receive()
+                except ProtocolError as exc:
+                    self._set_fault(f"protocol error: {exc}")
+                    return
+                if message is None:
+                    break
+                self._handle(message)
+        finally:
+            self._reader_done.set()
+        with anyio.move_on_after(EOF_GRACE):
+            await self._process_ended.wait()
+            return
+        self._set_fault("closed its channel but kept running")
+
+    def _handle(self, message: str) -> None:
+        if self._terminating:
+            self._log.debug("message ignored while terminating", message=message)
+            return
+        expected, new = _ACCEPTS[message]
+        if self.status is not expected:
+            self._set_fault(f"message {message!r} out of order (status {self.status.name})")
+            return
+        self._log.debug("message", message=message)
+        self._set_status(new)
+        if message == proto.STARTED:
+            self.started_at = time.time()
+            self.ever_started = True
+            self._started.set()
+        elif message == proto.STOPPED:
+            self._stopped.set()
+        else:
+            self._shut_down.set()
+
+    def _set_fault(self, fault: str) -> None:
+        if self.fault is not None or self._process_ended.is_set():
+            return
+        self.fault = fault
+        self._log.error("worker is broken; terminating it", fault=fault)
+        assert self._tg is not None
+        self._tg.start_soon(self._terminate_now)
+
+    async def _terminate_now(self) -> None:
+        await self.terminate(requested=self.requested)
+
+    # -- operations the master calls ----------------------------------------------
+
+    async def wait_ready(self) -> None:
+        """Wait for "started"; raise `WorkerStartError` if the worker exits or times out."""
+        with anyio.move_on_after(self.config.start_timeout):
+            await self._started.wait()
+        if self.status is WorkerStatus.STARTED:
+            return
+        where = f"worker {self.id} (slot {self.slot}) of {self.config.script.name!r}"
+        if self.exited.is_set() or self._process_ended.is_set():
+            await self.exited.wait()
+            detail = f" ({self.fault})" if self.fault else ""
+            raise WorkerStartError(
+                f"{where} {self.exit_reason} before it sent 'started'{detail}",
+                reason=self.exit_reason,
+                worker_id=self.id,
+                slot=self.slot,
+            )
+        timeout = StartTimeout(self.config.start_timeout)
+        raise StartTimeoutError(f"{where} {timeout}", reason=timeout, worker_id=self.id, slot=self.slot)
+
+    async def _send(self, message: str) -> bool:
+        assert self._writer is not None
+        try:
+            await self._writer.send(proto.encode(message))
+        except ChannelError as exc:
+            self._log.warning("cannot send to worker", message=message, error=str(exc))
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Retire the worker gracefully, escalating past deadlines; return once reaped.
+
+        A STARTED worker gets "stop" then "quit", all within ``stop_timeout``; one that
+        never started is terminated at once. Past the deadline: `terminate`.
+        """
+        self.requested = True
+        if self.exited.is_set():
+            return
+        if self.status is not WorkerStatus.STARTED or self._terminating:
+            await self.terminate()
+            return
+        with anyio.move_on_after(self.config.stop_timeout):
+            self._set_status(WorkerStatus.STOPPING)
+            if await self._send(proto.STOP):
+                await self._stopped.wait()
+                if not self._process_ended.is_set():
+                    self._set_status(WorkerStatus.SHUTTING_DOWN)
+                    if await self._send(proto.QUIT):
+                        await self._shut_down.wait()
+                        await self._process_ended.wait()
+        if not self._process_ended.is_set():
+            self._log.warning(
+                "graceful stop incomplete; terminating",
+                status=self.status.name,
+                stop_timeout=self.config.stop_timeout,
+            )
+            await self.terminate()
+        await self._wait_exited()
+
+    async def terminate(self, *, requested: bool = True) -> None:
+        """Send SIGTERM, then SIGKILL to the process group after ``kill_timeout``; reap."""
+        self.requested = self.requested or requested
+        self._terminating = True
+        if self.process is not None and not self._process_ended.is_set():
+            if self.status in (WorkerStatus.STARTING, WorkerStatus.STARTED):
+                self._set_status(WorkerStatus.STOPPING)
+            self._signal(signal.SIGTERM)
+            with anyio.move_on_after(self.config.kill_timeout):
+                await self._process_ended.wait()
+            if not self._process_ended.is_set():
+                self._log.warning("ignored SIGTERM; sending SIGKILL", kill_timeout=self.config.kill_timeout)
+                self.kill()
+        await self._wait_exited()
+
+    def kill(self) -> None:
+        """Send SIGKILL to the worker's process group now (does not wait)."""
+        self.requested = True
+        self._terminating = True
+        self._kill_group()
+
+    async def _wait_exited(self) -> None:
+        with anyio.move_on_after(REAP_TIMEOUT):
+            await self.exited.wait()
+        if not self.exited.is_set():
+            self._log.error("process not reaped after SIGKILL", reap_timeout=REAP_TIMEOUT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        try:
+            self.process.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    def _kill_group(self) -> None:
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            self._signal(signal.SIGKILL)
+

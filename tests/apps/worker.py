@@ -1,0 +1,89 @@
+"""A configurable worker for the tests, driven by environment variables.
+
+TEST_BEHAVIOUR is a comma-separated list of flags:
+  crash_boot        exit with code 3 before sending "started"
+  hang_boot         never send "started"
+  ignore_stop       register a "stop" handler that never answers
+  ignore_term       ignore SIGTERM
+  exit_after_start=N  exit with code N right after "started"
+  garbage           write a malformed frame on the channel after "started"
+  oversized         write a frame larger than the limit after "started"
+  close_channel     close the channel after "started" and keep running
+  grandchild        spawn a sleeping grandchild in the worker's process group
+  trio              run on the trio backend
+  default_handlers  register no handlers: use the bus's defaults
+TEST_RECORD is a file to which the worker appends "<pid> <event> <slot>" lines.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import anyio
+
+from drover_py import MessageBus
+from drover_py._protocol import CHANNEL_ENV, MAX_FRAME_SIZE, parse_channel
+
+FLAGS = {flag.partition("=")[0]: flag.partition("=")[2] for flag in os.environ.get("TEST_BEHAVIOUR", "").split(",") if flag}
+RECORD = os.environ.get("TEST_RECORD")
+
+
+def record(event: str) -> None:
+    if RECORD:
+        with open(RECORD, "a") as file:
+            file.write(f"{os.getpid()} {event} {os.environ.get('DROVER_PY_SLOT')}\n")
+
+
+def write_raw(data: bytes) -> None:
+    write_fd = parse_channel(os.environ[CHANNEL_ENV])[1]
+    os.write(write_fd, data)
+
+
+async def main() -> None:
+    if "ignore_term" in FLAGS:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if "crash_boot" in FLAGS:
+        record("crash")
+        sys.exit(3)
+    async with MessageBus() as mb:
+        done = anyio.Event()
+
+        async def on_stop() -> None:
+            record("stop")
+            if "ignore_stop" in FLAGS:
+                return
+            await mb.send_stopped()
+
+        async def on_quit() -> None:
+            record("quit")
+            await mb.send_shut_down()
+            done.set()
+
+        if "default_handlers" not in FLAGS:
+            mb.on("stop", on_stop)
+            mb.on("quit", on_quit)
+        if "grandchild" in FLAGS:
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+            record(f"grandchild:{child.pid}")
+        record("boot")
+        if "hang_boot" in FLAGS:
+            await anyio.sleep_forever()
+        await mb.send_started()
+        record("started")
+        if "exit_after_start" in FLAGS:
+            os._exit(int(FLAGS["exit_after_start"]))
+        if "garbage" in FLAGS:
+            write_raw(b"\x00not json at all\n")
+        if "oversized" in FLAGS:
+            write_raw(b'{"type":"' + b"x" * MAX_FRAME_SIZE + b'"}\n')
+        if "close_channel" in FLAGS:
+            read_fd, write_fd = parse_channel(os.environ[CHANNEL_ENV])
+            os.close(write_fd)
+        await done.wait()
+    record("exit")
+
+
+anyio.run(main, backend="trio" if "trio" in FLAGS else "asyncio")
