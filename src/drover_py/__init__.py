@@ -27,7 +27,7 @@ from ._exceptions import WorkerStartError as WorkerStartError
 
 if TYPE_CHECKING:
     from ._config import MasterConfig as MasterConfig
-    from ._exit_reasons import ExitReasons as ExitReasons
+    from . import _exit_reasons as ExitReasons
     from ._factory import MasterFactory as MasterFactory
     from ._master import Master as Master
     from ._status import WorkerStatus as WorkerStatus
@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 _LAZY = {
-    "ExitReasons": "._exit_reasons",
     "Master": "._master",
     "MasterConfig": "._config",
     "MasterFactory": "._factory",
@@ -65,6 +64,10 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> object:
+    if name == "ExitReasons":
+        value: object = importlib.import_module("._exit_reasons", __name__)
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

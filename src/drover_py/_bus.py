@@ -19,6 +19,7 @@ import anyio.abc
 
 from . import _protocol as proto
 from ._channel import ChannelReader, ChannelWriter
+from ._compat import exit_task_group
 from ._exceptions import ChannelError, StateError
 
 #: Exit code of a worker whose master went away (its channel reached end of file).
@@ -186,7 +187,7 @@ class MessageBus(_BusState):
         assert self._tg is not None and self._lifeline is not None
         self._tg.cancel_scope.cancel()
         try:
-            return await self._tg.__aexit__(exc_type, exc, tb)
+            return await exit_task_group(self._tg, exc_type, exc, tb)
         finally:
             self._lifeline.close()
             os.close(self._read_fd)

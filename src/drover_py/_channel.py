@@ -35,6 +35,8 @@ class ChannelReader:
         Raise `ProtocolError` for an invalid frame, also for a truncated one at EOF.
         """
         while not self._queue:
+            if self._decoder.error is not None:
+                raise self._decoder.error
             try:
                 data = os.read(self._fd, _READ_SIZE)
             except BlockingIOError:

@@ -1,10 +1,25 @@
-"""Typed exit reasons of worker processes, and the pure classifier that makes them."""
+"""Typed exit reasons of worker processes, and the pure classifier that makes them.
+
+Public as the namespace ``drover_py.ExitReasons`` (as in drover):
+``ExitReasons.NormalExit``, ``ExitReasons.AbnormalExit``, ``ExitReasons.ExternalSignal``,
+all subclasses of ``ExitReasons.ExitReason``; usable in annotations too.
+"""
 
 from __future__ import annotations
 
 import signal
 
 import attrs
+
+__all__ = [
+    "AbnormalExit",
+    "ExitPayload",
+    "ExitReason",
+    "ExternalSignal",
+    "NormalExit",
+    "StartTimeout",
+    "classify",
+]
 
 
 @attrs.frozen
@@ -80,17 +95,3 @@ def classify(returncode: int) -> ExitReason:
     except ValueError:
         return AbnormalExit(ExitPayload(code=returncode))
     return ExternalSignal(ExitPayload(signal=sig))
-
-
-class ExitReasons:
-    """Namespace of the exit reasons, as in drover: ``ExitReasons.NormalExit`` and so on."""
-
-    ExitReason = ExitReason
-    NormalExit = NormalExit
-    AbnormalExit = AbnormalExit
-    ExternalSignal = ExternalSignal
-    StartTimeout = StartTimeout
-    ExitPayload = ExitPayload
-
-    def __init__(self) -> None:
-        raise TypeError("ExitReasons is a namespace; use its classes")

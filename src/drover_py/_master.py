@@ -11,6 +11,7 @@ from types import TracebackType
 import anyio
 import anyio.abc
 
+from ._compat import exit_task_group
 from ._config import MasterConfig
 from ._events import EventHandler, EventRegistry
 from ._exceptions import StateError, UnknownWorkerError, WorkerStartError
@@ -125,8 +126,8 @@ class Master:
                 await self.hard_shutdown()
         finally:
             self._tg.cancel_scope.cancel()
-            result = await self._tg.__aexit__(exc_type, exc, tb)
-            self._tg = None
+            tg, self._tg = self._tg, None
+            result = await exit_task_group(tg, exc_type, exc, tb)
         return result
 
     def _check_usable(self, operation: str) -> None:

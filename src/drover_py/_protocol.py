@@ -57,23 +57,32 @@ class Decoder:
         """Return how many bytes of an unfinished frame are buffered."""
         return len(self._buffer)
 
+    @property
+    def error(self) -> ProtocolError | None:
+        """Return the error that broke the stream, if any."""
+        return self._broken
+
     def feed(self, data: bytes) -> list[str]:
         """Add ``data`` and return the message types of every frame it completed.
 
-        Raise `ProtocolError` for the first invalid frame; later calls raise it again.
+        Raise `ProtocolError` for an invalid frame. When valid frames precede the invalid
+        one in ``data``, they are returned first and the error is raised by the next call
+        (and kept in `error`). Once broken, every call raises.
         """
         if self._broken is not None:
             raise self._broken
+        messages: list[str] = []
         try:
-            return self._feed(data)
+            self._feed(data, messages)
         except ProtocolError as exc:
             self._broken = exc
             self._buffer = b""
-            raise
+            if not messages:
+                raise
+        return messages
 
-    def _feed(self, data: bytes) -> list[str]:
+    def _feed(self, data: bytes, messages: list[str]) -> None:
         buffer = self._buffer + data
-        messages: list[str] = []
         start = 0
         while True:
             end = buffer.find(b"\n", start)
@@ -87,7 +96,6 @@ class Decoder:
         if len(rest) >= self._max_size:
             raise ProtocolError(f"frame exceeds the limit of {self._max_size} bytes without a newline")
         self._buffer = rest
-        return messages
 
     def _parse(self, line: bytes) -> str:
         try:

@@ -292,8 +292,8 @@ class Worker:
         """Wait for "started"; raise `WorkerStartError` if the worker exits or times out."""
         with anyio.move_on_after(self.config.start_timeout):
             await self._started.wait()
-        if self.status is WorkerStatus.STARTED:
-            return
+        if self.ever_started:
+            return  # what happens next (even a crash right away) is reported as an exit
         where = f"worker {self.id} (slot {self.slot}) of {self.config.script.name!r}"
         if self.exited.is_set() or self._process_ended.is_set():
             await self.exited.wait()

@@ -1,6 +1,6 @@
 """A configurable worker for the tests, driven by environment variables.
 
-TEST_BEHAVIOUR is a comma-separated list of flags:
+TEST_BEHAVIOUR is a comma-separated list of flags; "flag@N" applies only in slot N:
   crash_boot        exit with code 3 before sending "started"
   hang_boot         never send "started"
   ignore_stop       register a "stop" handler that never answers
@@ -27,7 +27,18 @@ import anyio
 from drover_py import MessageBus
 from drover_py._protocol import CHANNEL_ENV, MAX_FRAME_SIZE, parse_channel
 
-FLAGS = {flag.partition("=")[0]: flag.partition("=")[2] for flag in os.environ.get("TEST_BEHAVIOUR", "").split(",") if flag}
+def parse_flags(text: str, slot: str | None) -> dict[str, str]:
+    """Parse "name[@slot][=value],...": a flag with @slot applies only in that slot."""
+    flags = {}
+    for flag in filter(None, text.split(",")):
+        name, _, value = flag.partition("=")
+        name, _, only_slot = name.partition("@")
+        if not only_slot or only_slot == slot:
+            flags[name] = value
+    return flags
+
+
+FLAGS = parse_flags(os.environ.get("TEST_BEHAVIOUR", ""), os.environ.get("DROVER_PY_SLOT"))
 RECORD = os.environ.get("TEST_RECORD")
 
 
@@ -39,7 +50,9 @@ def record(event: str) -> None:
 
 def write_raw(data: bytes) -> None:
     write_fd = parse_channel(os.environ[CHANNEL_ENV])[1]
-    os.write(write_fd, data)
+    os.set_blocking(write_fd, True)  # the bus made it non-blocking; write all of it
+    with open(write_fd, "wb", closefd=False) as channel:
+        channel.write(data)
 
 
 async def main() -> None:
@@ -71,8 +84,8 @@ async def main() -> None:
         record("boot")
         if "hang_boot" in FLAGS:
             await anyio.sleep_forever()
+        record("started")  # before sending: the master may answer at once
         await mb.send_started()
-        record("started")
         if "exit_after_start" in FLAGS:
             os._exit(int(FLAGS["exit_after_start"]))
         if "garbage" in FLAGS:

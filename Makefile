@@ -1,0 +1,27 @@
+# Two commands, each sets up .venv on first use (and again when pyproject.toml changes):
+#   make demo   run examples/simple_app (Ctrl-C shuts it down gracefully)
+#   make test   mypy --strict over src and tests, then the whole test suite on asyncio and trio
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test typecheck clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,examples]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/simple_app/main.py $(ARGS)
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+test: typecheck
+	$(PY) -m pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .hypothesis

@@ -1,0 +1,36 @@
+"""A master run as its own process: prints its workers' pids as one JSON line once started.
+
+usage: master.py BACKEND COUNT [BEHAVIOUR]. SIGTERM or SIGINT -> graceful shutdown, exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import anyio
+
+from drover_py import MasterFactory
+
+
+async def main(count: int, behaviour: str) -> None:
+    master = MasterFactory.create(
+        script=Path(__file__).with_name("worker.py"),
+        count=count,
+        env={"TEST_BEHAVIOUR": behaviour},
+        stop_timeout=10,
+        kill_timeout=2,
+    )
+    async with master:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            await master.start()
+            print(json.dumps([w.pid for w in master.workers]), flush=True)
+            async for _ in signals:
+                await master.graceful_shutdown()
+                print(json.dumps({"shutdown": "done", "workers": len(master.workers)}), flush=True)
+                return
+
+
+anyio.run(main, int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "", backend=sys.argv[1])

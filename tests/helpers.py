@@ -1,0 +1,67 @@
+"""Helpers for integration tests: waiting on events and on processes without sleeping."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import anyio
+
+from drover_py import ExitReasons, Master
+
+
+class EventLog:
+    """Record a master's events in order, and let a test wait for one."""
+
+    def __init__(self, master: Master) -> None:
+        self.events: list[tuple[str, tuple[object, ...]]] = []
+        self._changed = anyio.Event()
+        for name in ("worker-exit", "worker-retired", "worker-started", "status-changed"):
+            master.on(name, self._recorder(name))
+
+    def _recorder(self, name: str) -> Callable[..., None]:
+        def record(*args: object) -> None:
+            self.events.append((name, args))
+            self._changed.set()
+            self._changed = anyio.Event()
+
+        return record
+
+    def of(self, name: str) -> list[tuple[object, ...]]:
+        return [args for event, args in self.events if event == name]
+
+    def exits(self, name: str = "worker-exit") -> list[tuple[ExitReasons.ExitReason, int]]:
+        result = []
+        for reason, worker_id in self.of(name):
+            assert isinstance(reason, ExitReasons.ExitReason) and isinstance(worker_id, int)
+            result.append((reason, worker_id))
+        return result
+
+    async def wait_for(self, name: str, count: int = 1, timeout: float = 15.0) -> list[tuple[object, ...]]:
+        with anyio.fail_after(timeout):
+            while len(self.of(name)) < count:
+                await self._changed.wait()
+        return self.of(name)
+
+
+async def wait_process_gone(pid: int, timeout: float) -> None:
+    """Wait until ``pid`` has exited (a zombie counts as gone), via a pidfd: no polling."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        with anyio.fail_after(timeout):
+            await anyio.wait_readable(fd)
+    finally:
+        os.close(fd)
+
+
+def is_running(pid: int) -> bool:
+    """Return whether ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            state = file.read().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -1,0 +1,62 @@
+"""No orphans: when the master process dies, even by SIGKILL, its workers go too."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import anyio
+import pytest
+from anyio.abc import Process
+
+from .conftest import APPS
+from .helpers import is_running, wait_process_gone
+
+pytestmark = pytest.mark.anyio
+
+#: Generous bound for the test; the latency itself is measured in benchmarks/.
+GONE_TIMEOUT = 10.0
+
+
+async def read_json_line(process: Process) -> object:
+    assert process.stdout is not None
+    data = b""
+    with anyio.fail_after(30):
+        while not data.endswith(b"\n"):
+            chunk = await process.stdout.receive()
+            data += chunk
+    return json.loads(data)
+
+
+async def spawn_master(backend: str, count: int, behaviour: str = "") -> tuple[Process, list[int]]:
+    process = await anyio.open_process(
+        [sys.executable, str(APPS / "master.py"), backend, str(count), behaviour], stderr=subprocess.DEVNULL
+    )
+    pids = await read_json_line(process)
+    assert isinstance(pids, list) and len(pids) == count
+    return process, [int(p) for p in pids]
+
+
+@pytest.mark.parametrize("master_backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("behaviour", ["", "trio", "ignore_term"])
+async def test_master_sigkill_takes_workers_down(master_backend: str, behaviour: str) -> None:
+    process, pids = await spawn_master(master_backend, 3, behaviour)
+    async with process:
+        assert all(is_running(pid) for pid in pids)
+        process.kill()
+        await process.wait()
+        for pid in pids:
+            await wait_process_gone(pid, GONE_TIMEOUT)
+
+
+async def test_master_sigterm_shuts_down_gracefully() -> None:
+    process, pids = await spawn_master("asyncio", 2)
+    async with process:
+        process.send_signal(signal.SIGTERM)
+        assert await read_json_line(process) == {"shutdown": "done", "workers": 0}
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+        assert not any(is_running(pid) for pid in pids)
