@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import anyio
+from anyio.abc import Process
 
 from drover_py import ExitReasons, Master
 
@@ -16,7 +18,7 @@ class EventLog:
     def __init__(self, master: Master) -> None:
         self.events: list[tuple[str, tuple[object, ...]]] = []
         self._changed = anyio.Event()
-        for name in ("worker-exit", "worker-retired", "worker-started", "status-changed"):
+        for name in ("worker-exit", "worker-retired", "worker-started", "status-changed", "restarts-exhausted"):
             master.on(name, self._recorder(name))
 
     def _recorder(self, name: str) -> Callable[..., None]:
@@ -65,3 +67,16 @@ def is_running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@asynccontextmanager
+async def kill_on_exit(process: Process) -> AsyncIterator[None]:
+    """Make sure a subprocess master is gone when the test ends, whatever happened."""
+    try:
+        yield
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with anyio.CancelScope(shield=True):
+            await process.wait()
+        await process.aclose()

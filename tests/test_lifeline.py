@@ -13,7 +13,7 @@ import pytest
 from anyio.abc import Process
 
 from .conftest import APPS
-from .helpers import is_running, wait_process_gone
+from .helpers import is_running, kill_on_exit, wait_process_gone
 
 pytestmark = pytest.mark.anyio
 
@@ -44,7 +44,7 @@ async def spawn_master(backend: str, count: int, behaviour: str = "") -> tuple[P
 @pytest.mark.parametrize("behaviour", ["", "trio", "ignore_term"])
 async def test_master_sigkill_takes_workers_down(master_backend: str, behaviour: str) -> None:
     process, pids = await spawn_master(master_backend, 3, behaviour)
-    async with process:
+    async with kill_on_exit(process):
         assert all(is_running(pid) for pid in pids)
         process.kill()
         await process.wait()
@@ -54,7 +54,7 @@ async def test_master_sigkill_takes_workers_down(master_backend: str, behaviour:
 
 async def test_master_sigterm_shuts_down_gracefully() -> None:
     process, pids = await spawn_master("asyncio", 2)
-    async with process:
+    async with kill_on_exit(process):
         process.send_signal(signal.SIGTERM)
         assert await read_json_line(process) == {"shutdown": "done", "workers": 0}
         with anyio.fail_after(30):

@@ -54,7 +54,7 @@ async def run(duration: float | None) -> int:
     stop = anyio.Event()
     exit_code = 0
 
-    async def on_worker_exit(reason: object, worker_id: int) -> None:
+    async def on_worker_exit(reason: ExitReasons.ExitReason, worker_id: int) -> None:
         print(f"worker {worker_id} {reason}", flush=True)
         if isinstance(reason, (ExitReasons.ExternalSignal, ExitReasons.AbnormalExit)):
             try:

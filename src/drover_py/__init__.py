@@ -18,7 +18,10 @@ from ._bus import SyncMessageBus as SyncMessageBus
 from ._exceptions import ChannelError as ChannelError
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import DroverError as DroverError
+from ._exceptions import OperationInterruptedError as OperationInterruptedError
 from ._exceptions import ProtocolError as ProtocolError
+from ._exceptions import ReloadError as ReloadError
+from ._exceptions import RestartLimitError as RestartLimitError
 from ._exceptions import SpawnError as SpawnError
 from ._exceptions import StartTimeoutError as StartTimeoutError
 from ._exceptions import StateError as StateError
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
     from . import _exit_reasons as ExitReasons
     from ._factory import MasterFactory as MasterFactory
     from ._master import Master as Master
+    from ._restart import RestartPolicy as RestartPolicy
+    from ._signals import open_signal_handlers as open_signal_handlers
     from ._status import WorkerStatus as WorkerStatus
     from ._worker import WorkerSnapshot as WorkerSnapshot
 
@@ -43,7 +48,11 @@ __all__ = [
     "MasterConfig",
     "MasterFactory",
     "MessageBus",
+    "OperationInterruptedError",
     "ProtocolError",
+    "ReloadError",
+    "RestartLimitError",
+    "RestartPolicy",
     "SpawnError",
     "StartTimeoutError",
     "StateError",
@@ -52,12 +61,15 @@ __all__ = [
     "WorkerSnapshot",
     "WorkerStartError",
     "WorkerStatus",
+    "open_signal_handlers",
 ]
 
 _LAZY = {
     "Master": "._master",
     "MasterConfig": "._config",
     "MasterFactory": "._factory",
+    "RestartPolicy": "._restart",
+    "open_signal_handlers": "._signals",
     "WorkerSnapshot": "._worker",
     "WorkerStatus": "._status",
 }

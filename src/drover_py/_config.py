@@ -7,10 +7,14 @@ import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ._exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from ._restart import RestartPolicy
 
 
 def check_script(value: object) -> Path:
@@ -94,6 +98,8 @@ class MasterConfig:
     kill_timeout: float = 5.0
     #: Interpreter that runs the script.
     python: str = sys.executable
+    #: Built-in restart policy, or None to leave restarts to "worker-exit" handlers.
+    restart: RestartPolicy | None = None
 
     def command(self) -> list[str]:
         """Return the argv of a worker."""

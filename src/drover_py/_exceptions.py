@@ -34,6 +34,13 @@ class StateError(DroverError):
     """
 
 
+class OperationInterruptedError(StateError):
+    """A lifecycle operation was cut short by a shutdown of its master.
+
+    Whatever the operation had started was undone (its new workers were stopped).
+    """
+
+
 class UnknownWorkerError(DroverError, LookupError):
     """No worker with this id is known to the master (never was, or already retired)."""
 
@@ -70,6 +77,18 @@ class SpawnError(WorkerStartError):
 
 class StartTimeoutError(WorkerStartError):
     """A worker did not send "started" within ``start_timeout`` seconds."""
+
+
+class ReloadError(WorkerStartError):
+    """A graceful reload (or upgrade) failed and was rolled back.
+
+    ``reason`` is that of the replacement that failed; the master is left with its old
+    configuration and ``count`` workers of it.
+    """
+
+
+class RestartLimitError(DroverError):
+    """The restart policy gave up: too many restarts in too short a time."""
 
 
 class ProtocolError(DroverError):

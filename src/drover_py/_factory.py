@@ -14,7 +14,9 @@ from ._config import (
     check_seconds,
     default_count,
 )
+from ._exceptions import ConfigError
 from ._master import Master
+from ._restart import RestartPolicy
 
 
 class MasterFactory:
@@ -33,6 +35,7 @@ class MasterFactory:
         start_timeout: float = 30.0,
         stop_timeout: float = 30.0,
         kill_timeout: float = 5.0,
+        restart: RestartPolicy | None = None,
     ) -> Master:
         """Validate the options and return a new, not yet started `Master`.
 
@@ -41,6 +44,9 @@ class MasterFactory:
         for every worker, values ``str()``-ed. ``start_timeout`` bounds the wait for
         "started"; ``stop_timeout`` bounds a worker's whole graceful stop, after which it
         gets SIGTERM and, ``kill_timeout`` seconds later, SIGKILL for its process group.
+
+        ``restart`` is an optional `RestartPolicy`: without it, your "worker-exit"
+        handler decides what happens to a crashed worker (drover's rule).
 
         Raise `ConfigError` (a `ValueError` and `TypeError`) naming the bad option.
         """
@@ -52,5 +58,12 @@ class MasterFactory:
             start_timeout=check_seconds("start_timeout", start_timeout),
             stop_timeout=check_seconds("stop_timeout", stop_timeout),
             kill_timeout=check_seconds("kill_timeout", kill_timeout),
+            restart=_check_restart(restart),
         )
         return Master(config)
+
+
+def _check_restart(value: object) -> RestartPolicy | None:
+    if value is None or isinstance(value, RestartPolicy):
+        return value
+    raise ConfigError("restart", f"expected a RestartPolicy or None, got {value!r}")

@@ -1,14 +1,17 @@
 """The supervisor's structured logger (structlog), with debug switched on by environment.
 
 drover-py does not configure structlog: it logs through whatever the application set
-up. Debug events are dropped unless ``DROVER_PY_DEBUG=1`` is set (drover's
-``DEBUG=drover:*`` also works).
+up. While the application has not configured structlog, drover-py writes structlog's
+default console format to stderr (not stdout, which belongs to the application). Debug
+events are dropped unless ``DROVER_PY_DEBUG=1`` is set (drover's ``DEBUG=drover:*``
+also works).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import structlog
 from structlog.typing import FilteringBoundLogger
@@ -26,7 +29,8 @@ def debug_enabled() -> bool:
 def get_logger(**initial: object) -> FilteringBoundLogger:
     """Return a logger named "drover_py" bound with ``initial``."""
     level = logging.DEBUG if debug_enabled() else logging.INFO
+    target = None if structlog.is_configured() else structlog.PrintLogger(sys.stderr)
     logger: FilteringBoundLogger = structlog.wrap_logger(
-        None, wrapper_class=structlog.make_filtering_bound_logger(level)
+        target, wrapper_class=structlog.make_filtering_bound_logger(level)
     )
     return logger.bind(logger="drover_py", **initial)

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import AsyncIterator, Iterable
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 
 import anyio
 import anyio.abc
+import attrs
 
 from ._compat import exit_task_group
-from ._config import MasterConfig
+from ._config import MasterConfig, check_count, check_env, check_script, check_seconds
 from ._events import EventHandler, EventRegistry
-from ._exceptions import StateError, UnknownWorkerError, WorkerStartError
+from ._exceptions import (
+    DroverError,
+    OperationInterruptedError,
+    ReloadError,
+    RestartLimitError,
+    StateError,
+    UnknownWorkerError,
+    WorkerStartError,
+)
+from ._exit_reasons import ExitReason
 from ._log import get_logger
+from ._restart import GiveUp, Leave, RestartTracker
 from ._status import WorkerStatus
 from ._worker import Worker, WorkerSnapshot
 
@@ -25,6 +37,7 @@ EVENTS = (
     "worker-retired",  # (reason, worker_id): a started worker ended because the master asked
     "worker-started",  # (worker_id,): a worker sent "started"
     "status-changed",  # (worker_id, status): a worker moved to a new WorkerStatus
+    "restarts-exhausted",  # (error,): the restart policy gave up (a RestartLimitError)
 )
 
 
@@ -42,8 +55,9 @@ class Master:
     owns the supervising tasks. Leaving the block hard-stops (SIGKILL) and reaps whatever
     still runs, so call `graceful_shutdown` first for a graceful exit.
 
-    Lifecycle operations (`start`, `restart_worker_by_id`) run one at a time; a
-    shutdown interrupts the one in progress, which then raises `StateError`.
+    Lifecycle operations (`start`, `scale`, `graceful_reload`, `restart_worker_by_id`)
+    run one at a time, in call order; a shutdown interrupts the one in progress, which
+    then raises `OperationInterruptedError` (a `StateError`).
     """
 
     def __init__(self, config: MasterConfig) -> None:
@@ -58,6 +72,9 @@ class Master:
         self._tg: anyio.abc.TaskGroup | None = None
         self._lock = anyio.Lock()
         self._op_scope: anyio.CancelScope | None = None
+        self._tracker = None if config.restart is None else RestartTracker(config.restart)
+        self._failure: RestartLimitError | None = None
+        self._done = anyio.Event()
 
     # -- introspection --------------------------------------------------------------
 
@@ -76,7 +93,12 @@ class Master:
         return [w.snapshot() for w in self._ordered()]
 
     def get_workers_statuses(self) -> list[WorkerStatus]:
-        """Return the status of every worker in `workers` order (drover's API)."""
+        """Return the status of every worker in `workers` order (drover's API).
+
+        The index is not the slot while a slot holds two workers (a FAILED one and its
+        replacement, or an old and a new one during a reload): use `workers` and
+        ``.slot`` when the slot matters.
+        """
         return [w.status for w in self._ordered()]
 
     def _ordered(self) -> list[Worker]:
@@ -90,7 +112,8 @@ class Master:
         Events: "worker-exit" ``(reason, worker_id)`` for exits the master did not ask
         for, after the worker started; "worker-retired" ``(reason, worker_id)`` for exits
         it caused; "worker-started" ``(worker_id)``; "status-changed" ``(worker_id,
-        status)``. Each call runs as its own task in the master's task group; an
+        status)``; "restarts-exhausted" ``(error)`` when the restart policy gives up.
+        Each call runs as its own task in the master's task group; an
         exception is logged and the master goes on. Raise ValueError for an unknown name.
         """
         self._events.on(event, handler)
@@ -148,7 +171,7 @@ class Master:
                 finally:
                     self._op_scope = None
             if scope.cancelled_caught:
-                raise StateError(f"{name}() was interrupted by a shutdown")
+                raise OperationInterruptedError(f"{name}() was interrupted by a shutdown")
 
     def _closed(self) -> bool:
         return self._state is _State.CLOSED
@@ -160,11 +183,11 @@ class Master:
 
     # -- worker bookkeeping ----------------------------------------------------------
 
-    def _new_worker(self, slot: int) -> Worker:
+    def _new_worker(self, slot: int, config: MasterConfig) -> Worker:
         worker = Worker(
             worker_id=next(self._ids),
             slot=slot,
-            config=self._config,
+            config=config,
             log=self._log,
             on_status=self._worker_status,
             on_exit=self._worker_exited,
@@ -180,18 +203,33 @@ class Master:
     def _worker_exited(self, worker: Worker) -> None:
         if worker.requested:
             self._workers.pop(worker.id, None)
-        if not worker.ever_started:
+        if not worker.ever_started or worker.probation:
             return  # the operation that spawned it reports the failure by raising
-        name = "worker-retired" if worker.requested else "worker-exit"
-        self._emit(name, worker.exit_reason, worker.id)
+        if worker.requested:
+            self._emit("worker-retired", worker.exit_reason, worker.id)
+            return
+        self._emit("worker-exit", worker.exit_reason, worker.id)
+        if self._tracker is not None and self._tg is not None and self._state is _State.OPEN:
+            self._tg.start_soon(self._auto_restart, worker, name=f"drover-py restart of {worker.id}")
 
-    async def _launch(self, slots: Iterable[int]) -> list[Worker]:
+    def _current(self) -> dict[int, Worker]:
+        """Return the worker each slot is served by (the newest not being retired)."""
+        current: dict[int, Worker] = {}
+        for worker in sorted(self._workers.values(), key=lambda w: w.id):
+            if not worker.requested:
+                current[worker.slot] = worker
+        return current
+
+    async def _launch(self, slots: Iterable[int], config: MasterConfig, *, probation: bool = False) -> list[Worker]:
         """Spawn one worker per slot concurrently and wait until each sent "started".
 
         All or nothing: on any failure (or cancellation) every worker of this call is
-        retired and reaped before the error propagates.
+        retired and reaped before the error propagates. With ``probation`` the workers'
+        exits raise no events until the caller clears it.
         """
-        workers = [self._new_worker(slot) for slot in slots]
+        workers = [self._new_worker(slot, config) for slot in slots]
+        for worker in workers:
+            worker.probation = probation
         failures: list[WorkerStartError] = []
 
         async def bring_up(worker: Worker, scope: anyio.CancelScope) -> None:
@@ -214,7 +252,8 @@ class Master:
         if failures:
             with anyio.CancelScope(shield=True):
                 await self._retire(workers)
-            self._log.error("start failed", error=str(failures[0]))
+            for failure in failures:
+                self._log.error("worker failed to start", error=str(failure))
             raise failures[0]
         return workers
 
@@ -243,7 +282,7 @@ class Master:
         async with self._operation("start"):
             if self._started:
                 raise StateError("start() was already called; use restart_worker_by_id() to replace workers")
-            await self._launch(range(self._config.count))
+            await self._launch(range(self._config.count), self._config)
             self._started = True
             self._log.debug("started", count=self._config.count)
 
@@ -264,13 +303,136 @@ class Master:
             old = self._workers.get(worker_id)
             if old is None:
                 raise UnknownWorkerError(worker_id)
-            [new] = await self._launch([old.slot])
-            self._replaced[worker_id] = new.id
-            if old.status is WorkerStatus.FAILED:
-                self._workers.pop(worker_id, None)
-            else:
-                await self._retire([old])
+            [new] = await self._replace([old.slot], self._config, olds=[old])
             return new.id
+
+    async def _replace(
+        self,
+        slots: list[int],
+        config: MasterConfig,
+        *,
+        olds: list[Worker] | None = None,
+        canary: float | None = None,
+    ) -> list[Worker]:
+        """Start workers of ``config`` in ``slots``, then retire those they replace.
+
+        With ``canary``, watch the new workers that long before retiring the old ones;
+        if one exits, retire the new ones and raise `WorkerStartError`.
+        """
+        if olds is None:
+            current = self._current()
+            olds = [current[slot] for slot in slots if slot in current]
+        news = await self._launch(slots, config, probation=canary is not None)
+        if canary is not None:
+            await self._watch(news, canary)
+        by_slot = {new.slot: new for new in news}
+        for old in olds:
+            self._replaced[old.id] = by_slot[old.slot].id
+        await self._retire(olds)
+        return news
+
+    async def _watch(self, workers: list[Worker], seconds: float) -> None:
+        async def wait_exit(worker: Worker, scope: anyio.CancelScope) -> None:
+            await worker.exited.wait()
+            scope.cancel()
+
+        with anyio.move_on_after(seconds):
+            async with anyio.create_task_group() as tg:
+                for worker in workers:
+                    tg.start_soon(wait_exit, worker, tg.cancel_scope)
+        failed = [w for w in workers if w.exited.is_set()]
+        for worker in workers:
+            worker.probation = False
+        if failed:
+            await self._retire(workers)
+            bad = failed[0]
+            raise WorkerStartError(
+                f"worker {bad.id} (slot {bad.slot}) {bad.exit_reason} within the canary window of {seconds:g} s",
+                reason=bad.exit_reason,
+                worker_id=bad.id,
+                slot=bad.slot,
+            )
+
+    async def scale(self, count: int) -> None:
+        """Change the number of workers to ``count``; return once the change is done.
+
+        Up: start workers in the new slots (readiness-gated, all or nothing for the new
+        ones). Down: retire the workers of the highest slots gracefully (stop -> quit,
+        with deadlines). Before `start`, only the count to start with changes.
+        Raise `ConfigError` for ``count`` < 1.
+        """
+        count = check_count(count)
+        async with self._operation("scale"):
+            old = self._config.count
+            if self._started and count > old:
+                await self._launch(range(old, count), self._config)
+            elif self._started and count < old:
+                await self._retire([w for w in self._workers.values() if w.slot >= count])
+            self._config = attrs.evolve(self._config, count=count)
+            self._log.debug("scaled", old=old, count=count)
+
+    async def graceful_reload(
+        self,
+        script: str | os.PathLike[str] | None = None,
+        env: Mapping[str, object] | None = None,
+        *,
+        batch_size: int = 1,
+        canary: float | None = None,
+    ) -> None:
+        """Replace every worker with zero downtime; optionally upgrade script or env.
+
+        Slot by slot (``batch_size`` slots at a time): start the replacement, wait for
+        "started", then retire the old worker gracefully, so a slot is never empty. A
+        given ``script`` or ``env`` (which replaces the ``env`` option) applies to the
+        replacements and becomes the master's configuration only if every slot was
+        replaced. With ``canary`` seconds, the first batch is watched that long before
+        its old workers retire.
+
+        Rollback: if a replacement fails to start (or exits in the canary window), the
+        slots already switched are replaced again with the old configuration, the old
+        workers still running are kept, and `ReloadError` is raised with ``.reason``.
+        """
+        new_config = self._config
+        if script is not None:
+            new_config = attrs.evolve(new_config, script=check_script(script))
+        if env is not None:
+            new_config = attrs.evolve(new_config, env=check_env(env))
+        batch_size = check_count(batch_size, "batch_size")
+        if canary is not None:
+            canary = check_seconds("canary", canary)
+        async with self._operation("graceful_reload"):
+            if not self._started:
+                raise StateError("graceful_reload() needs a started master: call start() first")
+            old_config = self._config
+            new_config = attrs.evolve(new_config, count=old_config.count)
+            slots = list(range(old_config.count))
+            switched: list[int] = []
+            try:
+                for index in range(0, len(slots), batch_size):
+                    batch = slots[index : index + batch_size]
+                    await self._replace(batch, new_config, canary=canary if index == 0 else None)
+                    switched.extend(batch)
+            except WorkerStartError as exc:
+                self._log.warning("reload failed; rolling back", error=str(exc), switched=len(switched))
+                if switched:
+                    try:
+                        await self._replace(switched, old_config)
+                    except WorkerStartError as rollback:
+                        raise ReloadError(
+                            f"graceful reload failed ({exc}) and so did its rollback ({rollback}); "
+                            "the slots that could not be rolled back keep the new version",
+                            reason=exc.reason,
+                            worker_id=exc.worker_id,
+                            slot=exc.slot,
+                        ) from exc
+                raise ReloadError(
+                    f"graceful reload failed, {len(switched)} slot(s) rolled back: {exc}",
+                    reason=exc.reason,
+                    worker_id=exc.worker_id,
+                    slot=exc.slot,
+                ) from exc
+            self._config = new_config
+            self._log.debug("reloaded", script=new_config.script.name)
 
     async def graceful_shutdown(self) -> None:
         """Stop every worker gracefully and concurrently; return once all are reaped.
@@ -290,7 +452,7 @@ class Master:
                 return
             await self._retire(list(self._workers.values()))
             self._workers.clear()
-            self._state = _State.CLOSED
+            self._close()
             self._log.debug("shut down")
 
     async def hard_shutdown(self) -> None:
@@ -304,4 +466,52 @@ class Master:
         for worker in workers:
             await worker.stop()  # already dead: this only waits for the reap, bounded
         self._workers.clear()
+        self._close()
+
+    def _close(self) -> None:
         self._state = _State.CLOSED
+        self._done.set()
+
+    async def supervise(self) -> None:
+        """Block while the master runs; return once it has shut down.
+
+        Raise `RestartLimitError` as soon as the restart policy gives up (the workers
+        still running are kept: shut down or carry on as you see fit).
+        """
+        if self._state is _State.NEW:
+            raise StateError("supervise() needs the master's context: 'async with master:'")
+        await self._done.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    async def _auto_restart(self, worker: Worker) -> None:
+        assert self._tracker is not None
+        reason: ExitReason | None = worker.exit_reason
+        uptime = worker.uptime()
+        worker_id = worker.id
+        while True:
+            decision = self._tracker.decide(now=anyio.current_time(), slot=worker.slot, reason=reason, uptime=uptime)
+            if isinstance(decision, Leave):
+                return
+            if isinstance(decision, GiveUp):
+                self._give_up(decision.why)
+                return
+            self._log.info("restarting worker", worker_id=worker_id, slot=worker.slot, delay=decision.delay)
+            await anyio.sleep(decision.delay)
+            try:
+                await self.restart_worker_by_id(worker_id)
+                return
+            except WorkerStartError as exc:
+                self._log.warning("restart failed", worker_id=worker_id, error=str(exc))
+                reason, uptime = None, 0.0
+            except DroverError as exc:  # shut down meanwhile, or retired by someone else
+                self._log.debug("restart abandoned", worker_id=worker_id, error=str(exc))
+                return
+
+    def _give_up(self, why: str) -> None:
+        if self._failure is not None:
+            return
+        self._failure = RestartLimitError(f"restart policy gave up: {why}")
+        self._log.error("restart policy gave up", why=why)
+        self._emit("restarts-exhausted", self._failure)
+        self._done.set()

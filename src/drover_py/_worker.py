@@ -95,6 +95,9 @@ class Worker:
         #: Why the master judged this worker broken, if it did.
         self.fault: str | None = None
         self.ever_started = False
+        #: While set, an exit is reported by the operation watching the worker, not by events.
+        self.probation = False
+        self._started_clock: float | None = None
         self._terminating = False
         self._writer: ChannelWriter | None = None
         self._reader: ChannelReader | None = None
@@ -113,6 +116,10 @@ class Worker:
     def pid(self) -> int | None:
         """Return the process id, or None before the spawn."""
         return None if self.process is None else self.process.pid
+
+    def uptime(self) -> float:
+        """Return the seconds between "started" and now (or 0 if it never started)."""
+        return 0.0 if self._started_clock is None else anyio.current_time() - self._started_clock
 
     def snapshot(self) -> WorkerSnapshot:
         """Return a frozen view of this worker."""
@@ -268,6 +275,7 @@ class Worker:
         self._set_status(new)
         if message == proto.STARTED:
             self.started_at = time.time()
+            self._started_clock = anyio.current_time()
             self.ever_started = True
             self._started.set()
         elif message == proto.STOPPED:

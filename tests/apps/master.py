@@ -11,8 +11,12 @@ import sys
 from pathlib import Path
 
 import anyio
+import structlog
 
 from drover_py import MasterFactory
+
+
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout carries JSON
 
 
 async def main(count: int, behaviour: str) -> None:

@@ -13,6 +13,7 @@ TEST_BEHAVIOUR is a comma-separated list of flags; "flag@N" applies only in slot
   trio              run on the trio backend
   default_handlers  register no handlers: use the bus's defaults
 TEST_RECORD is a file to which the worker appends "<pid> <event> <slot>" lines.
+TEST_TAG, if set, is recorded at boot as the event "tag:<TEST_TAG>".
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ async def main() -> None:
     if "crash_boot" in FLAGS:
         record("crash")
         sys.exit(3)
+    if os.environ.get("TEST_TAG"):
+        record(f"tag:{os.environ['TEST_TAG']}")
     async with MessageBus() as mb:
         done = anyio.Event()
 

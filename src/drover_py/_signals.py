@@ -1,0 +1,70 @@
+"""Opt-in master signal handling: the gunicorn habits, for one or several masters."""
+
+from __future__ import annotations
+
+import functools
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.abc
+
+from ._exceptions import DroverError
+from ._log import get_logger
+from ._master import Master
+
+#: The signals `open_signal_handlers` takes over while it is open.
+HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGTTIN, signal.SIGTTOU)
+
+
+@asynccontextmanager
+async def open_signal_handlers(*masters: Master) -> AsyncIterator[None]:
+    """Drive ``masters`` from process signals while the block runs.
+
+    SIGHUP -> `Master.graceful_reload`; SIGTERM and SIGINT -> `Master.graceful_shutdown`
+    (a second SIGINT -> `Master.hard_shutdown`); SIGTTIN / SIGTTOU -> scale by +1 / -1
+    (never below 1). Each action runs as its own task; an error is logged, not raised.
+    Opt-in so that a library user keeps control of their own process's signals; open it
+    once per process, for every master together.
+    """
+    if not masters:
+        raise ValueError("open_signal_handlers() needs at least one master")
+    log = get_logger()
+    with anyio.open_signal_receiver(*HANDLED) as signals:
+        async with anyio.create_task_group() as tg:
+
+            def run(action: Callable[[], Awaitable[None]]) -> None:
+                async def guarded() -> None:
+                    try:
+                        await action()
+                    except DroverError as exc:
+                        log.warning("signal action failed", error=str(exc))
+
+                tg.start_soon(guarded)
+
+            async def dispatch() -> None:
+                interrupts = 0
+                async for signum in signals:
+                    log.info("signal received", signal=signal.Signals(signum).name)
+                    for master in masters:
+                        if signum == signal.SIGHUP:
+                            run(master.graceful_reload)
+                        elif signum == signal.SIGTERM or (signum == signal.SIGINT and interrupts == 0):
+                            run(master.graceful_shutdown)
+                        elif signum == signal.SIGINT:
+                            run(master.hard_shutdown)
+                        elif signum in (signal.SIGTTIN, signal.SIGTTOU):
+                            run(functools.partial(_step, master, 1 if signum == signal.SIGTTIN else -1))
+                    if signum == signal.SIGINT:
+                        interrupts += 1
+
+            tg.start_soon(dispatch)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+
+async def _step(master: Master, delta: int) -> None:
+    await master.scale(max(1, master.config.count + delta))
