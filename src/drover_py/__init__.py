@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from . import _exit_reasons as ExitReasons
     from ._factory import MasterFactory as MasterFactory
     from ._master import Master as Master
+    from ._restart import RecyclePolicy as RecyclePolicy
     from ._restart import RestartPolicy as RestartPolicy
     from ._signals import open_signal_handlers as open_signal_handlers
     from ._status import WorkerStatus as WorkerStatus
@@ -50,6 +51,7 @@ __all__ = [
     "MessageBus",
     "OperationInterruptedError",
     "ProtocolError",
+    "RecyclePolicy",
     "ReloadError",
     "RestartLimitError",
     "RestartPolicy",
@@ -68,6 +70,7 @@ _LAZY = {
     "Master": "._master",
     "MasterConfig": "._config",
     "MasterFactory": "._factory",
+    "RecyclePolicy": "._restart",
     "RestartPolicy": "._restart",
     "open_signal_handlers": "._signals",
     "WorkerSnapshot": "._worker",

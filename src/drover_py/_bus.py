@@ -55,6 +55,14 @@ def _int_env(name: str) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
+def _heartbeat_interval() -> float | None:
+    try:
+        interval = float(os.environ.get(proto.HEARTBEAT_ENV, ""))
+    except ValueError:
+        return None
+    return interval if interval > 0 else None
+
+
 class _Lifeline:
     """A daemon thread that ends the process when the master's end of the channel closes.
 
@@ -99,6 +107,8 @@ class _BusState:
         self._received: set[str] = set()
         self._sent: set[str] = set()
         self._waiting = {proto.STOP: 0, proto.QUIT: 0}
+        #: Seconds between heartbeats the master asked for, or None.
+        self.heartbeat_interval = _heartbeat_interval()
 
     def _register(self, event: str, handler: Callable[[], object]) -> None:
         message = _EVENTS.get(event)
@@ -142,6 +152,10 @@ class MessageBus(_BusState):
     method: on "stop" the bus answers "stopped" at once; on "quit" it answers
     "shut_down", flushes stdout and stderr and ends the process with exit code 0.
 
+    When the master set ``heartbeat_timeout``, the bus sends a heartbeat from the event
+    loop at the interval the master asked for, so a frozen process or a loop blocked
+    for too long is detected.
+
     If the master goes away (its end of the channel closes, even after a SIGKILL), the
     process exits at once with `LIFELINE_EXIT_CODE`, from a watcher thread that works
     even while the event loop is blocked.
@@ -176,6 +190,8 @@ class MessageBus(_BusState):
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._read_loop, reader, name="drover-py bus reader")
+        if self.heartbeat_interval is not None:
+            self._tg.start_soon(self._heartbeat, self.heartbeat_interval, name="drover-py heartbeat")
         return self
 
     async def __aexit__(
@@ -199,6 +215,17 @@ class MessageBus(_BusState):
             if message is None:
                 return  # the master is gone: the lifeline thread ends the process
             self._dispatch(message)
+
+    async def _heartbeat(self, interval: float) -> None:
+        """Prove the event loop runs: a frozen or blocked loop misses its beats."""
+        assert self._writer is not None
+        frame = proto.encode(proto.HEARTBEAT)
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self._writer.send(frame)
+            except ChannelError:
+                return  # the master is gone; the lifeline handles it
 
     def _dispatch(self, message: str) -> None:
         assert self._tg is not None
@@ -279,6 +306,7 @@ class SyncMessageBus(_BusState):
         self._reader: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
         self._opened = False
+        self._closing = threading.Event()
 
     def on(self, event: str, handler: SyncHandler) -> None:
         """Call ``handler()`` in the reader thread when ``event`` ("stop"/"quit") arrives."""
@@ -296,6 +324,10 @@ class SyncMessageBus(_BusState):
         self._wake_r, self._wake_w = os.pipe()
         self._reader = threading.Thread(target=self._read_loop, name="drover-py bus reader", daemon=True)
         self._reader.start()
+        if self.heartbeat_interval is not None:
+            threading.Thread(
+                target=self._heartbeat, args=(self.heartbeat_interval,), name="drover-py heartbeat", daemon=True
+            ).start()
         return self
 
     def __exit__(
@@ -305,12 +337,27 @@ class SyncMessageBus(_BusState):
         tb: TracebackType | None,
     ) -> None:
         assert self._lifeline is not None and self._reader is not None
+        self._closing.set()
+        with self._write_lock:  # no heartbeat is mid-write when the fds close
+            pass
         os.write(self._wake_w, b"x")
         if self._reader is not threading.current_thread():
             self._reader.join()
         self._lifeline.close()
         for fd in (self._wake_r, self._wake_w, self._read_fd, self._write_fd):
             os.close(fd)
+
+    def _heartbeat(self, interval: float) -> None:
+        """Beat from a thread: proves the process is not frozen (not that main is free)."""
+        frame = proto.encode(proto.HEARTBEAT)
+        while not self._closing.wait(interval):
+            with self._write_lock:
+                if self._closing.is_set():
+                    return
+                try:
+                    os.write(self._write_fd, frame)
+                except OSError:
+                    return
 
     def _read_loop(self) -> None:
         decoder = proto.Decoder(proto.TO_WORKER)

@@ -14,7 +14,7 @@ import attrs
 from ._exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from ._restart import RestartPolicy
+    from ._restart import RecyclePolicy, RestartPolicy
 
 
 def check_script(value: object) -> Path:
@@ -98,8 +98,12 @@ class MasterConfig:
     kill_timeout: float = 5.0
     #: Interpreter that runs the script.
     python: str = sys.executable
+    #: Seconds without a heartbeat after which a started worker counts as frozen, or None.
+    heartbeat_timeout: float | None = None
     #: Built-in restart policy, or None to leave restarts to "worker-exit" handlers.
     restart: RestartPolicy | None = None
+    #: Recycling of old or oversized workers, or None.
+    recycle: RecyclePolicy | None = None
 
     def command(self) -> list[str]:
         """Return the argv of a worker."""

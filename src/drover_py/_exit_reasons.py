@@ -32,9 +32,17 @@ class ExitPayload:
 
 @attrs.frozen
 class ExitReason:
-    """Why a worker process ended. Base class of the three concrete reasons."""
+    """Why a worker process ended. Base class of the three concrete reasons.
+
+    ``detail`` is set when the master ended the worker on its own judgement (a broken
+    channel, a missed heartbeat) and says why; it is None otherwise.
+    """
 
     payload: ExitPayload
+    detail: str | None = attrs.field(default=None, kw_only=True)
+
+    def _with_detail(self, text: str) -> str:
+        return text if self.detail is None else f"{text} ({self.detail})"
 
     @property
     def returncode(self) -> int:
@@ -50,7 +58,7 @@ class NormalExit(ExitReason):
     """The process exited with code 0 (``payload.code == 0``)."""
 
     def __str__(self) -> str:
-        return "exited with code 0"
+        return self._with_detail("exited with code 0")
 
 
 @attrs.frozen
@@ -58,7 +66,7 @@ class AbnormalExit(ExitReason):
     """The process exited with a non-zero code (``payload.code``)."""
 
     def __str__(self) -> str:
-        return f"exited with code {self.payload.code}"
+        return self._with_detail(f"exited with code {self.payload.code}")
 
 
 @attrs.frozen
@@ -67,7 +75,7 @@ class ExternalSignal(ExitReason):
 
     def __str__(self) -> str:
         assert self.payload.signal is not None
-        return f"killed by {self.payload.signal.name}"
+        return self._with_detail(f"killed by {self.payload.signal.name}")
 
 
 @attrs.frozen
@@ -80,18 +88,18 @@ class StartTimeout:
         return f"sent no 'started' within {self.timeout:g} s"
 
 
-def classify(returncode: int) -> ExitReason:
-    """Turn a `subprocess`-style return code into an `ExitReason`.
+def classify(returncode: int, detail: str | None = None) -> ExitReason:
+    """Turn a `subprocess`-style return code into an `ExitReason` (with ``detail``).
 
     Negative codes are signals. A signal number this platform does not name is reported
     as an `AbnormalExit` carrying the raw (negative) code.
     """
     if returncode == 0:
-        return NormalExit(ExitPayload(code=0))
+        return NormalExit(ExitPayload(code=0), detail=detail)
     if returncode > 0:
-        return AbnormalExit(ExitPayload(code=returncode))
+        return AbnormalExit(ExitPayload(code=returncode), detail=detail)
     try:
         sig = signal.Signals(-returncode)
     except ValueError:
-        return AbnormalExit(ExitPayload(code=returncode))
-    return ExternalSignal(ExitPayload(signal=sig))
+        return AbnormalExit(ExitPayload(code=returncode), detail=detail)
+    return ExternalSignal(ExitPayload(signal=sig), detail=detail)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from ._config import (
     MasterConfig,
@@ -16,7 +17,10 @@ from ._config import (
 )
 from ._exceptions import ConfigError
 from ._master import Master
-from ._restart import RestartPolicy
+from ._restart import RecyclePolicy, RestartPolicy
+
+
+_P = TypeVar("_P")
 
 
 class MasterFactory:
@@ -36,6 +40,8 @@ class MasterFactory:
         stop_timeout: float = 30.0,
         kill_timeout: float = 5.0,
         restart: RestartPolicy | None = None,
+        heartbeat_timeout: float | None = None,
+        recycle: RecyclePolicy | None = None,
     ) -> Master:
         """Validate the options and return a new, not yet started `Master`.
 
@@ -45,8 +51,14 @@ class MasterFactory:
         "started"; ``stop_timeout`` bounds a worker's whole graceful stop, after which it
         gets SIGTERM and, ``kill_timeout`` seconds later, SIGKILL for its process group.
 
+        ``heartbeat_timeout`` turns on liveness checks: every worker's bus then sends a
+        heartbeat from its event loop every third of that time, and a started worker
+        silent for ``heartbeat_timeout`` seconds (frozen, or its loop blocked) is
+        terminated and reported with ``reason.detail`` saying so.
+
         ``restart`` is an optional `RestartPolicy`: without it, your "worker-exit"
-        handler decides what happens to a crashed worker (drover's rule).
+        handler decides what happens to a crashed worker (drover's rule). ``recycle`` is
+        an optional `RecyclePolicy` replacing workers past a maximum age or memory.
 
         Raise `ConfigError` (a `ValueError` and `TypeError`) naming the bad option.
         """
@@ -58,12 +70,14 @@ class MasterFactory:
             start_timeout=check_seconds("start_timeout", start_timeout),
             stop_timeout=check_seconds("stop_timeout", stop_timeout),
             kill_timeout=check_seconds("kill_timeout", kill_timeout),
-            restart=_check_restart(restart),
+            restart=_check_policy("restart", restart, RestartPolicy),
+            recycle=_check_policy("recycle", recycle, RecyclePolicy),
+            heartbeat_timeout=None if heartbeat_timeout is None else check_seconds("heartbeat_timeout", heartbeat_timeout),
         )
         return Master(config)
 
 
-def _check_restart(value: object) -> RestartPolicy | None:
-    if value is None or isinstance(value, RestartPolicy):
+def _check_policy(option: str, value: object, kind: type[_P]) -> _P | None:
+    if value is None or isinstance(value, kind):
         return value
-    raise ConfigError("restart", f"expected a RestartPolicy or None, got {value!r}")
+    raise ConfigError(option, f"expected a {kind.__name__} or None, got {value!r}")

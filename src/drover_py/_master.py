@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
+import random
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -27,7 +29,7 @@ from ._exceptions import (
 )
 from ._exit_reasons import ExitReason
 from ._log import get_logger
-from ._restart import GiveUp, Leave, RestartTracker
+from ._restart import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
 from ._status import WorkerStatus
 from ._worker import Worker, WorkerSnapshot
 
@@ -134,6 +136,8 @@ class Master:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._state = _State.OPEN
+        if self._config.recycle is not None:
+            self._tg.start_soon(self._recycle, self._config.recycle, name="drover-py recycler")
         self._log.debug("master open", count=self._config.count)
         return self
 
@@ -462,6 +466,7 @@ class Master:
         self._begin_closing()
         workers = list(self._workers.values())
         for worker in workers:
+            worker.requested = True
             worker.kill()
         for worker in workers:
             await worker.stop()  # already dead: this only waits for the reap, bounded
@@ -507,6 +512,37 @@ class Master:
             except DroverError as exc:  # shut down meanwhile, or retired by someone else
                 self._log.debug("restart abandoned", worker_id=worker_id, error=str(exc))
                 return
+
+    async def _recycle(self, policy: RecyclePolicy) -> None:
+        """Replace workers past ``max_age`` or ``max_rss``; wakes at most every check_interval."""
+        due: dict[int, float] = {}
+        while True:
+            now = anyio.current_time()
+            current = [w for w in self._current().values() if w.status is WorkerStatus.STARTED]
+            due = {w.id: due.get(w.id) or self._age_limit(w, policy) for w in current}
+            for worker in current:
+                why = None
+                if now >= due[worker.id]:
+                    why = f"older than {policy.max_age:g} s"
+                elif policy.max_rss is not None:
+                    rss = None if worker.pid is None else read_rss(worker.pid)
+                    if rss is not None and rss > policy.max_rss:
+                        why = f"resident memory {rss} > {policy.max_rss} bytes"
+                if why is not None:
+                    self._log.info("recycling worker", worker_id=worker.id, slot=worker.slot, why=why)
+                    try:
+                        await self.restart_worker_by_id(worker.id)
+                    except DroverError as exc:
+                        self._log.warning("recycling failed", worker_id=worker.id, error=str(exc))
+            wake = min([*due.values(), anyio.current_time() + policy.check_interval])
+            await anyio.sleep(max(0.0, wake - anyio.current_time()))
+
+    @staticmethod
+    def _age_limit(worker: Worker, policy: RecyclePolicy) -> float:
+        if policy.max_age is None:
+            return math.inf
+        spread = 1 + random.uniform(-policy.jitter, policy.jitter)
+        return anyio.current_time() - worker.uptime() + policy.max_age * spread
 
     def _give_up(self, why: str) -> None:
         if self._failure is not None:

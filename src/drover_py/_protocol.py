@@ -1,8 +1,8 @@
 """The wire protocol between a master and its workers. Pure: no I/O, no event loop.
 
 A frame is one JSON object on one line, ``{"type": "<name>"}``, terminated by ``\\n``.
-The master sends "stop" and "quit"; a worker sends "started", "stopped" and
-"shut_down". Anything else, a frame that is not a JSON object of that form, or a frame
+The master sends "stop" and "quit"; a worker sends "started", "stopped",
+"shut_down" and, when the master asked for it, "heartbeat" every few seconds. Anything else, a frame that is not a JSON object of that form, or a frame
 longer than the size limit raises `ProtocolError`. After an error the decoder is
 unusable: the stream has lost its framing.
 
@@ -24,11 +24,12 @@ QUIT = "quit"
 STARTED = "started"
 STOPPED = "stopped"
 SHUT_DOWN = "shut_down"
+HEARTBEAT = "heartbeat"
 
 #: Message types a master may send to a worker.
 TO_WORKER = frozenset({STOP, QUIT})
 #: Message types a worker may send to its master.
-TO_MASTER = frozenset({STARTED, STOPPED, SHUT_DOWN})
+TO_MASTER = frozenset({STARTED, STOPPED, SHUT_DOWN, HEARTBEAT})
 
 
 def encode(message_type: str) -> bytes:
@@ -122,6 +123,8 @@ CHANNEL_ENV = "DROVER_PY_CHANNEL"
 SLOT_ENV = "DROVER_PY_SLOT"
 #: Environment variable carrying the worker's id (unique within one master).
 WORKER_ID_ENV = "DROVER_PY_WORKER_ID"
+#: Environment variable carrying the heartbeat interval in seconds, if the master wants one.
+HEARTBEAT_ENV = "DROVER_PY_HEARTBEAT"
 
 
 def format_channel(read_fd: int, write_fd: int) -> str:

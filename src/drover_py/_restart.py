@@ -9,7 +9,7 @@ import attrs
 
 from ._config import check_count, check_seconds
 from ._exceptions import ConfigError
-from ._exit_reasons import ExitReason, NormalExit
+from ._exit_reasons import AbnormalExit, ExitReason, NormalExit
 
 
 def _seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -30,6 +30,11 @@ def _when(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         raise ConfigError("restart.when", f"expected 'on-failure' or 'always', got {value!r}")
 
 
+def _codes(_: object, attribute: attrs.Attribute[frozenset[int]], value: frozenset[int]) -> None:
+    if not all(isinstance(code, int) and not isinstance(code, bool) and code > 0 for code in value):
+        raise ConfigError("restart.halt_codes", f"expected positive exit codes, got {sorted(value)!r}")
+
+
 def _backoff(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if check_seconds("restart.backoff", value) < 1:
         raise ConfigError("restart.backoff", f"must be >= 1, got {value!r}")
@@ -46,6 +51,10 @@ class RestartPolicy:
     ``reset_after`` seconds resets its slot's streak. ``when="on-failure"`` leaves
     workers that exited with code 0 alone; ``"always"`` restarts them too.
 
+    An exit code in ``halt_codes`` (default 3, gunicorn's and uvicorn's "cannot boot")
+    means the worker cannot start at all: the master gives up at once instead of
+    looping.
+
     Intensity limit (OTP's MaxR/MaxT, cluster-service's restartsPerMinute): more than
     ``max_restarts`` restarts within ``within`` seconds, across all slots, and the
     master gives up: it stops restarting, emits "restarts-exhausted" and
@@ -59,6 +68,7 @@ class RestartPolicy:
     reset_after: float = attrs.field(default=30.0, validator=_seconds)
     max_restarts: int = attrs.field(default=10, validator=_count)
     within: float = attrs.field(default=60.0, validator=_seconds)
+    halt_codes: frozenset[int] = attrs.field(default=frozenset({3}), converter=frozenset, validator=_codes)
 
 
 @attrs.frozen
@@ -99,6 +109,8 @@ class RestartTracker:
         policy = self.policy
         if policy.when == "on-failure" and isinstance(reason, NormalExit):
             return Leave()
+        if isinstance(reason, AbnormalExit) and reason.payload.code in policy.halt_codes:
+            return GiveUp(f"slot {slot} exited with code {reason.payload.code}, which means it cannot start")
         if uptime >= policy.reset_after:
             self._streaks[slot] = 0
         while self._history and self._history[0] <= now - policy.within:
@@ -112,3 +124,47 @@ class RestartTracker:
         streak = self._streaks.get(slot, 0) + 1
         self._streaks[slot] = streak
         return Restart(min(policy.max_delay, policy.delay * policy.backoff ** (streak - 1)))
+
+
+def _optional_positive(_: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
+    if value is not None:
+        check_seconds(f"recycle.{attribute.name}", value)
+
+
+def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError("recycle.jitter", f"expected a fraction in [0, 1), got {value!r}")
+
+
+def _rss(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError("recycle.max_rss", f"expected a number of bytes >= 1, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RecyclePolicy:
+    """Replace healthy workers gracefully when they get old or fat (opt-in).
+
+    Pass as ``MasterFactory.create(recycle=...)``. A worker is replaced (replacement
+    first, then a graceful stop, as `Master.restart_worker_by_id` does) once it has run
+    ``max_age`` seconds, each worker's age spread by up to ``jitter`` (a fraction) so
+    they do not all roll at once; or once its resident memory, read from /proc every
+    ``check_interval`` seconds, exceeds ``max_rss`` bytes.
+    """
+
+    max_age: float | None = attrs.field(default=None, validator=_optional_positive)
+    jitter: float = attrs.field(default=0.1, validator=_fraction)
+    max_rss: int | None = attrs.field(default=None, validator=_rss)
+    check_interval: float = attrs.field(default=10.0, validator=_seconds)
+
+
+def read_rss(pid: int) -> int | None:
+    """Return the resident set size of ``pid`` in bytes, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as file:
+            for line in file:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

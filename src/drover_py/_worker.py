@@ -94,6 +94,8 @@ class Worker:
         self.requested = False
         #: Why the master judged this worker broken, if it did.
         self.fault: str | None = None
+        #: How the master had to escalate, if it did (becomes the exit reason's detail).
+        self.escalation: str | None = None
         self.ever_started = False
         #: While set, an exit is reported by the operation watching the worker, not by events.
         self.probation = False
@@ -109,6 +111,7 @@ class Worker:
         self._shut_down = anyio.Event()
         self._process_ended = anyio.Event()
         self._reader_done = anyio.Event()
+        self._beat = anyio.Event()  # set by every message; replaced by the watchdog
         #: Set once the process is reaped and the worker's bookkeeping is final.
         self.exited = anyio.Event()
 
@@ -163,6 +166,8 @@ class Worker:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._read_loop, name=f"drover-py worker {self.id} reader")
+                if self.config.heartbeat_timeout is not None:
+                    tg.start_soon(self._watchdog, self.config.heartbeat_timeout)
                 await process.wait()
                 self._process_ended.set()
                 with anyio.move_on_after(DRAIN_TIMEOUT):
@@ -199,6 +204,8 @@ class Worker:
             proto.SLOT_ENV: str(self.slot),
             proto.WORKER_ID_ENV: str(self.id),
         }
+        if self.config.heartbeat_timeout is not None:
+            env[proto.HEARTBEAT_ENV] = f"{self.config.heartbeat_timeout / 3:g}"
         try:
             process = await anyio.open_process(
                 spawn_command(self.config),
@@ -232,7 +239,7 @@ class Worker:
 
     def _finish(self, returncode: int | None) -> None:
         if returncode is not None:
-            self.exit_reason = classify(returncode)
+            self.exit_reason = classify(returncode, detail=self.fault or self.escalation)
         if not self.requested:
             self._set_status(WorkerStatus.FAILED)
         for event in (self._started, self._stopped, self._shut_down, self._process_ended, self.exited):
@@ -240,7 +247,7 @@ class Worker:
         if self.requested or not self.ever_started:
             self._log.debug("exited", reason=str(self.exit_reason))
         else:
-            self._log.warning("exited unexpectedly", reason=str(self.exit_reason), fault=self.fault)
+            self._log.warning("exited unexpectedly", reason=str(self.exit_reason))
         self._on_exit(self)
 
     async def _read_loop(self) -> None:
@@ -263,7 +270,20 @@ class Worker:
             return
         self._set_fault("closed its channel but kept running")
 
+    async def _watchdog(self, timeout: float) -> None:
+        await self._started.wait()
+        while not self._process_ended.is_set():
+            with anyio.move_on_after(timeout):
+                await self._beat.wait()
+                self._beat = anyio.Event()
+                continue
+            self._set_fault(f"no heartbeat for {timeout:g} s: frozen, or its event loop is blocked")
+            return
+
     def _handle(self, message: str) -> None:
+        self._beat.set()
+        if message == proto.HEARTBEAT:
+            return
         if self._terminating:
             self._log.debug("message ignored while terminating", message=message)
             return
@@ -305,9 +325,8 @@ class Worker:
         where = f"worker {self.id} (slot {self.slot}) of {self.config.script.name!r}"
         if self.exited.is_set() or self._process_ended.is_set():
             await self.exited.wait()
-            detail = f" ({self.fault})" if self.fault else ""
             raise WorkerStartError(
-                f"{where} {self.exit_reason} before it sent 'started'{detail}",
+                f"{where} {self.exit_reason} before it sent 'started'",
                 reason=self.exit_reason,
                 worker_id=self.id,
                 slot=self.slot,
@@ -346,6 +365,7 @@ class Worker:
                         await self._shut_down.wait()
                         await self._process_ended.wait()
         if not self._process_ended.is_set():
+            self.escalation = f"no graceful stop within {self.config.stop_timeout:g} s"
             self._log.warning(
                 "graceful stop incomplete; terminating",
                 status=self.status.name,
@@ -365,13 +385,14 @@ class Worker:
             with anyio.move_on_after(self.config.kill_timeout):
                 await self._process_ended.wait()
             if not self._process_ended.is_set():
+                ignored = f"SIGTERM ignored for {self.config.kill_timeout:g} s"
+                self.escalation = ignored if self.escalation is None else f"{self.escalation}, {ignored}"
                 self._log.warning("ignored SIGTERM; sending SIGKILL", kill_timeout=self.config.kill_timeout)
                 self.kill()
         await self._wait_exited()
 
     def kill(self) -> None:
         """Send SIGKILL to the worker's process group now (does not wait)."""
-        self.requested = True
         self._terminating = True
         self._kill_group()
 
