@@ -9,6 +9,7 @@ TEST_BEHAVIOUR is a comma-separated list of flags; "flag@N" applies only in slot
   garbage           write a malformed frame on the channel after "started"
   oversized         write a frame larger than the limit after "started"
   close_channel     close the channel after "started" and keep running
+  send=TYPE         write a raw frame {"type": TYPE} after "started" (e.g. out of order)
   grandchild        spawn a sleeping grandchild in the worker's process group
   trio              run on the trio backend
   default_handlers  register no handlers: use the bus's defaults
@@ -95,6 +96,8 @@ async def main() -> None:
             write_raw(b"\x00not json at all\n")
         if "oversized" in FLAGS:
             write_raw(b'{"type":"' + b"x" * MAX_FRAME_SIZE + b'"}\n')
+        if "send" in FLAGS:
+            write_raw(b'{"type":"' + FLAGS["send"].encode() + b'"}\n')
         if "close_channel" in FLAGS:
             read_fd, write_fd = parse_channel(os.environ[CHANNEL_ENV])
             os.close(write_fd)
