@@ -250,25 +250,29 @@ class Master:
                 for worker in workers:
                     tg.start_soon(bring_up, worker, tg.cancel_scope)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._retire(workers)
+            await self._retire(workers)
             raise
         if failures:
-            with anyio.CancelScope(shield=True):
-                await self._retire(workers)
+            await self._retire(workers)
             for failure in failures:
                 self._log.error("worker failed to start", error=str(failure))
             raise failures[0]
         return workers
 
     async def _retire(self, workers: Iterable[Worker]) -> None:
-        """Stop ``workers`` concurrently (graceful where possible); return once reaped."""
+        """Stop ``workers`` concurrently (graceful where possible); return once reaped.
+
+        Shielded: a graceful stop under way is finished, not cut short, when the calling
+        operation is interrupted; each stop is bounded by its own deadlines, and a hard
+        shutdown still ends it at once by killing the process.
+        """
         workers = list(workers)
         for worker in workers:
             worker.requested = True
-        async with anyio.create_task_group() as tg:
-            for worker in workers:
-                tg.start_soon(worker.stop)
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as tg:
+                for worker in workers:
+                    tg.start_soon(worker.stop)
         for worker in workers:
             self._workers.pop(worker.id, None)
 

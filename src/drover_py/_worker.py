@@ -101,6 +101,7 @@ class Worker:
         self.probation = False
         self._started_clock: float | None = None
         self._terminating = False
+        self._stopping = False
         self._writer: ChannelWriter | None = None
         self._reader: ChannelReader | None = None
         self._fds: tuple[int, ...] = ()
@@ -352,6 +353,10 @@ class Worker:
         self.requested = True
         if self.exited.is_set():
             return
+        if self._stopping:
+            await self._wait_exited()  # another caller drives the stop
+            return
+        self._stopping = True
         if self.status is not WorkerStatus.STARTED or self._terminating:
             await self.terminate()
             return

@@ -4,6 +4,7 @@ TEST_BEHAVIOUR is a comma-separated list of flags; "flag@N" applies only in slot
   crash_boot        exit with code 3 before sending "started"
   hang_boot         never send "started"
   ignore_stop       register a "stop" handler that never answers
+  slow_stop=S       take S seconds to drain on "stop" before answering
   ignore_term       ignore SIGTERM
   exit_after_start=N  exit with code N right after "started"
   garbage           write a malformed frame on the channel after "started"
@@ -72,6 +73,8 @@ async def main() -> None:
             record("stop")
             if "ignore_stop" in FLAGS:
                 return
+            if "slow_stop" in FLAGS:
+                await anyio.sleep(float(FLAGS["slow_stop"]))  # a drain that takes time
             await mb.send_stopped()
 
         async def on_quit() -> None:

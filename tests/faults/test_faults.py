@@ -86,6 +86,20 @@ async def test_unknown_or_out_of_order_message_stops_only_that_worker(make_maste
         await master.graceful_shutdown()
 
 
+async def test_shutdown_during_scale_down_lets_the_drain_finish(make_master: MasterBuilder) -> None:
+    master = make_master("slow_stop@1=1.0", count=2)
+    log = EventLog(master)
+    async with master:
+        await master.start()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(master.scale, 1)
+            await log.wait_for("status-changed", count=5)  # slot 1 is STOPPING, draining
+            await master.graceful_shutdown()
+    reasons = [reason for reason, _ in log.exits("worker-retired")]
+    assert len(reasons) == 2
+    assert all(isinstance(r, ExitReasons.NormalExit) for r in reasons), reasons
+
+
 async def test_old_worker_dies_during_reload(make_master: MasterBuilder) -> None:
     master = make_master(count=2)
     log = EventLog(master)
