@@ -1,8 +1,12 @@
-"""The examples run as a user runs them: start, serve HTTP, shut down on SIGINT."""
+"""The examples run as a user runs them: start, serve HTTP, shut down on SIGINT.
+
+Every test waits on the example's output, never on time: a regex over complete lines.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sys
@@ -49,12 +53,60 @@ async def read_until(process: Process, text: str, seen: list[str]) -> None:
             seen[0] += (await process.stdout.receive()).decode()
 
 
+async def read_matches(process: Process, pattern: str, seen: list[str], count: int = 1) -> list[re.Match[str]]:
+    """Read until ``pattern`` matched ``count`` complete lines of the output; return every match.
+
+    No deadline of its own: the caller's ``anyio.fail_after`` bounds the whole conversation.
+    """
+    assert process.stdout is not None
+    regex = re.compile(f"^{pattern}$", re.MULTILINE)
+    while True:
+        complete = seen[0][: seen[0].rfind("\n") + 1]
+        matches = list(regex.finditer(complete))
+        if len(matches) >= count:
+            return matches
+        seen[0] += (await process.stdout.receive()).decode()
+
+
+async def open_example(example: str, base_port: int, *args: str) -> Process:
+    return await anyio.open_process(
+        [sys.executable, str(EXAMPLES / example / "main.py"), *args], env={**os.environ, "BASE_PORT": str(base_port)}
+    )
+
+
+async def interrupt(process: Process, seen: list[str]) -> None:
+    """SIGINT: the example must say "shut down" and exit with code 0."""
+    process.send_signal(signal.SIGINT)
+    await read_matches(process, "shut down", seen)
+    assert await process.wait() == 0
+
+
+async def read_serving(process: Process, base: int, seen: list[str]) -> None:
+    """Wait until foo and bar both said they serve, foo on ``base`` and bar on ``base + 1``."""
+    serving = await read_matches(process, r"(\w+): serving http://127\.0\.0\.1:(\d+)/", seen, count=2)
+    assert sorted(m.groups() for m in serving) == [("bar", str(base + 1)), ("foo", str(base))]
+
+
+def statuses(block: str) -> dict[str, list[tuple[int, str]]]:
+    """Parse one drover-style status block (``[foo-0]: STARTED`` lines) into {app: [(slot, status)]}."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    for app, slot, status in re.findall(r"^\[(\w+)-(\d+)\]: (\w+)$", block, re.MULTILINE):
+        found.setdefault(app, []).append((int(slot), status))
+    return found
+
+
+def ids(text: str) -> list[int]:
+    return [int(i) for i in text.split(", ")] if text else []
+
+
 @pytest.mark.parametrize(
     ("example", "ports", "env_name", "expected"),
     [
         ("simple_app", 1, "PORT", ["Hello from simple_app!"]),
         ("single_app_cluster", 1, "PORT", ["Hello from single_app_cluster!"]),
         ("multi_app_cluster", 3, "BASE_PORT", ["Hello from foo!", "Hello from bar!", "Hello from baz!"]),
+        ("runtime_scaling", 2, "BASE_PORT", ["Hello from foo!", "Hello from bar!"]),
+        ("graceful_reload", 2, "BASE_PORT", ["Hello from foo!", "Hello from bar!"]),
     ],
 )
 @pytest.mark.parametrize("master_backend", ["asyncio", "trio"])
@@ -77,3 +129,84 @@ async def test_example_serves_and_shuts_down(
         await read_until(process, "shut down", seen)
         with anyio.fail_after(30):
             assert await process.wait() == 0
+
+
+# The behaviour tests run the example's masters on the backend of the test itself, so
+# both master backends are covered without running each example four times.
+
+
+async def test_runtime_scaling_scales_foo_down_and_bar_up(anyio_backend: str) -> None:
+    base = free_ports(2)
+    process = await open_example("runtime_scaling", base, "--scale-after", "1", "--backend", anyio_backend)
+    seen = [""]
+    async with kill_on_exit(process):
+        with anyio.fail_after(30):
+            await read_serving(process, base, seen)
+            first = (await read_matches(process, r"---", seen))[0]
+            before = statuses(seen[0][: first.start()])
+            assert before == {"foo": [(i, "STARTED") for i in range(4)], "bar": [(i, "STARTED") for i in range(2)]}
+
+            scaled = await read_matches(process, r"(\w+): scaled (\d+) -> (\d+)", seen, count=2)
+            assert sorted(m.groups() for m in scaled) == [("bar", "2", "4"), ("foo", "4", "2")]
+            # The first status block printed after both scalings returned.
+            after_scaling = scaled[-1].end()
+            ends: list[re.Match[str]] = []
+            while not any(m.start() > after_scaling for m in ends):
+                ends = await read_matches(process, r"---", seen, count=len(ends) + 1)
+            block_end = next(m for m in ends if m.start() > after_scaling)
+            after = statuses(seen[0][after_scaling : block_end.start()])
+            assert after == {"foo": [(i, "STARTED") for i in range(2)], "bar": [(i, "STARTED") for i in range(4)]}
+
+            bodies = [await anyio.to_thread.run_sync(get, base + i) for i in range(2)]
+            assert "Hello from foo!" in bodies[0] and "Hello from bar!" in bodies[1]
+            await interrupt(process, seen)
+
+
+RELOADED = r"(\w+): reloaded, workers \[([\d, ]*)\] -> \[([\d, ]*)\] \(pids .*\) in [\d.]+ s"
+
+
+def reloads(matches: list[re.Match[str]], app: str) -> list[tuple[list[int], list[int]]]:
+    return [(ids(m[2]), ids(m[3])) for m in matches if m[1] == app]
+
+
+async def test_graceful_reload_replaces_every_worker_each_time(anyio_backend: str) -> None:
+    base = free_ports(2)
+    process = await open_example("graceful_reload", base, "--reload-every", "1", "--backend", anyio_backend)
+    seen = [""]
+    async with kill_on_exit(process):
+        with anyio.fail_after(30):
+            await read_serving(process, base, seen)
+            matches: list[re.Match[str]] = []
+            while len(reloads(matches, "foo")) < 2:
+                matches = await read_matches(process, RELOADED, seen, count=len(matches) + 1)
+
+            (foo1_before, foo1_after), (foo2_before, foo2_after) = reloads(matches, "foo")[:2]
+            assert len(foo1_before) == len(foo1_after) == 1
+            assert foo1_after != foo1_before
+            assert foo2_before == foo1_after  # the second reload replaced the first one's worker
+            assert foo2_after not in (foo1_before, foo1_after)
+            # A reload of both masters waits for both: bar's first one is done by now.
+            bar_before, bar_after = reloads(matches, "bar")[0]
+            assert len(bar_before) == len(bar_after) == 4
+            assert not set(bar_before) & set(bar_after)
+
+            bodies = [await anyio.to_thread.run_sync(get, base + i) for i in range(2)]
+            assert "Hello from foo!" in bodies[0] and "Hello from bar!" in bodies[1]
+            await interrupt(process, seen)
+
+
+async def test_graceful_reload_reloads_on_sighup(anyio_backend: str) -> None:
+    base = free_ports(2)
+    process = await open_example("graceful_reload", base, "--reload-every", "0", "--backend", anyio_backend)
+    seen = [""]
+    async with kill_on_exit(process):
+        with anyio.fail_after(30):
+            # Printed once both masters started; the SIGHUP handler is in place before that.
+            await read_matches(process, r"reloading on SIGHUP \(kill -HUP \d+\)", seen)
+            assert not re.search(RELOADED, seen[0])  # --reload-every 0: no reload by itself
+            process.send_signal(signal.SIGHUP)
+            matches = await read_matches(process, RELOADED, seen, count=2)
+            assert sorted(m[1] for m in matches) == ["bar", "foo"]
+            [(foo_before, foo_after)] = reloads(matches, "foo")
+            assert len(foo_before) == len(foo_after) == 1 and foo_before != foo_after
+            await interrupt(process, seen)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The examples folder, so that `_shared` is found whatever the working directory.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import _server  # noqa: E402  (found through the line above, whatever the working directory)
+from _shared import server  # noqa: E402
 
 if __name__ == "__main__":
-    _server.run("foo")
+    server.run("foo")

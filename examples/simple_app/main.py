@@ -7,16 +7,18 @@ Ctrl-C (or SIGTERM) shuts the worker down gracefully; a second Ctrl-C kills it.
 
 from __future__ import annotations
 
-import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
 import anyio
-from anyio.abc import TaskStatus
 
-from drover_py import DroverError, Master, MasterFactory, StateError
+from drover_py import Master, MasterFactory
+
+# The examples folder, so that `_shared` is found whatever the working directory.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _shared import cli  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PORT = int(os.environ.get("PORT", "1999"))
@@ -39,59 +41,19 @@ async def show_status(master: Master) -> None:
             print()
 
 
-async def watch_signals(master: Master, stop: anyio.Event, *, task_status: TaskStatus[None]) -> None:
-    """First SIGINT/SIGTERM: ask for a graceful shutdown. Second one: hard shutdown."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        async for signum in signals:
-            if stop.is_set():
-                print(f"\n{signal.Signals(signum).name} again: killing the workers", flush=True)
-                await master.hard_shutdown()
-            else:
-                print(f"\n{signal.Signals(signum).name}: shutting down gracefully (again to force)", flush=True)
-                stop.set()
-
-
 async def run(duration: float | None) -> int:
     master = MasterFactory.create(
         script=HERE / "app.py",
         count=1,
         env={"PORT": PORT, "RESPONSE": "Hello from simple_app!\n"},
     )
-    stop = anyio.Event()
-    exit_code = 0
-
-    async def start_then_show_status() -> None:
-        nonlocal exit_code
-        try:
-            await master.start()
-        except StateError:
-            return  # a shutdown interrupted the start
-        except DroverError as exc:
-            print(f"cannot start: {exc}", file=sys.stderr)
-            exit_code = 1
-            stop.set()
-            return
-        print(f"serving http://127.0.0.1:{PORT}/ (Ctrl-C to stop)", flush=True)
-        await show_status(master)
-
-    async with master, anyio.create_task_group() as tg:
-        await tg.start(watch_signals, master, stop)
-        tg.start_soon(start_then_show_status)
-        with anyio.move_on_after(duration):
-            await stop.wait()
-        stop.set()
-        await master.graceful_shutdown()
-        tg.cancel_scope.cancel()
-    print("shut down", flush=True)
-    return exit_code
+    # Start, show the status line until Ctrl-C or --duration, then shut down gracefully.
+    # The signal messages start on a new line: the status line is drawn in place.
+    return await cli.run_masters({"app": master}, duration, lambda: show_status(master), fresh_line=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, help="shut down gracefully after this many seconds")
-    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop of the master")
-    args = parser.parse_args()
+    args = cli.parse_args(__doc__)
     sys.exit(anyio.run(run, args.duration, backend=args.backend))
 
 

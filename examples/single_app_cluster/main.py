@@ -8,41 +8,21 @@ Ctrl-C (or SIGTERM) shuts the workers down gracefully; a second Ctrl-C kills the
 
 from __future__ import annotations
 
-import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
 import anyio
-from anyio.abc import TaskStatus
 
-from drover_py import DroverError, ExitReasons, Master, MasterFactory, StateError
+from drover_py import DroverError, ExitReasons, MasterFactory
+
+# The examples folder, so that `_shared` is found whatever the working directory.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _shared import cli  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PORT = int(os.environ.get("PORT", "1934"))
-
-
-async def show_status(master: Master) -> None:
-    """Print every worker's status every two seconds, as drover's example does."""
-    while True:
-        for worker in master.workers:
-            print(f"[app-{worker.slot}]: {worker.status.name}")
-        print("---", flush=True)
-        await anyio.sleep(2)
-
-
-async def watch_signals(master: Master, stop: anyio.Event, *, task_status: TaskStatus[None]) -> None:
-    """First SIGINT/SIGTERM: ask for a graceful shutdown. Second one: hard shutdown."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        async for signum in signals:
-            if stop.is_set():
-                print(f"{signal.Signals(signum).name} again: killing the workers", flush=True)
-                await master.hard_shutdown()
-            else:
-                print(f"{signal.Signals(signum).name}: shutting down gracefully (again to force)", flush=True)
-                stop.set()
 
 
 async def run(duration: float | None) -> int:
@@ -52,7 +32,6 @@ async def run(duration: float | None) -> int:
         env={"PORT": PORT, "RESPONSE": "Hello from single_app_cluster!\n"},
     )
     stop = anyio.Event()
-    exit_code = 0
 
     async def on_worker_exit(reason: ExitReasons.ExitReason, worker_id: int) -> None:
         print(f"worker {worker_id} {reason}", flush=True)
@@ -68,38 +47,14 @@ async def run(duration: float | None) -> int:
             stop.set()
 
     master.on("worker-exit", on_worker_exit)
-
-    async def start_then_show_status() -> None:
-        nonlocal exit_code
-        try:
-            await master.start()
-        except StateError:
-            return  # a shutdown interrupted the start
-        except DroverError as exc:
-            print(f"cannot start: {exc}", file=sys.stderr)
-            exit_code = 1
-            stop.set()
-            return
-        print(f"serving http://127.0.0.1:{PORT}/ (Ctrl-C to stop)", flush=True)
-        await show_status(master)
-
-    async with master, anyio.create_task_group() as tg:
-        await tg.start(watch_signals, master, stop)
-        tg.start_soon(start_then_show_status)
-        with anyio.move_on_after(duration):
-            await stop.wait()
-        stop.set()
-        await master.graceful_shutdown()
-        tg.cancel_scope.cancel()
-    print("shut down", flush=True)
-    return exit_code
+    # Start, print every worker's status every two seconds (as drover's example does) until
+    # Ctrl-C, --duration or a normal exit, then shut down gracefully.
+    masters = {"app": master}
+    return await cli.run_masters(masters, duration, lambda: cli.show_statuses(masters), stop=stop)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, help="shut down gracefully after this many seconds")
-    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop of the master")
-    args = parser.parse_args()
+    args = cli.parse_args(__doc__)
     sys.exit(anyio.run(run, args.duration, backend=args.backend))
 
 

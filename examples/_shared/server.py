@@ -1,10 +1,12 @@
-"""The code the workers of the multi_app_cluster example share.
+"""The HTTP worker every example runs (simple_app, single_app_cluster, multi_app_cluster,
+runtime_scaling, graceful_reload).
 
-`run(name)` serves $RESPONSE over HTTP on 127.0.0.1:$PORT on trio, with hypercorn. The
-workers of one app bind the same port with SO_REUSEPORT, so the kernel spreads
-connections over them. A worker tells its master "started" only once it listens, stops
-accepting on "stop" (answering "stopped" once open requests are done), and exits after
-"quit".
+A worker script puts the examples folder on ``sys.path`` and calls ``server.run(name)``
+from ``_shared``, which serves $RESPONSE over HTTP on 127.0.0.1:$PORT on trio, with
+hypercorn. The workers of one app bind the same port with SO_REUSEPORT, so the kernel
+spreads connections over them. A worker tells its master "started" only once it
+listens, stops accepting on "stop" (answering "stopped" once open requests are done),
+and exits after "quit". Each response names its worker in an ``x-worker`` header.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from drover_py import MessageBus
 
 def make_app(name: str, response: bytes) -> ASGIFramework:
     """Return an ASGI app answering every HTTP request with ``response``."""
-    worker = f"{name} slot={os.environ.get('DROVER_PY_SLOT', '?')} pid={os.getpid()}".encode()
+    slot, worker_id = os.environ.get("DROVER_PY_SLOT", "?"), os.environ.get("DROVER_PY_WORKER_ID", "?")
+    worker = f"{name} id={worker_id} slot={slot} pid={os.getpid()}".encode()
 
     async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         if scope["type"] == "lifespan":

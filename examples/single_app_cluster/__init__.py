@@ -1,0 +1,1 @@
+"""The single_app_cluster example; a package only so that type checkers find ``_shared``."""
