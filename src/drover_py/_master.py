@@ -77,6 +77,7 @@ class Master:
         self._tracker = None if config.restart is None else RestartTracker(config.restart)
         self._failure: RestartLimitError | None = None
         self._done = anyio.Event()
+        self._worker_started = anyio.Event()
 
     # -- introspection --------------------------------------------------------------
 
@@ -203,6 +204,7 @@ class Master:
         self._emit("status-changed", worker.id, status)
         if status is WorkerStatus.STARTED:
             self._emit("worker-started", worker.id)
+            self._worker_started.set()
 
     def _worker_exited(self, worker: Worker) -> None:
         if worker.requested:
@@ -518,7 +520,10 @@ class Master:
                 return
 
     async def _recycle(self, policy: RecyclePolicy) -> None:
-        """Replace workers past ``max_age`` or ``max_rss``; wakes at most every check_interval."""
+        """Replace workers past ``max_age`` or ``max_rss``.
+
+        Wakes at the next age deadline, when a worker starts, and every check_interval.
+        """
         due: dict[int, float] = {}
         while True:
             now = anyio.current_time()
@@ -539,7 +544,9 @@ class Master:
                     except DroverError as exc:
                         self._log.warning("recycling failed", worker_id=worker.id, error=str(exc))
             wake = min([*due.values(), anyio.current_time() + policy.check_interval])
-            await anyio.sleep(max(0.0, wake - anyio.current_time()))
+            with anyio.move_on_after(max(0.0, wake - anyio.current_time())):
+                await self._worker_started.wait()  # a new worker brings a new deadline
+            self._worker_started = anyio.Event()
 
     @staticmethod
     def _age_limit(worker: Worker, policy: RecyclePolicy) -> float:
