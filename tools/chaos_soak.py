@@ -4,11 +4,11 @@ Not part of the test suite. Run from the repository root:
 
     .venv/bin/python tools/chaos_soak.py --duration 600 [--backend trio] [--seed 1]
 
-Workers are examples/single_app_cluster/app.py (hypercorn on trio, SO_REUSEPORT on one
-port); a client loop sends sequential requests to 127.0.0.1 the whole time. At the end
-it prints processes leaked, fds leaked in the master, master RSS growth and failed
-requests. Failed requests are expected with SO_REUSEPORT workers (closing a listener
-drops its accept queue) until the master owns the listening socket.
+Workers are examples/single_app_cluster/app.py (hypercorn on trio) on one listening
+socket owned by the master; a client loop sends sequential requests to 127.0.0.1 the
+whole time. At the end it prints processes leaked, fds leaked in the master, master RSS
+growth and failed requests (a request fails only when it reached a worker that was
+then killed, since kills are part of the chaos).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sys
 import time
 import urllib.request
@@ -57,20 +56,13 @@ def rss_kib() -> int:
     return 0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 async def soak(duration: float, seed: int) -> dict[str, object]:
     rng = random.Random(seed)
-    port = free_port()
     master = MasterFactory.create(
         script=ROOT / "examples" / "single_app_cluster" / "app.py",
         count=4,
-        env={"PORT": port, "RESPONSE": "soak"},
+        bind=["127.0.0.1:0"],
+        env={"RESPONSE": "soak"},
         stop_timeout=10,
         restart=RestartPolicy(delay=0.05, max_restarts=1000, within=60),
     )
@@ -113,6 +105,7 @@ async def soak(duration: float, seed: int) -> dict[str, object]:
 
     started_at = time.monotonic()
     async with master:
+        port = master.sockets[0].getsockname()[1]
         await master.start()
         async with anyio.create_task_group() as tg:
             tg.start_soon(client)

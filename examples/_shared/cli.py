@@ -27,7 +27,7 @@ from contextlib import AsyncExitStack
 import anyio
 from anyio.abc import TaskStatus
 
-from drover_py import DroverError, Master, StateError
+from drover_py import BindError, DroverError, Master, StateError
 
 #: The masters of an example by app name; the name labels their output ("[foo-0]: STARTED").
 Masters = Mapping[str, Master]
@@ -145,8 +145,12 @@ async def run_masters(
             await then()
 
     async with AsyncExitStack() as stack:
-        for master in masters.values():
-            await stack.enter_async_context(master)
+        try:
+            for master in masters.values():
+                await stack.enter_async_context(master)  # binds the master's listening sockets
+        except BindError as exc:
+            print(f"cannot start: {exc}", file=sys.stderr)
+            return 1
         async with anyio.create_task_group() as tg:
             await tg.start(functools.partial(watch_signals, masters, stop, on_hangup=on_hangup, fresh_line=fresh_line))
             tg.start_soon(start_then)

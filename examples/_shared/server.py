@@ -2,9 +2,10 @@
 runtime_scaling, graceful_reload).
 
 A worker script puts the examples folder on ``sys.path`` and calls ``server.run(name)``
-from ``_shared``, which serves $RESPONSE over HTTP on 127.0.0.1:$PORT on trio, with
-hypercorn. The workers of one app bind the same port with SO_REUSEPORT, so the kernel
-spreads connections over them. A worker tells its master "started" only once it
+from ``_shared``, which serves $RESPONSE over HTTP on trio, with hypercorn, on the
+listening socket its master bound (``bind=[...]``) and every worker inherited
+(`drover_py.inherited_sockets`): one accept queue for all workers, kept open by the
+master across reloads, so a retiring worker loses no queued connection. A worker tells its master "started" only once it
 listens, stops accepting on "stop" (answering "stopped" once open requests are done),
 and exits after "quit". Each response names its worker in an ``x-worker`` header.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import sys
 
 import anyio
@@ -21,7 +21,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 
-from drover_py import MessageBus
+from drover_py import MessageBus, inherited_sockets
 
 
 def make_app(name: str, response: bytes) -> ASGIFramework:
@@ -50,25 +50,15 @@ def make_app(name: str, response: bytes) -> ASGIFramework:
     return app
 
 
-def listen(port: int) -> socket.socket:
-    """Return a listening socket on 127.0.0.1:port that other workers may bind too."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(128)
-    return sock
-
-
 async def serve_app(name: str) -> None:
-    port = int(os.environ["PORT"])
     response = os.environ.get("RESPONSE", f"Hello from {name}!\n").encode()
-    try:
-        sock = listen(port)
-    except OSError as exc:
-        sys.exit(f"{name}: cannot listen on 127.0.0.1:{port}: {exc}")
+    sockets = inherited_sockets()
+    if not sockets:
+        sys.exit(f"{name}: no listening socket: run me from a master created with bind=[...]")
     config = Config()
-    config.bind = [f"fd://{sock.detach()}"]  # hypercorn now owns (and closes) the socket
+    # The master owns the listener and keeps it open across reloads: hypercorn serves a
+    # duplicate of its fd, and closing that on "stop" loses no queued connection.
+    config.bind = [f"fd://{sock.fileno()}" for sock in sockets]
     config.loglevel = "WARNING"
     app = make_app(name, response)
     stop, done = anyio.Event(), anyio.Event()

@@ -56,6 +56,7 @@ async def run(duration: float | None, reload_every: float) -> int:
         name: MasterFactory.create(
             script=HERE / f"app_{name}.py",
             count=count,
+            bind=[f"127.0.0.1:{BASE_PORT + index}"],  # one listener, owned by the master, shared by its workers
             env={"PORT": BASE_PORT + index, "RESPONSE": f"Hello from {name}!\n"},
         )
         for index, (name, count) in enumerate(APPS.items())

@@ -45,6 +45,7 @@ async def run(duration: float | None) -> int:
     master = MasterFactory.create(
         script=HERE / "app.py",
         count=1,
+        bind=[f"127.0.0.1:{PORT}"],  # one listener, owned by the master, shared by its workers
         env={"PORT": PORT, "RESPONSE": "Hello from simple_app!\n"},
     )
     # Start, show the status line until Ctrl-C or --duration, then shut down gracefully.

@@ -29,6 +29,7 @@ async def run(duration: float | None) -> int:
     master = MasterFactory.create(
         script=HERE / "app.py",
         count=4,
+        bind=[f"127.0.0.1:{PORT}"],  # one listener, owned by the master, shared by its workers
         env={"PORT": PORT, "RESPONSE": "Hello from single_app_cluster!\n"},
     )
     stop = anyio.Event()

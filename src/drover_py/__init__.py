@@ -3,7 +3,7 @@
 A `Master` (built by `MasterFactory.create`) spawns worker processes of a script and
 knows each one is up because the worker's `MessageBus` said "started". See the README.
 
-The child side (`MessageBus`, `SyncMessageBus`) is imported eagerly and stays light;
+The child side (`MessageBus`, `SyncMessageBus`, `inherited_sockets`) is imported eagerly and stays light;
 the master side (attrs, structlog) loads on first use of its names.
 """
 
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ._bus import LIFELINE_EXIT_CODE as LIFELINE_EXIT_CODE
 from ._bus import MessageBus as MessageBus
 from ._bus import SyncMessageBus as SyncMessageBus
+from ._exceptions import BindError as BindError
 from ._exceptions import ChannelError as ChannelError
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import DroverError as DroverError
@@ -27,6 +28,7 @@ from ._exceptions import StartTimeoutError as StartTimeoutError
 from ._exceptions import StateError as StateError
 from ._exceptions import UnknownWorkerError as UnknownWorkerError
 from ._exceptions import WorkerStartError as WorkerStartError
+from ._inherit import inherited_sockets as inherited_sockets
 
 if TYPE_CHECKING:
     from ._config import MasterConfig as MasterConfig
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LIFELINE_EXIT_CODE",
+    "BindError",
     "ChannelError",
     "ConfigError",
     "DroverError",
@@ -63,6 +66,7 @@ __all__ = [
     "WorkerSnapshot",
     "WorkerStartError",
     "WorkerStatus",
+    "inherited_sockets",
     "open_signal_handlers",
 ]
 

@@ -15,6 +15,7 @@ from ._exceptions import ConfigError
 
 if TYPE_CHECKING:
     from ._restart import RecyclePolicy, RestartPolicy
+    from ._sockets import BindSpec
 
 
 def check_script(value: object) -> Path:
@@ -104,6 +105,12 @@ class MasterConfig:
     restart: RestartPolicy | None = None
     #: Recycling of old or oversized workers, or None.
     recycle: RecyclePolicy | None = None
+    #: Listening sockets the master creates and every worker inherits, in order.
+    bind: tuple[BindSpec, ...] = ()
+    #: listen() backlog of those sockets.
+    backlog: int = 2048
+    #: Permissions of Unix socket files the master creates.
+    unix_mode: int = 0o660
 
     def command(self) -> list[str]:
         """Return the argv of a worker."""

@@ -26,6 +26,10 @@ class ConfigError(DroverError, ValueError, TypeError):
         self.option = option
 
 
+class BindError(DroverError):
+    """A listening socket of the ``bind`` option could not be created (names the address)."""
+
+
 class StateError(DroverError):
     """The operation does not fit the master's (or the bus's) current state.
 

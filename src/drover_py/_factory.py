@@ -18,6 +18,7 @@ from ._config import (
 from ._exceptions import ConfigError
 from ._master import Master
 from ._restart import RecyclePolicy, RestartPolicy
+from ._sockets import check_binds
 
 
 _P = TypeVar("_P")
@@ -42,6 +43,9 @@ class MasterFactory:
         restart: RestartPolicy | None = None,
         heartbeat_timeout: float | None = None,
         recycle: RecyclePolicy | None = None,
+        bind: Sequence[str] = (),
+        backlog: int = 2048,
+        unix_mode: int = 0o660,
     ) -> Master:
         """Validate the options and return a new, not yet started `Master`.
 
@@ -60,6 +64,14 @@ class MasterFactory:
         handler decides what happens to a crashed worker (drover's rule). ``recycle`` is
         an optional `RecyclePolicy` replacing workers past a maximum age or memory.
 
+        ``bind`` lists listening sockets the master creates when it opens (``async
+        with master``) and every worker inherits (see `inherited_sockets`), kept open
+        across reloads, scaling and restarts, closed when the master closes:
+        "127.0.0.1:8000", "[::1]:8000" (port 0 picks a free port; read
+        ``master.sockets``), "unix:/run/app.sock" (created with ``unix_mode``),
+        "fd://3" (adopt an open socket), "systemd" (the sockets of systemd socket
+        activation). ``backlog`` is their listen() backlog.
+
         Raise `ConfigError` (a `ValueError` and `TypeError`) naming the bad option.
         """
         config = MasterConfig(
@@ -72,6 +84,9 @@ class MasterFactory:
             kill_timeout=check_seconds("kill_timeout", kill_timeout),
             restart=_check_policy("restart", restart, RestartPolicy),
             recycle=_check_policy("recycle", recycle, RecyclePolicy),
+            bind=check_binds(bind),
+            backlog=check_count(backlog, "backlog"),
+            unix_mode=_check_mode(unix_mode),
             heartbeat_timeout=None if heartbeat_timeout is None else check_seconds("heartbeat_timeout", heartbeat_timeout),
         )
         return Master(config)
@@ -81,3 +96,9 @@ def _check_policy(option: str, value: object, kind: type[_P]) -> _P | None:
     if value is None or isinstance(value, kind):
         return value
     raise ConfigError(option, f"expected a {kind.__name__} or None, got {value!r}")
+
+
+def _check_mode(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
+        raise ConfigError("unix_mode", f"expected permission bits such as 0o660, got {value!r}")
+    return value

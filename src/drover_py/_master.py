@@ -7,6 +7,7 @@ import itertools
 import math
 import random
 import os
+import socket
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -30,7 +31,9 @@ from ._exceptions import (
 from ._exit_reasons import ExitReason
 from ._log import get_logger
 from ._restart import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
+from ._sockets import Listeners
 from ._status import WorkerStatus
+from ._systemd import Notifier, watchdog_interval
 from ._worker import Worker, WorkerSnapshot
 
 #: Events a master emits, with the arguments handlers receive.
@@ -78,6 +81,8 @@ class Master:
         self._failure: RestartLimitError | None = None
         self._done = anyio.Event()
         self._worker_started = anyio.Event()
+        self._listeners: Listeners | None = None
+        self._notifier: Notifier | None = None
 
     # -- introspection --------------------------------------------------------------
 
@@ -134,9 +139,15 @@ class Master:
     async def __aenter__(self) -> Master:
         if self._state is not _State.NEW:
             raise StateError("a Master can be entered only once; create a new one")
+        if self._config.bind:
+            self._listeners = Listeners(self._config.bind, backlog=self._config.backlog, unix_mode=self._config.unix_mode)
+        self._notifier = Notifier.from_env(os.environ, self._log)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._state = _State.OPEN
+        interval = watchdog_interval(os.environ) if self._notifier is not None else None
+        if interval is not None:
+            self._tg.start_soon(self._watchdog, interval, name="drover-py sd_notify watchdog")
         if self._config.recycle is not None:
             self._tg.start_soon(self._recycle, self._config.recycle, name="drover-py recycler")
         self._log.debug("master open", count=self._config.count)
@@ -155,8 +166,34 @@ class Master:
         finally:
             self._tg.cancel_scope.cancel()
             tg, self._tg = self._tg, None
-            result = await exit_task_group(tg, exc_type, exc, tb)
+            try:
+                result = await exit_task_group(tg, exc_type, exc, tb)
+            finally:
+                if self._listeners is not None:
+                    self._listeners.close()
+                if self._notifier is not None:
+                    self._notifier.close()
         return result
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        """Return the listening sockets of ``bind``, in order, while the master is open.
+
+        Port 0 is resolved: ``master.sockets[0].getsockname()`` is the bound address.
+        Empty before ``async with master:`` and after it.
+        """
+        return [] if self._listeners is None else list(self._listeners.sockets)
+
+    async def _watchdog(self, interval: float) -> None:
+        assert self._notifier is not None
+        while True:
+            self._notifier.send("WATCHDOG=1")
+            await anyio.sleep(interval)
+
+    def _notify_ready(self) -> None:
+        if self._notifier is not None:
+            started = sum(w.status is WorkerStatus.STARTED for w in self._workers.values())
+            self._notifier.ready(f"{started} of {self._config.count} workers started")
 
     def _check_usable(self, operation: str) -> None:
         if self._state is _State.NEW:
@@ -196,6 +233,7 @@ class Master:
             log=self._log,
             on_status=self._worker_status,
             on_exit=self._worker_exited,
+            listen_fds=() if self._listeners is None else self._listeners.fds,
         )
         self._workers[worker.id] = worker
         return worker
@@ -294,6 +332,7 @@ class Master:
                 raise StateError("start() was already called; use restart_worker_by_id() to replace workers")
             await self._launch(range(self._config.count), self._config)
             self._started = True
+            self._notify_ready()
             self._log.debug("started", count=self._config.count)
 
     async def restart_worker_by_id(self, worker_id: int) -> int:
@@ -415,34 +454,45 @@ class Master:
                 raise StateError("graceful_reload() needs a started master: call start() first")
             old_config = self._config
             new_config = attrs.evolve(new_config, count=old_config.count)
-            slots = list(range(old_config.count))
-            switched: list[int] = []
+            if self._notifier is not None:
+                self._notifier.reloading()
             try:
-                for index in range(0, len(slots), batch_size):
-                    batch = slots[index : index + batch_size]
-                    await self._replace(batch, new_config, canary=canary if index == 0 else None)
-                    switched.extend(batch)
-            except WorkerStartError as exc:
-                self._log.warning("reload failed; rolling back", error=str(exc), switched=len(switched))
-                if switched:
-                    try:
-                        await self._replace(switched, old_config)
-                    except WorkerStartError as rollback:
-                        raise ReloadError(
-                            f"graceful reload failed ({exc}) and so did its rollback ({rollback}); "
-                            "the slots that could not be rolled back keep the new version",
-                            reason=exc.reason,
-                            worker_id=exc.worker_id,
-                            slot=exc.slot,
-                        ) from exc
-                raise ReloadError(
-                    f"graceful reload failed, {len(switched)} slot(s) rolled back: {exc}",
-                    reason=exc.reason,
-                    worker_id=exc.worker_id,
-                    slot=exc.slot,
-                ) from exc
-            self._config = new_config
-            self._log.debug("reloaded", script=new_config.script.name)
+                await self._reload(old_config, new_config, batch_size, canary)
+            finally:
+                self._notify_ready()
+
+    async def _reload(
+        self, old_config: MasterConfig, new_config: MasterConfig, batch_size: int, canary: float | None
+    ) -> None:
+        """Roll every slot to ``new_config``; on failure roll back and raise ReloadError."""
+        slots = list(range(old_config.count))
+        switched: list[int] = []
+        try:
+            for index in range(0, len(slots), batch_size):
+                batch = slots[index : index + batch_size]
+                await self._replace(batch, new_config, canary=canary if index == 0 else None)
+                switched.extend(batch)
+        except WorkerStartError as exc:
+            self._log.warning("reload failed; rolling back", error=str(exc), switched=len(switched))
+            if switched:
+                try:
+                    await self._replace(switched, old_config)
+                except WorkerStartError as rollback:
+                    raise ReloadError(
+                        f"graceful reload failed ({exc}) and so did its rollback ({rollback}); "
+                        "the slots that could not be rolled back keep the new version",
+                        reason=exc.reason,
+                        worker_id=exc.worker_id,
+                        slot=exc.slot,
+                    ) from exc
+            raise ReloadError(
+                f"graceful reload failed, {len(switched)} slot(s) rolled back: {exc}",
+                reason=exc.reason,
+                worker_id=exc.worker_id,
+                slot=exc.slot,
+            ) from exc
+        self._config = new_config
+        self._log.debug("reloaded", script=new_config.script.name)
 
     async def graceful_shutdown(self) -> None:
         """Stop every worker gracefully and concurrently; return once all are reaped.
@@ -457,6 +507,8 @@ class Master:
         if self._state is _State.CLOSED:
             return
         self._begin_closing()
+        if self._notifier is not None:
+            self._notifier.stopping()
         async with self._lock:
             if self._closed():
                 return

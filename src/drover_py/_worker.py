@@ -23,6 +23,7 @@ from ._exceptions import (
     WorkerStartError,
 )
 from ._exit_reasons import ExitReason, StartTimeout, classify
+from ._sockets import SOCKETS_ENV, SYSTEMD_ENV
 from ._status import WorkerStatus, can_transition
 
 #: Seconds the master keeps reading a worker's channel after its process exited.
@@ -79,10 +80,12 @@ class Worker:
         log: FilteringBoundLogger,
         on_status: Callable[[Worker, WorkerStatus], None],
         on_exit: Callable[[Worker], None],
+        listen_fds: tuple[int, ...] = (),
     ) -> None:
         self.id = worker_id
         self.slot = slot
         self.config = config
+        self._listen_fds = listen_fds
         self._log = log.bind(worker_id=worker_id, slot=slot)
         self._on_status = on_status
         self._on_exit = on_exit
@@ -199,19 +202,21 @@ class Worker:
         except OSError as exc:
             raise self._spawn_error(exc) from exc
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV},
             **self.config.env,
             proto.CHANNEL_ENV: proto.format_channel(read_child, write_child),
             proto.SLOT_ENV: str(self.slot),
             proto.WORKER_ID_ENV: str(self.id),
         }
+        if self._listen_fds:
+            env[SOCKETS_ENV] = ",".join(map(str, self._listen_fds))
         if self.config.heartbeat_timeout is not None:
             env[proto.HEARTBEAT_ENV] = f"{self.config.heartbeat_timeout / 3:g}"
         try:
             process = await anyio.open_process(
                 spawn_command(self.config),
                 env=env,
-                pass_fds=(read_child, write_child),
+                pass_fds=(read_child, write_child, *self._listen_fds),
                 start_new_session=True,
                 stdin=None,
                 stdout=None,

@@ -1,0 +1,41 @@
+"""A master for systemd: Type=notify readiness, watchdog, SIGHUP reload, SIGTERM stop.
+
+Run by drover-app.service (beside this file). By hand, from the repository root:
+
+    python examples/systemd/main.py --bind 127.0.0.1:8000 --workers 2
+
+Without NOTIFY_SOCKET it runs the same, minus the sd_notify datagrams.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import anyio
+
+from drover_py import MasterFactory, open_signal_handlers
+
+WORKER = Path(__file__).resolve().parent.parent / "simple_app" / "app.py"
+
+
+async def main(bind: list[str], workers: int) -> None:
+    master = MasterFactory.create(
+        script=WORKER,
+        count=workers,
+        bind=bind,  # "systemd" takes the sockets of drover-app.socket instead
+        env={"RESPONSE": "Hello from a systemd unit!\n"},
+        stop_timeout=20,  # keep stop_timeout + kill_timeout under TimeoutStopSec
+        heartbeat_timeout=10,
+    )
+    async with master, open_signal_handlers(master):
+        await master.start()  # READY=1 once every worker sent "started"
+        await master.supervise()  # until SIGTERM (systemctl stop) shut it down: STOPPING=1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bind", action="append", default=None, help="address, repeatable (default systemd)")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    anyio.run(main, args.bind or ["systemd"], args.workers)
