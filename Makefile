@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,examples]'
+	# an editable install compiles nothing: give every worker start cached bytecode
+	$(PY) -m compileall -q src
 	touch $(STAMP)
 
 demo: $(STAMP)

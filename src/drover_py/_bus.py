@@ -12,10 +12,14 @@ import select
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from types import TracebackType
+from typing import TYPE_CHECKING
 
 import anyio
-import anyio.abc
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    import anyio.abc
 
 from . import _protocol as proto
 from ._channel import ChannelReader, ChannelWriter

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sys
-from types import TracebackType
+from typing import TYPE_CHECKING
 
-import anyio.abc
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    import anyio.abc
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import socket
 
 #: Environment variable listing the inherited listener fds, in bind order.
 SOCKETS_ENV = "DROVER_PY_SOCKETS"
@@ -22,6 +25,7 @@ def inherited_sockets() -> list[socket.socket]:
     """
     global _cache
     if _cache is None:
+        import socket  # here, not at import: every worker imports this module
         value = os.environ.get(SOCKETS_ENV, "")
         _cache = []
         for text in filter(None, value.split(",")):
