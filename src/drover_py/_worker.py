@@ -28,8 +28,6 @@ from ._status import WorkerStatus, can_transition
 
 #: Seconds the master keeps reading a worker's channel after its process exited.
 DRAIN_TIMEOUT = 0.5
-#: Seconds a worker may live on after closing its channel before it counts as broken.
-EOF_GRACE = 1.0
 #: Seconds to wait for the kernel to reap a worker after SIGKILL before giving up.
 REAP_TIMEOUT = 10.0
 
@@ -271,10 +269,13 @@ class Worker:
                 self._handle(message)
         finally:
             self._reader_done.set()
-        with anyio.move_on_after(EOF_GRACE):
+        if self.requested:
+            return  # a worker being stopped may close its channel first; stop() has deadlines
+        with anyio.move_on_after(self.config.kill_timeout):
             await self._process_ended.wait()
             return
-        self._set_fault("closed its channel but kept running")
+        if not self.requested:
+            self._set_fault(f"closed its channel but kept running for {self.config.kill_timeout:g} s")
 
     async def _watchdog(self, timeout: float) -> None:
         await self._started.wait()
