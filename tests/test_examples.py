@@ -1,10 +1,12 @@
 """The examples run as a user runs them: start, serve HTTP, shut down on SIGINT.
 
 Every test waits on the example's output, never on time: a regex over complete lines.
+The uvicorn_app reload test runs that example's worker under a master of its own.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -16,6 +18,8 @@ from pathlib import Path
 import anyio
 import pytest
 from anyio.abc import Process
+
+from drover_py import MasterFactory
 
 from .helpers import kill_on_exit
 
@@ -107,6 +111,7 @@ def ids(text: str) -> list[int]:
         ("multi_app_cluster", 3, "BASE_PORT", ["Hello from foo!", "Hello from bar!", "Hello from baz!"]),
         ("runtime_scaling", 2, "BASE_PORT", ["Hello from foo!", "Hello from bar!"]),
         ("graceful_reload", 2, "BASE_PORT", ["Hello from foo!", "Hello from bar!"]),
+        ("uvicorn_app", 1, "PORT", ["Hello from uvicorn_app!"]),
     ],
 )
 @pytest.mark.parametrize("master_backend", ["asyncio", "trio"])
@@ -210,3 +215,64 @@ async def test_graceful_reload_reloads_on_sighup(anyio_backend: str) -> None:
             [(foo_before, foo_after)] = reloads(matches, "foo")
             assert len(foo_before) == len(foo_after) == 1 and foo_before != foo_after
             await interrupt(process, seen)
+
+
+async def test_uvicorn_app_answers_every_request_across_reloads(anyio_backend: str) -> None:
+    """One uvicorn worker reloaded three times under sequential requests: none fails.
+
+    The master owns the listening socket and starts each replacement before it stops the
+    old worker, which stops accepting and drains; so every request is answered, by the
+    old worker or the new one.
+    """
+    response = "Hello across reloads!\n"
+    master = MasterFactory.create(
+        script=EXAMPLES / "uvicorn_app" / "app.py",
+        count=1,
+        bind=["127.0.0.1:0"],
+        env={"RESPONSE": response},
+        start_timeout=20.0,
+        stop_timeout=10.0,
+        kill_timeout=2.0,
+    )
+    answered_by: list[int] = []
+    failures: list[str] = []
+    reloads_done = anyio.Event()
+
+    def request(port: int) -> None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as answer:
+                body: bytes = answer.read()
+                worker = answer.headers["x-worker"]
+        except (OSError, http.client.HTTPException) as exc:
+            failures.append(repr(exc))
+            return
+        match = re.fullmatch(r".* pid=(\d+)", worker or "")
+        if body.decode() != response or match is None:
+            failures.append(f"unexpected answer {body!r}, x-worker {worker!r}")
+            return
+        answered_by.append(int(match[1]))
+
+    async def client(port: int) -> None:
+        """Request one at a time until the reloads are over and at least 300 were sent."""
+        sent = 0
+        while not (reloads_done.is_set() and sent >= 300):
+            await anyio.to_thread.run_sync(request, port)
+            sent += 1
+
+    with anyio.fail_after(30):
+        async with master:
+            await master.start()
+            port = master.sockets[0].getsockname()[1]
+            pids = {worker.pid for worker in master.workers}
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client, port)
+                for _ in range(3):
+                    await master.graceful_reload()
+                    pids |= {worker.pid for worker in master.workers}
+                reloads_done.set()
+            await master.graceful_shutdown()
+
+    assert not failures, f"{len(failures)} of {len(failures) + len(answered_by)} requests failed: {failures[:5]}"
+    assert len(pids) == 4  # the first worker and one per reload
+    assert set(answered_by) <= pids
+    assert len(set(answered_by)) >= 2, "every answer came from one worker: the reloads were not under load"

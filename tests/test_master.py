@@ -123,6 +123,19 @@ async def test_bus_defaults_stop_and_quit_without_handlers(make_master: MasterBu
     assert [type(r) for r, _ in log.exits("worker-retired")] == [ExitReasons.NormalExit] * 2
 
 
+async def test_linear_worker_answers_itself(make_master: MasterBuilder, records: Records) -> None:
+    master = make_master(count=2, script=APPS / "linear_worker.py")
+    log = EventLog(master)
+    async with master:
+        await master.start()
+        await master.graceful_shutdown()
+    assert [type(r) for r, _ in log.exits("worker-retired")] == [ExitReasons.NormalExit] * 2
+    by_pid: dict[int, list[str]] = {}
+    for pid, event, _ in records():
+        by_pid.setdefault(pid, []).append(event)
+    assert list(by_pid.values()) == [["drained", "quit", "exit"]] * 2
+
+
 async def test_sync_worker(make_master: MasterBuilder, records: Records) -> None:
     master = make_master(count=2, script=APPS / "sync_worker.py")
     log = EventLog(master)

@@ -110,7 +110,8 @@ class _BusState:
         self._handlers: dict[str, list[Callable[[], object]]] = {proto.STOP: [], proto.QUIT: []}
         self._received: set[str] = set()
         self._sent: set[str] = set()
-        self._waiting = {proto.STOP: 0, proto.QUIT: 0}
+        # Set by the first wait_stop()/wait_quit(): the caller then answers both itself.
+        self._waiter = False
         #: Seconds between heartbeats the master asked for, or None.
         self.heartbeat_interval = _heartbeat_interval()
 
@@ -132,7 +133,7 @@ class _BusState:
         return True
 
     def _default_applies(self, message: str) -> bool:
-        return not self._handlers[message] and self._waiting[message] == 0
+        return not self._handlers[message] and not self._waiter
 
 
 def _exit_after_quit() -> None:
@@ -152,9 +153,10 @@ class MessageBus(_BusState):
     once the worker is ready to serve. A handler that raises ends the ``async with``
     block with that error, as any task of a task group would.
 
-    Defaults when an event has no handler and no task is blocked in its ``wait_*``
-    method: on "stop" the bus answers "stopped" at once; on "quit" it answers
-    "shut_down", flushes stdout and stderr and ends the process with exit code 0.
+    Defaults, for an event without a handler, unless the worker ever called `wait_stop`
+    or `wait_quit` (then it answers both messages itself): on "stop" the bus answers
+    "stopped" at once; on "quit" it answers "shut_down", flushes stdout and stderr and
+    ends the process with exit code 0.
 
     When the master set ``heartbeat_timeout``, the bus sends a heartbeat from the event
     loop at the interval the master asked for, so a frozen process or a loop blocked
@@ -276,11 +278,8 @@ class MessageBus(_BusState):
     async def _wait(self, message: str) -> None:
         if not self._events:
             raise StateError("use the MessageBus inside 'async with MessageBus() as mb:'")
-        self._waiting[message] += 1
-        try:
-            await self._events[message].wait()
-        finally:
-            self._waiting[message] -= 1
+        self._waiter = True
+        await self._events[message].wait()
 
     async def wait_stop(self) -> None:
         """Block until the master sends "stop". The caller then owes `send_stopped`."""
@@ -421,12 +420,8 @@ class SyncMessageBus(_BusState):
 
     def _wait(self, message: str, timeout: float | None) -> bool:
         with self._state_lock:
-            self._waiting[message] += 1
-        try:
-            return self._events[message].wait(timeout)
-        finally:
-            with self._state_lock:
-                self._waiting[message] -= 1
+            self._waiter = True
+        return self._events[message].wait(timeout)
 
     def wait_stop(self, timeout: float | None = None) -> bool:
         """Block until "stop" arrives; return False if ``timeout`` seconds passed first."""

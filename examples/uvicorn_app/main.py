@@ -1,0 +1,64 @@
+"""uvicorn_app: asyncio workers served by uvicorn on the socket their master owns.
+
+Run from the repository root:  python examples/uvicorn_app/main.py [--workers 2] [--duration 5]
+then:                          curl -i http://127.0.0.1:2400/
+The x-worker header names the worker that answered. Ctrl-C (or SIGTERM) shuts the workers
+down gracefully (each drains its open requests first); a second Ctrl-C kills them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import anyio
+
+from drover_py import MasterFactory
+
+# The examples folder, so that `_shared` is found whatever the working directory.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _shared import cli  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PORT = int(os.environ.get("PORT", "2400"))
+
+
+async def run(duration: float | None, workers: int) -> int:
+    master = MasterFactory.create(
+        script=HERE / "app.py",
+        count=workers,
+        bind=[f"127.0.0.1:{PORT}"],  # one listener, owned by the master, served by uvicorn in every worker
+        env={"PORT": PORT, "RESPONSE": "Hello from uvicorn_app!\n"},
+    )
+    # Start, print every worker's status every two seconds until Ctrl-C or --duration,
+    # then shut down gracefully.
+    masters = {"app": master}
+    return await cli.run_masters(masters, duration, lambda: cli.show_statuses(masters))
+
+
+def worker_count(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
+    return count
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=worker_count,
+        default=os.environ.get("WORKERS", "2"),  # a string default goes through `type` too
+        help="number of uvicorn workers (default: env WORKERS, else 2)",
+    )
+
+
+def main() -> None:
+    args = cli.parse_args(__doc__, extra=add_options)
+    sys.exit(anyio.run(run, args.duration, args.workers, backend=args.backend))
+
+
+if __name__ == "__main__":
+    main()
