@@ -105,7 +105,7 @@ def test_sync_child_lifeline() -> None:
     r_master, w_child = os.pipe()
     code = (
         "import time\nfrom drover_py import SyncMessageBus\n"
-        "with SyncMessageBus():\n    time.sleep(600)\n"
+        "with SyncMessageBus():\n    time.sleep(600)\n"  # sync-ok: a blocked main thread, the point of the test
     )
     env = {**os.environ, "DROVER_PY_CHANNEL": f"{r_child},{w_child}"}
     child = subprocess.Popen([sys.executable, "-c", code], env=env, pass_fds=(r_child, w_child))

@@ -86,7 +86,7 @@ async def main() -> None:
             mb.on("stop", on_stop)
             mb.on("quit", on_quit)
         if "grandchild" in FLAGS:
-            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # sync-ok: a grandchild that lives until killed
             record(f"grandchild:{child.pid}")
         record("boot")
         if "hang_boot" in FLAGS:
