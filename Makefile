@@ -1,12 +1,15 @@
 # Two commands, each sets up .venv on first use (and again when pyproject.toml changes):
 #   make demo   run examples/simple_app (Ctrl-C shuts it down gracefully)
 #   make test   mypy --strict over src and tests, then the whole test suite on asyncio and trio
+#   make bench  the benchmarks (benchmarks/run.py; ARGS="--quick" or ARGS="--only channel")
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test typecheck clean
+BENCH_STAMP := $(VENV)/.installed-bench
+
+.PHONY: demo test typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +27,13 @@ typecheck: $(STAMP)
 
 test: typecheck
 	$(PY) -m pytest $(ARGS)
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,examples,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) benchmarks/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .hypothesis

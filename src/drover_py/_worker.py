@@ -113,7 +113,7 @@ class Worker:
         self._shut_down = anyio.Event()
         self._process_ended = anyio.Event()
         self._reader_done = anyio.Event()
-        self._beat = anyio.Event()  # set by every message; replaced by the watchdog
+        self._last_message = 0.0  # loop time of the last message (for the heartbeat watchdog)
         #: Set once the process is reaped and the worker's bookkeeping is final.
         self.exited = anyio.Event()
 
@@ -278,17 +278,20 @@ class Worker:
             self._set_fault(f"closed its channel but kept running for {self.config.kill_timeout:g} s")
 
     async def _watchdog(self, timeout: float) -> None:
+        """Fault the worker once ``timeout`` passes without any message from it.
+
+        Messages only record the time; this task wakes once per deadline, not per beat.
+        """
         await self._started.wait()
         while not self._process_ended.is_set():
-            with anyio.move_on_after(timeout):
-                await self._beat.wait()
-                self._beat = anyio.Event()
-                continue
-            self._set_fault(f"no heartbeat for {timeout:g} s: frozen, or its event loop is blocked")
-            return
+            remaining = self._last_message + timeout - anyio.current_time()
+            if remaining <= 0:
+                self._set_fault(f"no heartbeat for {timeout:g} s: frozen, or its event loop is blocked")
+                return
+            await anyio.sleep(remaining)
 
     def _handle(self, message: str) -> None:
-        self._beat.set()
+        self._last_message = anyio.current_time()
         if message == proto.HEARTBEAT:
             return
         if self._terminating:

@@ -1,0 +1,337 @@
+"""Helpers shared by the benchmark scripts: statistics, paths, /proc readers, process hygiene.
+
+Every benchmark script (``bench_*.py``) runs in its own process, started by ``run.py``,
+and writes one JSON document (see `Result`) to the path given with ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+APPS = HERE / "apps"
+RESULTS = HERE / "results"
+EXAMPLES = ROOT / "examples"
+PYTHON = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PR_SET_CHILD_SUBREAPER = 36
+
+T = TypeVar("T")
+Json = dict[str, Any]
+
+
+# -- statistics ---------------------------------------------------------------------
+
+
+def summary(values: Sequence[float], scale: float = 1.0) -> Json:
+    """Return median, min, max (and p99 for long series) of ``values`` times ``scale``."""
+    if not values:
+        return {"n": 0, "median": None, "min": None, "max": None}
+    data = sorted(v * scale for v in values)
+    out: Json = {
+        "n": len(data),
+        "median": statistics.median(data),
+        "min": data[0],
+        "max": data[-1],
+    }
+    if len(data) >= 100:
+        out["p99"] = percentile(data, 99)
+    return out
+
+
+def percentile(sorted_data: Sequence[float], pct: float) -> float:
+    """Return the ``pct`` percentile of already sorted data (nearest rank)."""
+    if not sorted_data:
+        raise ValueError("no data")
+    rank = max(0, min(len(sorted_data) - 1, round(pct / 100 * len(sorted_data) + 0.5) - 1))
+    return sorted_data[rank]
+
+
+def ratio(a: Json, b: Json, key: str = "median") -> float | None:
+    """Return a[key] / b[key], or None when either is missing or b is zero."""
+    x, y = a.get(key), b.get(key)
+    if x is None or y is None or y == 0:
+        return None
+    return float(x) / float(y)
+
+
+def interleaved(reps: int, cases: Sequence[T]) -> Iterator[tuple[int, T]]:
+    """Yield (rep, case) with the case order rotated every repetition (A B, B A, ...)."""
+    for rep in range(reps):
+        shift = rep % len(cases)
+        for case in list(cases[shift:]) + list(cases[:shift]):
+            yield rep, case
+
+
+# -- results ------------------------------------------------------------------------
+
+
+def row(
+    bench: str,
+    case: str,
+    metric: str,
+    unit: str,
+    value: Json,
+    reference: Json | None = None,
+    ref_label: str = "",
+    compare: str = "ratio",
+    goal: str = "",
+    ok: bool | None = None,
+    note: str = "",
+    paired: Sequence[tuple[float, float]] = (),
+) -> Json:
+    """Return one line of the summary table.
+
+    ``compare`` is "ratio" (value / reference), "diff" (value - reference), or "" (none):
+    of the medians, or, given ``paired`` (value, reference) samples measured next to each
+    other, the median of the per-pair ratios or differences, which a slow drift of the
+    machine's load does not bias.
+    """
+    cmp_value: float | None = None
+    if paired and compare in ("ratio", "diff"):
+        if compare == "ratio":
+            cmp_value = statistics.median(a / b for a, b in paired if b)
+        else:
+            cmp_value = statistics.median(a - b for a, b in paired)
+    elif reference is not None and value.get("median") is not None and reference.get("median") is not None:
+        if compare == "ratio":
+            cmp_value = ratio(value, reference)
+        elif compare == "diff":
+            cmp_value = float(value["median"]) - float(reference["median"])
+    return {
+        "bench": bench,
+        "case": case,
+        "metric": metric,
+        "unit": unit,
+        "value": value,
+        "reference": reference,
+        "ref_label": ref_label,
+        "compare": compare,
+        "cmp": cmp_value,
+        "cmp_of": "paired" if paired and compare else "medians",
+        "goal": goal,
+        "ok": ok,
+        "note": note,
+    }
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller sizes")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON result")
+    return parser.parse_args()
+
+
+def write_result(path: Path, name: str, rows: list[Json], raw: Json, notes: Iterable[str] = ()) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"name": name, "rows": rows, "raw": raw, "notes": list(notes)}
+    path.write_text(json.dumps(doc, indent=1, default=str))
+
+
+def log(message: str) -> None:
+    print(f"  {message}", flush=True)
+
+
+# -- environment --------------------------------------------------------------------
+
+
+def child_env(**extra: object) -> dict[str, str]:
+    """Return os.environ plus ``extra`` (str()-ed), for a benchmark's child processes."""
+    env = dict(os.environ)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def become_subreaper() -> None:
+    """Adopt the orphans of our descendants, so `stray_children` can find and end them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def children_of(pid: int) -> list[int]:
+    """Return the pids of the direct children of ``pid`` (all its threads), from /proc."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as file:
+                found.extend(int(x) for x in file.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def descendants_of(pid: int) -> list[int]:
+    out: list[int] = []
+    todo = children_of(pid)
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo.extend(children_of(child))
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return file.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def process_state(pid: int) -> str:
+    """Return the state letter of ``pid`` (R, S, Z, ...), or "" if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def end_strays(pid: int | None = None) -> tuple[list[str], int]:
+    """SIGKILL and reap every live descendant of ``pid`` (default: this process).
+
+    Return ("<pid> <command line>" of each live one ended, number of zombies reaped). As
+    a subreaper we adopt the orphans of our descendants (e.g. server workers that outlive
+    their master by a moment during a shutdown); those that already exited are zombies
+    waiting for us, not leftovers.
+    """
+    me = os.getpid() if pid is None else pid
+    strays = [child for child in descendants_of(me) if process_state(child) not in ("Z", "")]
+    described = [f"{child} {cmdline(child)}" for child in strays]
+    for child in strays:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    zombies = 0
+    if me == os.getpid():
+        for child in children_of(me):
+            try:
+                os.waitpid(child, 0)
+            except ChildProcessError:
+                continue
+            zombies += child not in strays
+    return described, zombies
+
+
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+    """Signal ``proc`` (a session leader), wait up to ``timeout``, then SIGKILL its group."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever it left in its group
+    except (ProcessLookupError, PermissionError):
+        pass
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
+    return proc.returncode
+
+
+# -- /proc readers ------------------------------------------------------------------
+
+
+def cpu_ticks(pid: int) -> int:
+    """Return utime + stime of ``pid`` (all its threads), in clock ticks."""
+    with open(f"/proc/{pid}/stat") as file:
+        fields = file.read().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+
+
+def thread_cpu_ns(pid: int) -> dict[int, int]:
+    """Return {tid: on-CPU ns} for every live thread of ``pid`` (from schedstat)."""
+    out: dict[int, int] = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as file:
+                out[int(tid)] = int(file.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def cpu_ns_delta(before: dict[int, int], after: dict[int, int]) -> int:
+    """Return the CPU ns spent between two `thread_cpu_ns` samples by the threads alive at
+    the second one (a thread that ended in between is not counted: use `cpu_ticks` too)."""
+    return sum(ns - before.get(tid, 0) for tid, ns in after.items())
+
+
+def cpu_ns(pid: int) -> int:
+    """Return the on-CPU time of the live threads of ``pid``, in ns."""
+    return sum(thread_cpu_ns(pid).values())
+
+
+def thread_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
+def status_kb(field: str, pid: int | str = "self") -> int:
+    """Return a kB field (VmRSS, VmHWM, ...) of /proc/<pid>/status."""
+    with open(f"/proc/{pid}/status") as file:
+        for line in file:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+# -- misc ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+@contextmanager
+def stopwatch() -> Iterator[list[float]]:
+    """``with stopwatch() as t: ...`` then ``t[0]`` is the elapsed seconds."""
+    box: list[float] = []
+    start = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box.append(time.perf_counter() - start)
