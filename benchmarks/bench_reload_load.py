@@ -211,7 +211,7 @@ def targets() -> list[Target]:
         Target(
             "uvicorn --workers 4",
             lambda p: [
-                PYTHON, "-m", "uvicorn", "reload_asgi:app", "--app-dir", str(APPS), "--workers", "4",
+                PYTHON, "-m", "uvicorn", "asgi_app:app", "--app-dir", str(APPS), "--workers", "4",
                 "--host", HOST, "--port", str(p), "--log-level", "warning",
             ],
             4,
