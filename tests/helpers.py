@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import Process
@@ -57,6 +62,17 @@ async def wait_process_gone(pid: int, timeout: float) -> None:
             await anyio.wait_readable(fd)
     finally:
         os.close(fd)
+
+
+def run_json_app(script: Path, *args: str) -> dict[str, Any]:
+    """Run a test program to completion; return the JSON object it printed on stdout."""
+    result = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert isinstance(outcome, dict)
+    return outcome
 
 
 def is_running(pid: int) -> bool:

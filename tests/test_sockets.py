@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio
@@ -18,7 +15,7 @@ from drover_py import BindError, ConfigError, MasterFactory
 from drover_py._sockets import BindSpec, parse_bind
 
 from .conftest import APPS, MasterBuilder
-from .helpers import EventLog
+from .helpers import EventLog, run_json_app
 
 pytestmark = pytest.mark.anyio
 ECHO = APPS / "echo_worker.py"
@@ -150,15 +147,7 @@ async def test_systemd_bind_without_activation_is_a_bind_error(make_master: Mast
 
 @pytest.mark.parametrize("master_backend", ["asyncio", "trio"])
 def test_socket_activation(master_backend: str) -> None:
-    result = subprocess.run(
-        [sys.executable, str(APPS / "activation_master.py"), master_backend],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    outcome = json.loads(result.stdout)
+    outcome = run_json_app(APPS / "activation_master.py", master_backend)
     pid, slot, notify, listen = outcome["answer"]
     assert slot == "0"
     assert listen == "False"  # LISTEN_FDS is for the master only

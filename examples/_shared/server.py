@@ -15,39 +15,16 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from typing import cast
 
 import anyio
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import ASGIFramework
 
 from drover_py import MessageBus, inherited_sockets
 
-
-def make_app(name: str, response: bytes) -> ASGIFramework:
-    """Return an ASGI app answering every HTTP request with ``response``."""
-    slot, worker_id = os.environ.get("DROVER_PY_SLOT", "?"), os.environ.get("DROVER_PY_WORKER_ID", "?")
-    worker = f"{name} id={worker_id} slot={slot} pid={os.getpid()}".encode()
-
-    async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        elif scope["type"] == "http":
-            headers = [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(response)).encode()),
-                (b"x-worker", worker),
-            ]
-            await send({"type": "http.response.start", "status": 200, "headers": headers, "trailers": False})
-            await send({"type": "http.response.body", "body": response, "more_body": False})
-
-    return app
+from .asgi import make_app
 
 
 async def serve_app(name: str) -> None:
@@ -60,7 +37,7 @@ async def serve_app(name: str) -> None:
     # duplicate of its fd, and closing that on "stop" loses no queued connection.
     config.bind = [f"fd://{sock.fileno()}" for sock in sockets]
     config.loglevel = "WARNING"
-    app = make_app(name, response)
+    app = cast(ASGIFramework, make_app(name, response))  # hypercorn types ASGI as TypedDicts
     stop, done = anyio.Event(), anyio.Event()
     async with MessageBus() as bus:
 

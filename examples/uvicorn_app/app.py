@@ -36,52 +36,20 @@ import asyncio
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 import anyio
 import uvicorn
 
 from drover_py import MessageBus, inherited_sockets
 
+# The examples folder, so that `_shared` is found whatever the working directory.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _shared.asgi import ASGIApp, Message, Receive, Scope, Send, make_app  # noqa: E402
+
 #: Seconds between no longer accepting and uvicorn's shutdown, for the connections
 #: accepted just before to deliver their requests (see ``on_stop`` in `main`).
 ACCEPTED_GRACE = 0.1
-
-# The ASGI types, spelled out so that this example imports nothing private from uvicorn.
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-def make_app(response: bytes) -> ASGIApp:
-    """Return an ASGI app answering every HTTP request with ``response``."""
-    slot, worker_id = os.environ.get("DROVER_PY_SLOT", "?"), os.environ.get("DROVER_PY_WORKER_ID", "?")
-    worker = f"uvicorn_app id={worker_id} slot={slot} pid={os.getpid()}".encode()
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    # Open connection pools, load models ... here.
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        elif scope["type"] == "http":
-            headers = [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(response)).encode()),
-                (b"x-worker", worker),
-            ]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": response})
-
-    return app
-
 
 def signal_ready(app: ASGIApp, ready: anyio.Event) -> ASGIApp:
     """Wrap ``app`` so that ``ready`` is set once it sent "lifespan.startup.complete"."""
@@ -125,7 +93,7 @@ async def main() -> int:
         sys.exit("uvicorn_app: no listening socket: run me from a master created with bind=[...]")
     response = os.environ.get("RESPONSE", "Hello from uvicorn_app!\n").encode()
     ready, stop_asked, quit_asked = anyio.Event(), anyio.Event(), anyio.Event()
-    config = uvicorn.Config(signal_ready(make_app(response), ready), lifespan="on", log_level="warning")
+    config = uvicorn.Config(signal_ready(make_app("uvicorn_app", response), ready), lifespan="on", log_level="warning")
     server = uvicorn.Server(config)
     exit_code = 0
 

@@ -7,11 +7,8 @@ tests/faults/README.md.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 
 import anyio
 import pytest
@@ -19,7 +16,7 @@ import pytest
 from drover_py import ExitReasons, WorkerStartError, WorkerStatus
 
 from ..conftest import APPS, MasterBuilder
-from ..helpers import EventLog, is_running
+from ..helpers import EventLog, is_running, run_json_app
 
 pytestmark = pytest.mark.anyio
 S = WorkerStatus
@@ -155,15 +152,7 @@ async def test_sixty_four_workers(make_master: MasterBuilder) -> None:
 
 @pytest.mark.parametrize("master_backend", ["asyncio", "trio"])
 def test_fd_pressure_gives_a_clear_error_and_leaks_nothing(master_backend: str) -> None:
-    result = subprocess.run(
-        [sys.executable, str(APPS / "fd_master.py"), master_backend],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    outcome = json.loads(result.stdout)
+    outcome = run_json_app(APPS / "fd_master.py", master_backend)
     assert outcome["error"] is not None and "Too many open files" in outcome["error"]
     assert "cannot spawn worker" in outcome["error"]
     assert outcome["cause"] == "OSError"
