@@ -78,8 +78,8 @@ def plot_channel(doc: Doc, ax_factory: Callable[[int], list[Axes]]) -> None:
     raw = doc["raw"]
     backends = [b for b in ("asyncio", "trio") if b in raw]
     axes = ax_factory(3)
-    impls = ["drover", "tuned", "raw", "mp"]
-    colors = {"drover": DROVER, "tuned": OTHER, "raw": "#2ca02c", "mp": REF}
+    impls = ["drover", "raw", "mp"]
+    colors = {"drover": DROVER, "raw": "#2ca02c", "mp": REF}
     labels, p50, tput, cols = [], [], [], []
     for backend in backends:
         for impl in impls:

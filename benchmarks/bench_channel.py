@@ -6,8 +6,7 @@ both directions), on the
 parent's event loop (asyncio, then trio) and the child's (same backend). Reference, in
 the same run and interleaved: ``multiprocessing.Pipe(duplex=False)`` pairs, blocking
 ``send``/``recv`` of the same small dict. Also measured, to show where the time goes
-(benchmarks/_alt_channels.py): a prototype channel with three small changes ("tuned"),
-and the floor of any anyio channel over a pipe ("raw": no decoding, no lock).
+(benchmarks/_alt_channels.py): the floor of any anyio channel over a pipe ("raw": no decoding, no lock).
 
 - RTT: the child echoes; p50 and p99 over many round trips.
 - Throughput: the parent sends as fast as it can, the child counts and acks the last.
@@ -33,7 +32,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from _alt_channels import RawReader, RawWriter, Reader, TunedReader, TunedWriter, Writer
+from _alt_channels import RawReader, RawWriter, Reader, Writer
 from _common import APPS, PYTHON, child_env, interleaved, log, parse_args, percentile, row, summary, write_result
 from drover_py import _protocol as proto
 from drover_py._channel import ChannelReader, ChannelWriter
@@ -115,8 +114,6 @@ async def channel_run(
     if impl == "drover":
         reader: Reader = ChannelReader(from_child_r, frozenset({PING}))
         writer: Writer = ChannelWriter(to_child_w)
-    elif impl == "tuned":
-        reader, writer = TunedReader(from_child_r, frozenset({PING})), TunedWriter(to_child_w)
     else:
         reader, writer = RawReader(from_child_r), RawWriter(to_child_w)
     rtts: list[int] = []
@@ -255,7 +252,7 @@ MODES = (("echo", 200, 800), ("sink", 5_000, 15_000), ("source", 5_000, 15_000))
 def syscall_profiles(backends: list[str]) -> dict[str, dict[str, float]]:
     profiles: dict[str, dict[str, float]] = {}
     for backend in backends:
-        for impl in ("drover", "tuned", "raw"):
+        for impl in ("drover", "raw"):
             for mode, low, high in MODES:
 
                 def run(n: int, out: Path, impl: str = impl, mode: str = mode) -> object:
@@ -336,7 +333,7 @@ def main() -> None:
     warm = 200
     rows: list[dict[str, Any]] = []
     raw: dict[str, Any] = {}
-    impls = ["drover", "tuned", "raw", "mp"]
+    impls = ["drover", "raw", "mp"]
     for backend in ["asyncio", "trio"]:
         p50s: dict[str, list[float]] = {i: [] for i in impls}
         p99s: dict[str, list[float]] = {i: [] for i in impls}
@@ -364,7 +361,7 @@ def main() -> None:
             impl: {"p50_us": summary(p50s[impl]), "p99_us": summary(p99s[impl]), "msg_per_s": summary(rates[impl])}
             for impl in impls
         }
-        labels = (("drover", "drover-py"), ("tuned", "tuned prototype"), ("raw", "raw anyio floor"))
+        labels = (("drover", "drover-py"), ("raw", "raw anyio floor"))
         for impl, label in labels:
             r = row(
                 "channel",

@@ -1,7 +1,7 @@
 """The child side of the channel benchmark: echo frames back, or count them.
 
 usage: channel_peer.py BACKEND IMPL MODE COUNT, with BENCH_CHANNEL="<read fd>,<write fd>".
-IMPL is "drover" (drover_py._channel), "tuned" or "raw" (benchmarks/_alt_channels.py).
+IMPL is "drover" (drover_py._channel) or "raw" (benchmarks/_alt_channels.py).
 MODE "echo": send every frame back until end of stream. MODE "sink": receive COUNT
 frames, send one frame back, then wait for end of stream. MODE "source": send COUNT
 frames as fast as possible, then wait for end of stream.
@@ -17,7 +17,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _alt_channels import RawReader, RawWriter, Reader, TunedReader, TunedWriter, Writer  # noqa: E402
+from _alt_channels import RawReader, RawWriter, Reader, Writer  # noqa: E402
 from drover_py import _protocol as proto  # noqa: E402
 from drover_py._channel import ChannelReader, ChannelWriter  # noqa: E402
 
@@ -32,8 +32,6 @@ async def main(impl: str, mode: str, count: int) -> None:
     if impl == "drover":
         reader: Reader = ChannelReader(read_fd, frozenset({PING}))
         writer: Writer = ChannelWriter(write_fd)
-    elif impl == "tuned":
-        reader, writer = TunedReader(read_fd, frozenset({PING})), TunedWriter(write_fd)
     else:
         reader, writer = RawReader(read_fd), RawWriter(write_fd)
     if mode == "echo":
