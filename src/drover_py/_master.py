@@ -32,6 +32,7 @@ from ._exit_reasons import ExitReason
 from ._log import get_logger
 from ._restart import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
 from ._sockets import Listeners
+from ._spawn import ExecSpawner, Spawner
 from ._status import WorkerStatus
 from ._systemd import Notifier, watchdog_interval
 from ._worker import Worker, WorkerSnapshot
@@ -83,6 +84,7 @@ class Master:
         self._worker_started = anyio.Event()
         self._listeners: Listeners | None = None
         self._notifier: Notifier | None = None
+        self._spawner: Spawner = ExecSpawner()
 
     # -- introspection --------------------------------------------------------------
 
@@ -234,6 +236,7 @@ class Master:
             on_status=self._worker_status,
             on_exit=self._worker_exited,
             listen_fds=() if self._listeners is None else self._listeners.fds,
+            spawner=self._spawner,
         )
         self._workers[worker.id] = worker
         return worker

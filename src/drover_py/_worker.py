@@ -24,6 +24,7 @@ from ._exceptions import (
 )
 from ._exit_reasons import ExitReason, StartTimeout, classify
 from ._sockets import SOCKETS_ENV, SYSTEMD_ENV
+from ._spawn import ChildProcess, ExecSpawner, Spawner, SpawnRequest
 from ._status import WorkerStatus, can_transition
 
 #: Seconds the master keeps reading a worker's channel after its process exited.
@@ -56,11 +57,6 @@ class WorkerSnapshot:
     exit_reason: ExitReason | None
 
 
-def spawn_command(config: MasterConfig) -> list[str]:
-    """Return the argv of a worker. The single seam a preload mode will replace."""
-    return config.command()
-
-
 class Worker:
     """One child process and its channel. Owned and driven by a `Master`.
 
@@ -79,16 +75,18 @@ class Worker:
         on_status: Callable[[Worker, WorkerStatus], None],
         on_exit: Callable[[Worker], None],
         listen_fds: tuple[int, ...] = (),
+        spawner: Spawner | None = None,
     ) -> None:
         self.id = worker_id
         self.slot = slot
         self.config = config
         self._listen_fds = listen_fds
+        self._spawner: Spawner = ExecSpawner() if spawner is None else spawner
         self._log = log.bind(worker_id=worker_id, slot=slot)
         self._on_status = on_status
         self._on_exit = on_exit
         self.status = WorkerStatus.INITIALIZED
-        self.process: anyio.abc.Process | None = None
+        self.process: ChildProcess | None = None
         self.started_at: float | None = None
         self.exit_reason: ExitReason | None = None
         #: The master asked this worker to go (stop, terminate or kill).
@@ -155,14 +153,14 @@ class Worker:
         Raise `SpawnError` (before ``task_status.started()``) if the process cannot be
         created. Whatever happens, `exited` is set when this returns.
         """
-        process: anyio.abc.Process | None = None
+        process: ChildProcess | None = None
         try:
             with anyio.CancelScope(shield=True):  # a process half-spawned must not leak
                 process = await self._spawn()
             assert process is not None
             self.process = process
             self._log = self._log.bind(pid=process.pid)
-            self._log.debug("spawned", command=spawn_command(self.config))
+            self._log.debug("spawned", command=self.config.command())
             self._set_status(WorkerStatus.STARTING)
             task_status.started()
             async with anyio.create_task_group() as tg:
@@ -188,7 +186,7 @@ class Worker:
                 self._fds = ()
                 self._finish(None if process is None else process.returncode)
 
-    async def _spawn(self) -> anyio.abc.Process:
+    async def _spawn(self) -> ChildProcess:
         try:
             read_child, write_master = os.pipe()
             try:
@@ -211,14 +209,8 @@ class Worker:
         if self.config.heartbeat_timeout is not None:
             env[proto.HEARTBEAT_ENV] = f"{self.config.heartbeat_timeout / 3:g}"
         try:
-            process = await anyio.open_process(
-                spawn_command(self.config),
-                env=env,
-                pass_fds=(read_child, write_child, *self._listen_fds),
-                start_new_session=True,
-                stdin=None,
-                stdout=None,
-                stderr=None,
+            process = await self._spawner.spawn(
+                SpawnRequest(config=self.config, env=env, pass_fds=(read_child, write_child, *self._listen_fds))
             )
         except OSError as exc:
             os.close(read_master)
