@@ -42,9 +42,17 @@ def test_partial_frame_waits_for_the_rest() -> None:
     [
         (b"not json\n", "malformed"),
         (b"\xff\xfe\n", "malformed"),
-        (b"[1,2]\n", "exactly the key 'type'"),
-        (b'{"type":"started","x":1}\n', "exactly the key 'type'"),
-        (b'{"type":7}\n', "unknown message type"),
+        (b"[1,2]\n", "not an object with a string 'type'"),
+        (b'{"type":"started","x":1}\n', "has no keys but 'type'"),
+        (b'{"type":7}\n', "not an object with a string 'type'"),
+        (b'{"type":"message"}\n', "'message' frame has the keys"),
+        (b'{"type":"message","data":1,"x":2}\n', "'message' frame has the keys"),
+        (b'{"type":"request","id":-1,"name":"a","data":1}\n', "'id' must be an int"),
+        (b'{"type":"request","id":true,"name":"a","data":1}\n', "'id' must be an int"),
+        (b'{"type":"request","id":1,"name":"","data":1}\n', "'name' must be a non-empty str"),
+        (b'{"type":"response","id":1,"error":"boom"}\n', "'error' must be"),
+        (b'{"type":"response","id":1,"data":1,"error":{"type":"E","message":"m"}}\n', "'response' frame"),
+        (b'{"type":"credit","n":0}\n', "credit must be an int >= 1"),
         (b'{"type":"reboot"}\n', "unknown message type 'reboot'"),
         (b'{"type":"stop"}\n', "unknown message type 'stop'"),  # master-bound only
     ],
@@ -104,7 +112,7 @@ def test_any_split_of_a_valid_stream_yields_the_same_messages(messages: list[str
     stream = b"".join(proto.encode(m) for m in messages)
     bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
     decoder = proto.Decoder(frozenset(ALL_TYPES))
-    decoded: list[str] = []
+    decoded: list[str | proto.Data] = []
     for start, end in zip(bounds, bounds[1:]):
         decoded.extend(decoder.feed(stream[start:end]))
     assert decoded == messages
@@ -121,3 +129,57 @@ def test_arbitrary_bytes_yield_messages_or_protocol_error(chunks: list[bytes]) -
                 assert message in proto.TO_MASTER
     except ProtocolError:
         pass
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(payload=JSON, request_id=st.integers(min_value=0, max_value=2**53 - 1), name=st.text(min_size=1, max_size=50))
+def test_conversation_frames_round_trip(payload: object, request_id: int, name: str) -> None:
+    decoder = proto.Decoder(proto.TO_WORKER)
+    stream = (
+        proto.encode_message(payload)
+        + proto.encode_request(request_id, name, payload)
+        + proto.encode_response(request_id, payload)
+        + proto.encode_error(request_id, "ValueError", name)
+        + proto.encode_credit(request_id % 1000 + 1)
+        + proto.encode(proto.STOP)
+    )
+    message, request, response, error, credit, stop = decoder.feed(stream)
+    assert isinstance(message, proto.Data) and message.type == proto.MESSAGE and message.payload == payload
+    assert isinstance(request, proto.Data) and (request.id, request.name, request.payload) == (request_id, name, payload)
+    assert isinstance(response, proto.Data) and (response.id, response.payload, response.error) == (request_id, payload, None)
+    assert isinstance(error, proto.Data) and error.error == ("ValueError", name)
+    assert isinstance(credit, proto.Data) and credit.n == request_id % 1000 + 1
+    assert stop == proto.STOP
+
+
+def test_payload_that_is_not_json_is_refused_by_name() -> None:
+    with pytest.raises(TypeError, match="message payload is not JSON-serialisable"):
+        proto.encode_message({1, 2})
+    with pytest.raises(TypeError, match="not JSON-serialisable"):
+        proto.encode_message(float("nan"))
+
+
+def test_oversized_payload_is_refused_before_sending() -> None:
+    with pytest.raises(ProtocolError, match="over the limit"):
+        proto.encode_message("x" * proto.MAX_FRAME_SIZE)
+    frame = proto.encode_message("x" * (proto.MAX_FRAME_SIZE - 100))
+    assert len(frame) <= proto.MAX_FRAME_SIZE
+    [data] = proto.Decoder(proto.TO_MASTER).feed(frame)
+    assert isinstance(data, proto.Data) and data.payload == "x" * (proto.MAX_FRAME_SIZE - 100)
+
+
+def test_long_error_text_is_cut_to_fit_a_frame() -> None:
+    [data] = proto.Decoder(proto.TO_MASTER).feed(proto.encode_error(3, "RuntimeError", "y" * 10 * proto.MAX_FRAME_SIZE))
+    assert isinstance(data, proto.Data) and data.error is not None and data.error[1].endswith("...")
+
+
+def test_bad_request_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="request name"):
+        proto.encode_request(1, "", None)

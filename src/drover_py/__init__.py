@@ -20,8 +20,12 @@ from ._exceptions import ChannelError as ChannelError
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import DroverError as DroverError
 from ._exceptions import OperationInterruptedError as OperationInterruptedError
+from ._exceptions import PeerGoneError as PeerGoneError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import ReloadError as ReloadError
+from ._exceptions import RemoteError as RemoteError
+from ._exceptions import RequestError as RequestError
+from ._exceptions import RequestTimeoutError as RequestTimeoutError
 from ._exceptions import RestartLimitError as RestartLimitError
 from ._exceptions import SpawnError as SpawnError
 from ._exceptions import StartTimeoutError as StartTimeoutError
@@ -53,9 +57,13 @@ __all__ = [
     "MasterFactory",
     "MessageBus",
     "OperationInterruptedError",
+    "PeerGoneError",
     "ProtocolError",
     "RecyclePolicy",
     "ReloadError",
+    "RemoteError",
+    "RequestError",
+    "RequestTimeoutError",
     "RestartLimitError",
     "RestartPolicy",
     "SpawnError",

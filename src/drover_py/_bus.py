@@ -24,18 +24,21 @@ if TYPE_CHECKING:
 from . import _protocol as proto
 from ._channel import ChannelReader, ChannelWriter
 from ._compat import exit_task_group
+from ._conversation import DEFAULT_TIMEOUT, Conversation, NoHandler, ThreadConversation
 from ._exceptions import ChannelError, StateError
 
 #: Exit code of a worker whose master went away (its channel reached end of file).
 LIFELINE_EXIT_CODE = 70
 
-_EVENTS = {"stop": proto.STOP, "quit": proto.QUIT}
+_EVENTS = {"stop": proto.STOP, "quit": proto.QUIT, "message": proto.MESSAGE}
 # What each message lets the child send next, and the acknowledgement it expects.
 _ACK = {proto.STOP: proto.STOPPED, proto.QUIT: proto.SHUT_DOWN}
 _NEEDS = {proto.STOPPED: proto.STOP, proto.SHUT_DOWN: proto.QUIT}
 
-Handler = Callable[[], "Awaitable[None] | None"]
-SyncHandler = Callable[[], None]
+Handler = Callable[..., "Awaitable[None] | None"]
+SyncHandler = Callable[..., None]
+#: Answers the master's request: ``handler(payload)`` returns a JSON-serialisable result.
+RequestHandler = Callable[..., object]
 
 
 def _channel_from_env() -> tuple[int, int]:
@@ -107,7 +110,8 @@ class _BusState:
         self.slot = _int_env(proto.SLOT_ENV)
         #: The worker's id within its master, or None if the master did not say.
         self.worker_id = _int_env(proto.WORKER_ID_ENV)
-        self._handlers: dict[str, list[Callable[[], object]]] = {proto.STOP: [], proto.QUIT: []}
+        self._handlers: dict[str, list[Callable[..., object]]] = {proto.STOP: [], proto.QUIT: [], proto.MESSAGE: []}
+        self._request_handlers: dict[str, RequestHandler] = {}
         self._received: set[str] = set()
         self._sent: set[str] = set()
         # Set by the first wait_stop()/wait_quit(): the caller then answers both itself.
@@ -115,13 +119,36 @@ class _BusState:
         #: Seconds between heartbeats the master asked for, or None.
         self.heartbeat_interval = _heartbeat_interval()
 
-    def _register(self, event: str, handler: Callable[[], object]) -> None:
+    def _register(self, event: str, handler: Callable[..., object]) -> None:
         message = _EVENTS.get(event)
         if message is None:
             raise ValueError(f"unknown bus event {event!r}; expected one of: {', '.join(_EVENTS)}")
         if not callable(handler):
             raise TypeError(f"handler for {event!r} must be callable, got {handler!r}")
         self._handlers[message].append(handler)
+
+    def handle(self, name: str, handler: RequestHandler | None) -> None:
+        """Answer the master's ``master.request(worker_id, name, payload)`` with ``handler(payload)``.
+
+        The handler returns a JSON-serialisable result (an async bus also accepts a
+        coroutine function). If it raises, the master's request raises `RemoteError`
+        with the exception's type name and text, and the worker goes on. One handler
+        per name: a new one replaces the old, None removes it.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"request name must be a non-empty str, got {name!r}")
+        if handler is None:
+            self._request_handlers.pop(name, None)
+        elif not callable(handler):
+            raise TypeError(f"handler for request {name!r} must be callable, got {handler!r}")
+        else:
+            self._request_handlers[name] = handler
+
+    def _request_handler(self, name: str) -> RequestHandler:
+        handler = self._request_handlers.get(name)
+        if handler is None:
+            raise NoHandler(f"the worker has no handler for request {name!r}")
+        return handler
 
     def _check_send(self, message: str) -> bool:
         """Return False for a repeated send; raise StateError for an out-of-order one."""
@@ -174,13 +201,17 @@ class MessageBus(_BusState):
         self._tg: anyio.abc.TaskGroup | None = None
         self._lifeline: _Lifeline | None = None
         self._writer: ChannelWriter | None = None
+        self._conversation: Conversation | None = None
         self._events: dict[str, anyio.Event] = {}
 
     def on(self, event: str, handler: Handler) -> None:
-        """Call ``handler()`` (a function or a coroutine function) when ``event`` arrives.
+        """Call ``handler`` (a function or a coroutine function) when ``event`` arrives.
 
-        ``event`` is "stop" (stop accepting work, then `send_stopped`) or "quit"
-        (release what is left, `send_shut_down`, then let the process end).
+        ``event`` is "stop" (stop accepting work, then `send_stopped`), "quit"
+        (release what is left, `send_shut_down`, then let the process end), both called
+        as ``handler()``, or "message": ``handler(payload)`` for each message of
+        `Master.send` or `Master.broadcast`, awaited one at a time, in order. Messages
+        that arrive with no "message" handler are dropped.
         """
         self._register(event, handler)
 
@@ -193,9 +224,11 @@ class MessageBus(_BusState):
         os.set_inheritable(self._write_fd, False)
         self._writer = ChannelWriter(self._write_fd)
         reader = ChannelReader(self._read_fd, proto.TO_WORKER)
+        self._conversation = Conversation(self._writer, peer="the master", deliver=self._deliver, answer=self._answer)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._read_loop, reader, name="drover-py bus reader")
+        self._tg.start_soon(self._conversation.run, name="drover-py bus conversation")
         if self.heartbeat_interval is not None:
             self._tg.start_soon(self._heartbeat, self.heartbeat_interval, name="drover-py heartbeat")
         return self
@@ -216,11 +249,50 @@ class MessageBus(_BusState):
             os.close(self._write_fd)
 
     async def _read_loop(self, reader: ChannelReader) -> None:
+        assert self._conversation is not None
         while True:
             message = await reader.receive()
             if message is None:
+                self._conversation.close("its channel ended")
                 return  # the master is gone: the lifeline thread ends the process
-            self._dispatch(message)
+            if isinstance(message, str):
+                self._dispatch(message)
+            else:
+                self._conversation.feed(message)
+
+    async def _deliver(self, payload: object) -> None:
+        for handler in list(self._handlers[proto.MESSAGE]):
+            await self._call(handler, payload)
+
+    async def _answer(self, name: str, payload: object) -> object:
+        result = self._request_handler(name)(payload)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _talk(self) -> Conversation:
+        if self._conversation is None:
+            raise StateError("use the MessageBus inside 'async with MessageBus() as mb:'")
+        return self._conversation
+
+    async def send(self, payload: object) -> None:
+        """Send ``payload`` (JSON-serialisable) to the master's "message" handlers.
+
+        Messages arrive in order. When the master has `WINDOW` of this worker's messages
+        not yet handled, this waits (backpressure). Raise TypeError for a payload that
+        is not JSON, `ProtocolError` for one over the size limit, `PeerGoneError` once
+        the master is gone.
+        """
+        await self._talk().send(payload)
+
+    async def request(self, name: str, payload: object = None, *, timeout: float = DEFAULT_TIMEOUT) -> object:
+        """Ask the master's ``master.handle(name, ...)`` handler and return its answer.
+
+        Raise `RemoteError` if the handler raised or there is none,
+        `RequestTimeoutError` after ``timeout`` seconds and `PeerGoneError` if the
+        master goes away meanwhile.
+        """
+        return await self._talk().request(name, payload, timeout)
 
     async def _heartbeat(self, interval: float) -> None:
         """Prove the event loop runs: a frozen or blocked loop misses its beats."""
@@ -244,8 +316,8 @@ class MessageBus(_BusState):
             self._tg.start_soon(self._default_stop if message == proto.STOP else self._default_quit)
 
     @staticmethod
-    async def _call(handler: Callable[[], object]) -> None:
-        result = handler()
+    async def _call(handler: Callable[..., object], *args: object) -> None:
+        result = handler(*args)
         if inspect.isawaitable(result):
             await result
 
@@ -310,9 +382,15 @@ class SyncMessageBus(_BusState):
         self._wake_r = self._wake_w = -1
         self._opened = False
         self._closing = threading.Event()
+        self._conversation: ThreadConversation | None = None
 
     def on(self, event: str, handler: SyncHandler) -> None:
-        """Call ``handler()`` in the reader thread when ``event`` ("stop"/"quit") arrives."""
+        """Call ``handler`` when ``event`` arrives.
+
+        "stop" and "quit" call ``handler()`` in the reader thread; "message" calls
+        ``handler(payload)`` in the dispatcher thread, one message at a time, in order
+        (an exception is printed to stderr and the next message is delivered).
+        """
         self._register(event, handler)
 
     def __enter__(self) -> SyncMessageBus:
@@ -325,6 +403,9 @@ class SyncMessageBus(_BusState):
         os.set_blocking(self._read_fd, True)
         os.set_blocking(self._write_fd, True)
         self._wake_r, self._wake_w = os.pipe()
+        self._conversation = ThreadConversation(
+            self._write_frame, peer="the master", deliver=self._deliver, answer=self._answer
+        )
         self._reader = threading.Thread(target=self._read_loop, name="drover-py bus reader", daemon=True)
         self._reader.start()
         if self.heartbeat_interval is not None:
@@ -339,8 +420,9 @@ class SyncMessageBus(_BusState):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._lifeline is not None and self._reader is not None
+        assert self._lifeline is not None and self._reader is not None and self._conversation is not None
         self._closing.set()
+        self._conversation.close("the bus was closed")
         with self._write_lock:  # no heartbeat is mid-write when the fds close
             pass
         os.write(self._wake_w, b"x")
@@ -373,9 +455,53 @@ class SyncMessageBus(_BusState):
                 return
             data = os.read(self._read_fd, 65536)
             if not data:
+                assert self._conversation is not None
+                self._conversation.close("its channel ended")
                 return  # the master is gone: the lifeline thread ends the process
             for message in decoder.feed(data):
-                self._dispatch(message)
+                if isinstance(message, str):
+                    self._dispatch(message)
+                else:
+                    assert self._conversation is not None
+                    self._conversation.feed(message)
+
+    def _deliver(self, payload: object) -> None:
+        for handler in list(self._handlers[proto.MESSAGE]):
+            try:
+                handler(payload)
+            except Exception:
+                import traceback
+
+                traceback.print_exc()
+
+    def _answer(self, name: str, payload: object) -> object:
+        return self._request_handler(name)(payload)
+
+    def _write_frame(self, frame: bytes) -> None:
+        with self._write_lock:
+            view = memoryview(frame)
+            while view:
+                try:
+                    view = view[os.write(self._write_fd, view) :]
+                except OSError as exc:
+                    raise ChannelError(f"channel closed: {exc}") from exc
+
+    def _talk(self) -> ThreadConversation:
+        if self._conversation is None:
+            raise StateError("use the SyncMessageBus inside 'with SyncMessageBus() as mb:'")
+        return self._conversation
+
+    def send(self, payload: object, timeout: float | None = None) -> None:
+        """Send ``payload`` to the master's "message" handlers (see `MessageBus.send`).
+
+        Block while the master has no room, at most ``timeout`` seconds (then raise
+        `RequestTimeoutError`).
+        """
+        self._talk().send(payload, timeout)
+
+    def request(self, name: str, payload: object = None, timeout: float = DEFAULT_TIMEOUT) -> object:
+        """Ask the master's handler for ``name`` and block for its answer (see `MessageBus.request`)."""
+        return self._talk().request(name, payload, timeout)
 
     def _dispatch(self, message: str) -> None:
         with self._state_lock:
@@ -399,12 +525,7 @@ class SyncMessageBus(_BusState):
             if not self._check_send(message):
                 return
             self._sent.add(message)
-        frame = proto.encode(message)
-        with self._write_lock:
-            try:
-                os.write(self._write_fd, frame)
-            except OSError as exc:
-                raise ChannelError(f"channel closed: {exc}") from exc
+        self._write_frame(proto.encode(message))
 
     def send_started(self) -> None:
         """Tell the master this worker is ready; `Master.start` waits for this."""

@@ -13,9 +13,11 @@ import os
 import anyio
 
 from ._exceptions import ChannelError, ProtocolError
-from ._protocol import MAX_FRAME_SIZE, Decoder
+from ._protocol import MAX_FRAME_SIZE, Data, Decoder
 
 _READ_SIZE = 65536
+#: Seconds a half-written frame may wait for the reader before the channel counts as broken.
+STALL_TIMEOUT = 10.0
 
 
 class ChannelReader:
@@ -27,10 +29,10 @@ class ChannelReader:
         os.set_blocking(fd, False)
         self._fd = fd
         self._decoder = Decoder(allowed, max_size)
-        self._queue: collections.deque[str] = collections.deque()
+        self._queue: collections.deque[str | Data] = collections.deque()
 
-    async def receive(self) -> str | None:
-        """Return the next message type, or None at end of stream.
+    async def receive(self) -> str | Data | None:
+        """Return the next message (a lifecycle type or `Data`), or None at end of stream.
 
         Raise `ProtocolError` for an invalid frame, also for a truncated one at EOF.
         """
@@ -55,25 +57,47 @@ class ChannelReader:
 
 
 class ChannelWriter:
-    """Send frames on a pipe fd. Does not own the fd; one sender at a time."""
+    """Send frames on a pipe fd. Does not own the fd; senders take turns, frame by frame.
 
-    __slots__ = ("_fd", "_lock")
+    A frame is never cut: cancelling a send before its first byte is written drops the
+    whole frame; once part of it is written, the rest is written even if the caller is
+    cancelled, for at most `STALL_TIMEOUT` seconds, after which the channel is broken
+    (every later send raises `ChannelError`).
+    """
+
+    __slots__ = ("_fd", "_lock", "_broken")
 
     def __init__(self, fd: int) -> None:
         os.set_blocking(fd, False)
         self._fd = fd
         self._lock = anyio.Lock(fast_acquire=True)  # no extra trip through the loop per send
+        self._broken: ChannelError | None = None
 
     async def send(self, frame: bytes) -> None:
         """Write ``frame`` whole. Raise `ChannelError` when the reader is gone."""
         async with self._lock:
-            view = memoryview(frame)
-            while view:
-                try:
-                    written = os.write(self._fd, view)
-                except BlockingIOError:
+            if self._broken is not None:
+                raise self._broken
+            written = 0
+            while not written:
+                written = self._write(frame)
+                if not written:
                     await anyio.wait_writable(self._fd)
-                    continue
-                except (BrokenPipeError, OSError) as exc:
-                    raise ChannelError(f"channel closed: {exc}") from exc
-                view = view[written:]
+            if written < len(frame):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(STALL_TIMEOUT):
+                    view = memoryview(frame)[written:]
+                    while view:
+                        await anyio.wait_writable(self._fd)
+                        view = view[self._write(view) :]
+                    return
+                self._broken = ChannelError(f"the reader took no data for {STALL_TIMEOUT:g} s in the middle of a frame")
+                raise self._broken
+
+    def _write(self, data: bytes | memoryview) -> int:
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self._broken = ChannelError(f"channel closed: {exc}")
+            raise self._broken from exc

@@ -44,6 +44,11 @@ class EventRegistry:
         for handler in self._handlers[name]:
             tg.start_soon(self._call, name, handler, args, name=f"drover-py {name} handler")
 
+    async def call(self, name: str, *args: object) -> None:
+        """Run every handler of ``name`` with ``args`` one after the other, errors contained."""
+        for handler in list(self._handlers[name]):
+            await self._call(name, handler, args)
+
     async def _call(self, name: str, handler: EventHandler, args: tuple[object, ...]) -> None:
         try:
             result = handler(*args)

@@ -109,3 +109,33 @@ class ChannelError(DroverError):
     Raised by `MessageBus()` when the script runs outside a drover-py master, and by a
     send when the master is gone.
     """
+
+
+class RequestError(DroverError):
+    """A request over the channel (`MessageBus.request`, `Master.request`) failed."""
+
+
+class RemoteError(RequestError):
+    """The handler on the other side raised, or there was no handler for the name.
+
+    ``error_type`` is the name of the remote exception's class ("NoHandler" when no
+    handler was registered for the request's name) and ``remote_message`` its text.
+    """
+
+    def __init__(self, name: str, error_type: str, remote_message: str) -> None:
+        super().__init__(f"request {name!r} failed remotely: {error_type}: {remote_message}")
+        self.name = name
+        self.error_type = error_type
+        self.remote_message = remote_message
+
+
+class RequestTimeoutError(RequestError, TimeoutError):
+    """No response to a request arrived within its timeout."""
+
+
+class PeerGoneError(RequestError, ChannelError):
+    """The other side of the channel went away (the worker exited, or the master did).
+
+    Raised to every pending request and blocked send at once, so no caller waits for a
+    response that cannot come.
+    """

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+import inspect
 import itertools
 import math
 import random
 import os
 import socket
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 
@@ -18,10 +19,12 @@ import attrs
 
 from ._compat import exit_task_group
 from ._config import MasterConfig, check_count, check_env, check_script, check_seconds
+from ._conversation import DEFAULT_TIMEOUT, NoHandler
 from ._events import EventHandler, EventRegistry
 from ._exceptions import (
     DroverError,
     OperationInterruptedError,
+    PeerGoneError,
     ReloadError,
     RestartLimitError,
     StateError,
@@ -37,8 +40,12 @@ from ._status import WorkerStatus
 from ._systemd import Notifier, watchdog_interval
 from ._worker import Worker, WorkerSnapshot
 
+#: Answers a worker's request: ``handler(worker_id, payload)``, sync or async.
+RequestHandler = Callable[..., object]
+
 #: Events a master emits, with the arguments handlers receive.
 EVENTS = (
+    "message",  # (worker_id, payload): a custom message from a worker (handlers awaited in order)
     "worker-exit",  # (reason, worker_id): a started worker ended without the master asking
     "worker-retired",  # (reason, worker_id): a started worker ended because the master asked
     "worker-started",  # (worker_id,): a worker sent "started"
@@ -85,6 +92,7 @@ class Master:
         self._listeners: Listeners | None = None
         self._notifier: Notifier | None = None
         self._spawner: Spawner = ExecSpawner()
+        self._request_handlers: dict[str, RequestHandler] = {}
 
     # -- introspection --------------------------------------------------------------
 
@@ -135,6 +143,92 @@ class Master:
     def _emit(self, name: str, *args: object) -> None:
         if self._tg is not None:
             self._events.emit(self._tg, name, *args)
+
+    # -- conversations with workers ---------------------------------------------------
+
+    def handle(self, name: str, handler: RequestHandler | None) -> None:
+        """Answer workers' ``mb.request(name, payload)`` with ``handler(worker_id, payload)``.
+
+        The handler (sync or async) returns a JSON-serialisable result. If it raises, the
+        worker's request raises `RemoteError` carrying the exception's type name and
+        text; the master goes on. Requests are answered concurrently. One handler per
+        name: a new one replaces the old, None removes it. Without a handler a request
+        fails with `RemoteError` (``error_type == "NoHandler"``).
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"request name must be a non-empty str, got {name!r}")
+        if handler is None:
+            self._request_handlers.pop(name, None)
+            return
+        if not callable(handler):
+            raise TypeError(f"handler for request {name!r} must be callable, got {handler!r}")
+        self._request_handlers[name] = handler
+
+    async def _worker_message(self, worker: Worker, payload: object) -> None:
+        await self._events.call("message", worker.id, payload)
+
+    async def _worker_request(self, worker: Worker, name: str, payload: object) -> object:
+        handler = self._request_handlers.get(name)
+        if handler is None:
+            raise NoHandler(f"the master has no handler for request {name!r}")
+        result = handler(worker.id, payload)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _talk_to(self, worker_id: int) -> Worker:
+        worker = self._workers.get(worker_id)
+        if worker is None:
+            raise UnknownWorkerError(worker_id)
+        return worker
+
+    async def send(self, worker_id: int, payload: object) -> None:
+        """Send ``payload`` (JSON-serialisable) to a worker's ``mb.on("message", ...)``.
+
+        Messages arrive in order. When the worker has `WINDOW` messages it has not
+        consumed yet, this waits (backpressure). Raise `UnknownWorkerError` for an
+        unknown id, `PeerGoneError` once the worker has exited, TypeError for a payload
+        that is not JSON and `ProtocolError` for one over the size limit.
+        """
+        await self._talk_to(worker_id).send_message(payload)
+
+    async def broadcast(self, payload: object) -> list[int]:
+        """Send ``payload`` to every started worker at once; return their ids.
+
+        A worker that exits meanwhile is skipped; the others still get the message.
+        """
+        from . import _protocol as proto
+
+        proto.encode_message(payload)  # a bad payload fails here, before anything is sent
+        targets = [w for w in self._ordered() if w.status is WorkerStatus.STARTED]
+        reached: list[int] = []
+        if not targets:
+            await anyio.lowlevel.checkpoint()  # a loop of broadcasts must not starve the others
+            return reached
+
+        async def send_one(worker: Worker) -> None:
+            try:
+                await worker.send_message(payload)
+            except PeerGoneError:
+                return
+            reached.append(worker.id)
+
+        async with anyio.create_task_group() as tg:
+            for worker in targets:
+                tg.start_soon(send_one, worker)
+        return sorted(reached)
+
+    async def request(
+        self, worker_id: int, name: str, payload: object = None, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> object:
+        """Ask a worker's ``mb.handle(name, ...)`` handler and return its answer.
+
+        Raise `RemoteError` if the worker's handler raised or there is none,
+        `RequestTimeoutError` after ``timeout`` seconds, `PeerGoneError` as soon as the
+        worker exits (also mid-call), `UnknownWorkerError` for an unknown id.
+        """
+        timeout = check_seconds("timeout", timeout)
+        return await self._talk_to(worker_id).request(name, payload, timeout)
 
     # -- context ------------------------------------------------------------------------
 
@@ -237,6 +331,8 @@ class Master:
             on_exit=self._worker_exited,
             listen_fds=() if self._listeners is None else self._listeners.fds,
             spawner=self._spawner,
+            on_message=self._worker_message,
+            on_request=self._worker_request,
         )
         self._workers[worker.id] = worker
         return worker

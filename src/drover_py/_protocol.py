@@ -1,10 +1,14 @@
 """The wire protocol between a master and its workers. Pure: no I/O, no event loop.
 
-A frame is one JSON object on one line, ``{"type": "<name>"}``, terminated by ``\\n``.
-The master sends "stop" and "quit"; a worker sends "started", "stopped",
-"shut_down" and, when the master asked for it, "heartbeat" every few seconds. Anything else, a frame that is not a JSON object of that form, or a frame
-longer than the size limit raises `ProtocolError`. After an error the decoder is
-unusable: the stream has lost its framing.
+A frame is one JSON object on one line, ``{"type": "<name>", ...}``, terminated by
+``\\n``. Lifecycle frames carry only their type: the master sends "stop" and "quit"; a
+worker sends "started", "stopped", "shut_down" and, when the master asked for it,
+"heartbeat" every few seconds. Conversation frames travel both ways and carry data
+(`Data`): "message" (a JSON payload), "request" (id, name, payload), "response" (id and
+a payload or an error) and "credit" (flow control: how many more messages and requests
+the receiver has room for). Anything else, a frame that is not a JSON object of one of
+those forms, or a frame longer than the size limit raises `ProtocolError`. After an
+error the decoder is unusable: the stream has lost its framing.
 
 This module is imported by every worker, so it stays light: the frames of the known
 messages are constants matched byte for byte, and ``json`` is imported only for a
@@ -29,6 +33,94 @@ HEARTBEAT = "heartbeat"
 TO_WORKER = frozenset({STOP, QUIT})
 #: Message types a worker may send to its master.
 TO_MASTER = frozenset({STARTED, STOPPED, SHUT_DOWN, HEARTBEAT})
+
+MESSAGE = "message"
+REQUEST = "request"
+RESPONSE = "response"
+CREDIT = "credit"
+#: Conversation frames, allowed in both directions. Each has its own keys.
+_DATA_KEYS: dict[str, tuple[frozenset[str], ...]] = {
+    MESSAGE: (frozenset({"type", "data"}),),
+    REQUEST: (frozenset({"type", "id", "name", "data"}),),
+    RESPONSE: (frozenset({"type", "id", "data"}), frozenset({"type", "id", "error"})),
+    CREDIT: (frozenset({"type", "n"}),),
+}
+#: Longest request name accepted.
+MAX_NAME_LENGTH = 200
+
+
+class Data:
+    """A decoded conversation frame: "message", "request", "response" or "credit"."""
+
+    __slots__ = ("type", "id", "name", "payload", "error", "n")
+
+    def __init__(
+        self,
+        type: str,
+        *,
+        id: int = 0,
+        name: str = "",
+        payload: object = None,
+        error: tuple[str, str] | None = None,
+        n: int = 0,
+    ) -> None:
+        self.type = type
+        #: Request id, echoed by its response.
+        self.id = id
+        #: Name of the request (which handler answers it).
+        self.name = name
+        #: The JSON payload of a message, request or successful response.
+        self.payload = payload
+        #: (exception type name, message) of a failed response.
+        self.error = error
+        #: Credit granted by a "credit" frame.
+        self.n = n
+
+    def __repr__(self) -> str:
+        return f"Data({self.type!r}, id={self.id}, name={self.name!r}, payload={self.payload!r}, error={self.error!r})"
+
+
+def _dump(obj: dict[str, object], what: str, max_size: int) -> bytes:
+    import json
+
+    try:
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} is not JSON-serialisable: {exc}") from None
+    frame = text.encode() + b"\n"
+    if len(frame) > max_size:
+        raise ProtocolError(f"{what} makes a frame of {len(frame)} bytes, over the limit of {max_size}")
+    return frame
+
+
+def encode_message(payload: object, max_size: int = MAX_FRAME_SIZE) -> bytes:
+    """Return a "message" frame; raise TypeError if ``payload`` is not JSON, ProtocolError if too big."""
+    return _dump({"type": MESSAGE, "data": payload}, "message payload", max_size)
+
+
+def encode_request(request_id: int, name: str, payload: object, max_size: int = MAX_FRAME_SIZE) -> bytes:
+    """Return a "request" frame (see `encode_message` for the errors)."""
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"request name must be a non-empty str of at most {MAX_NAME_LENGTH} characters, got {name!r}")
+    return _dump({"type": REQUEST, "id": request_id, "name": name, "data": payload}, f"payload of request {name!r}", max_size)
+
+
+def encode_response(request_id: int, payload: object, max_size: int = MAX_FRAME_SIZE) -> bytes:
+    """Return a successful "response" frame (see `encode_message` for the errors)."""
+    return _dump({"type": RESPONSE, "id": request_id, "data": payload}, "response", max_size)
+
+
+def encode_error(request_id: int, error_type: str, message: str) -> bytes:
+    """Return a failed "response" frame; a message too long for a frame is cut."""
+    limit = MAX_FRAME_SIZE // 8
+    if len(message) > limit:
+        message = message[:limit] + "..."
+    return _dump({"type": RESPONSE, "id": request_id, "error": {"type": error_type, "message": message}}, "error", MAX_FRAME_SIZE)
+
+
+def encode_credit(n: int) -> bytes:
+    """Return a "credit" frame granting ``n`` more messages or requests."""
+    return b'{"type":"credit","n":%d}\n' % n
 
 
 def encode(message_type: str) -> bytes:
@@ -66,8 +158,8 @@ class Decoder:
         """Return the error that broke the stream, if any."""
         return self._broken
 
-    def feed(self, data: bytes) -> list[str]:
-        """Add ``data`` and return the message types of every frame it completed.
+    def feed(self, data: bytes) -> list[str | Data]:
+        """Add ``data`` and return every message it completed: a lifecycle type or `Data`.
 
         Raise `ProtocolError` for an invalid frame. When valid frames precede the invalid
         one in ``data``, they are returned first and the error is raised by the next call
@@ -75,7 +167,7 @@ class Decoder:
         """
         if self._broken is not None:
             raise self._broken
-        messages: list[str] = []
+        messages: list[str | Data] = []
         try:
             self._feed(data, messages)
         except ProtocolError as exc:
@@ -85,7 +177,7 @@ class Decoder:
                 raise
         return messages
 
-    def _feed(self, data: bytes, messages: list[str]) -> None:
+    def _feed(self, data: bytes, messages: list[str | Data]) -> None:
         buffer = self._buffer + data
         start = 0
         while True:
@@ -101,7 +193,7 @@ class Decoder:
             raise ProtocolError(f"frame exceeds the limit of {self._max_size} bytes without a newline")
         self._buffer = rest
 
-    def _parse(self, line: bytes) -> str:
+    def _parse(self, line: bytes) -> str | Data:
         known = _KNOWN.get(line)
         if known is not None and known in self._allowed:
             return known
@@ -111,14 +203,55 @@ class Decoder:
             obj = json.loads(line)
         except (UnicodeDecodeError, ValueError) as exc:
             raise ProtocolError(f"malformed frame {_preview(line)}: {exc}") from None
-        if not isinstance(obj, dict) or set(obj) != {"type"}:
-            raise ProtocolError(f"frame {_preview(line)} is not an object with exactly the key 'type'")
-        message_type = obj["type"]
-        if not isinstance(message_type, str) or message_type not in self._allowed:
-            raise ProtocolError(
-                f"unknown message type {message_type!r} (expected one of {', '.join(sorted(self._allowed))})"
-            )
+        if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+            raise ProtocolError(f"frame {_preview(line)} is not an object with a string 'type'")
+        message_type: str = obj["type"]
+        if message_type in _DATA_KEYS:
+            return _parse_data(obj, line)
+        if message_type not in self._allowed:
+            expected = ", ".join(sorted(self._allowed | _DATA_KEYS.keys()))
+            raise ProtocolError(f"unknown message type {message_type!r} (expected one of {expected})")
+        if len(obj) != 1:
+            raise ProtocolError(f"frame {_preview(line)}: a {message_type!r} frame has no keys but 'type'")
         return message_type
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
+
+
+def _parse_data(obj: dict[str, object], line: bytes) -> Data:
+    kind = str(obj["type"])
+    keys = frozenset(obj)
+    if keys not in _DATA_KEYS[kind]:
+        expected = " or ".join(str(sorted(k)) for k in _DATA_KEYS[kind])
+        raise ProtocolError(f"frame {_preview(line)}: a {kind!r} frame has the keys {expected}")
+    if kind == MESSAGE:
+        return Data(MESSAGE, payload=obj["data"])
+    if kind == CREDIT:
+        n = obj["n"]
+        if not _is_id(n) or not isinstance(n, int) or n < 1:
+            raise ProtocolError(f"frame {_preview(line)}: credit must be an int >= 1")
+        return Data(CREDIT, n=n)
+    request_id = obj["id"]
+    if not _is_id(request_id) or not isinstance(request_id, int):
+        raise ProtocolError(f"frame {_preview(line)}: 'id' must be an int >= 0")
+    if kind == REQUEST:
+        name = obj["name"]
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+            raise ProtocolError(f"frame {_preview(line)}: 'name' must be a non-empty str")
+        return Data(REQUEST, id=request_id, name=name, payload=obj["data"])
+    if "error" not in obj:
+        return Data(RESPONSE, id=request_id, payload=obj["data"])
+    error = obj["error"]
+    if (
+        not isinstance(error, dict)
+        or set(error) != {"type", "message"}
+        or not isinstance(error["type"], str)
+        or not isinstance(error["message"], str)
+    ):
+        raise ProtocolError(f"frame {_preview(line)}: 'error' must be {{'type': str, 'message': str}}")
+    return Data(RESPONSE, id=request_id, error=(error["type"], error["message"]))
 
 
 def _preview(line: bytes, limit: int = 60) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.abc
@@ -15,8 +15,10 @@ from structlog.typing import FilteringBoundLogger
 from . import _protocol as proto
 from ._channel import ChannelReader, ChannelWriter
 from ._config import MasterConfig
+from ._conversation import DEFAULT_TIMEOUT, Conversation, NoHandler
 from ._exceptions import (
     ChannelError,
+    PeerGoneError,
     ProtocolError,
     SpawnError,
     StartTimeoutError,
@@ -76,6 +78,8 @@ class Worker:
         on_exit: Callable[[Worker], None],
         listen_fds: tuple[int, ...] = (),
         spawner: Spawner | None = None,
+        on_message: Callable[[Worker, object], Awaitable[None]] | None = None,
+        on_request: Callable[[Worker, str, object], Awaitable[object]] | None = None,
     ) -> None:
         self.id = worker_id
         self.slot = slot
@@ -85,6 +89,9 @@ class Worker:
         self._log = log.bind(worker_id=worker_id, slot=slot)
         self._on_status = on_status
         self._on_exit = on_exit
+        self._on_message = on_message
+        self._on_request = on_request
+        self._conversation: Conversation | None = None
         self.status = WorkerStatus.INITIALIZED
         self.process: ChildProcess | None = None
         self.started_at: float | None = None
@@ -166,15 +173,21 @@ class Worker:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._read_loop, name=f"drover-py worker {self.id} reader")
+                assert self._conversation is not None
+                tg.start_soon(self._conversation.run, name=f"drover-py worker {self.id} conversation")
                 if self.config.heartbeat_timeout is not None:
                     tg.start_soon(self._watchdog, self.config.heartbeat_timeout)
                 await process.wait()
                 self._process_ended.set()
                 with anyio.move_on_after(DRAIN_TIMEOUT):
                     await self._reader_done.wait()
+                    self._conversation.close(f"worker {self.id} exited")
+                    await self._conversation.wait_drained()  # what it said before exiting
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
+                if self._conversation is not None:
+                    self._conversation.close(f"worker {self.id} exited")
                 if process is not None:
                     if process.returncode is None:
                         self._kill_group()
@@ -222,7 +235,19 @@ class Worker:
         self._fds = (read_master, write_master)
         self._writer = ChannelWriter(write_master)
         self._reader = ChannelReader(read_master, proto.TO_MASTER)
+        self._conversation = Conversation(
+            self._writer, peer=f"worker {self.id}", deliver=self._deliver, answer=self._answer
+        )
         return process
+
+    async def _deliver(self, payload: object) -> None:
+        if self._on_message is not None:
+            await self._on_message(self, payload)
+
+    async def _answer(self, name: str, payload: object) -> object:
+        if self._on_request is None:
+            raise NoHandler(f"the master has no handler for request {name!r}")
+        return await self._on_request(self, name, payload)
 
     def _spawn_error(self, exc: OSError) -> SpawnError:
         self._log.error("spawn failed", error=str(exc))
@@ -258,7 +283,16 @@ class Worker:
                     return
                 if message is None:
                     break
-                self._handle(message)
+                if isinstance(message, str):
+                    self._handle(message)
+                    continue
+                self._last_message = anyio.current_time()
+                assert self._conversation is not None
+                try:
+                    self._conversation.feed(message)
+                except ProtocolError as exc:
+                    self._set_fault(f"protocol error: {exc}")
+                    return
         finally:
             self._reader_done.set()
         if self.requested:
@@ -335,6 +369,19 @@ class Worker:
             )
         timeout = StartTimeout(self.config.start_timeout)
         raise StartTimeoutError(f"{where} {timeout}", reason=timeout, worker_id=self.id, slot=self.slot)
+
+    def _talk(self) -> Conversation:
+        if self._conversation is None:
+            raise PeerGoneError(f"worker {self.id} has no channel yet")
+        return self._conversation
+
+    async def send_message(self, payload: object) -> None:
+        """Send a custom message (see `Master.send`)."""
+        await self._talk().send(payload)
+
+    async def request(self, name: str, payload: object, timeout: float = DEFAULT_TIMEOUT) -> object:
+        """Send a request to the worker and return its answer (see `Master.request`)."""
+        return await self._talk().request(name, payload, timeout)
 
     async def _send(self, message: str) -> bool:
         assert self._writer is not None

@@ -1,0 +1,347 @@
+"""Custom messages and requests over a channel, both ways, with flow control.
+
+Used by the master (one `Conversation` per worker) and by the child's buses, so it is
+light: the standard library, anyio and the pure protocol.
+
+Flow control is by credit. Each side may have at most `WINDOW` messages and requests
+that the other side has not yet consumed; the receiver grants credit back (a "credit"
+frame) as it consumes them. So a receiver never buffers more than `WINDOW` frames, a
+sender that outruns its receiver waits instead of filling memory, and the reader of a
+channel never has to stop reading: the lifecycle frames ("stop", "stopped", ...) that
+share the pipe are always handled at once, however many custom messages are queued.
+Responses and credit frames are not counted: they are consumed as they arrive.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from . import _protocol as proto
+from ._channel import ChannelWriter
+from ._exceptions import ChannelError, PeerGoneError, ProtocolError, RemoteError, RequestTimeoutError
+
+#: Messages and requests one side may have unconsumed at the other side.
+WINDOW = 64
+#: Error type of a response to a request that no handler is registered for.
+NO_HANDLER = "NoHandler"
+#: Seconds a request waits for its response unless told otherwise.
+DEFAULT_TIMEOUT = 30.0
+
+
+class NoHandler(LookupError):
+    """No handler is registered for a request's name (answered as a `RemoteError`)."""
+
+
+class _Flow:
+    """Credit and request bookkeeping shared by the async and the thread conversation."""
+
+    def __init__(self, peer: str) -> None:
+        self._peer = peer
+        self._credit = WINDOW  # frames we may still send
+        self._held = 0  # frames received and not credited back yet
+        self._consumed = 0  # of those, how many were consumed
+        self._ids = itertools.count(1)
+        self._closed: PeerGoneError | None = None
+
+    def _accept(self, data: proto.Data) -> None:
+        """Count a received message or request; raise ProtocolError past the window."""
+        if self._held >= WINDOW:
+            raise ProtocolError(f"{self._peer} sent more than {WINDOW} messages or requests without credit")
+        self._held += 1
+
+    def _credit_due(self) -> int:
+        """Count one consumed frame; return how much credit to grant now (or 0)."""
+        self._consumed += 1
+        if self._consumed < WINDOW // 2:
+            return 0
+        granted, self._consumed = self._consumed, 0
+        self._held -= granted
+        return granted
+
+    def _gone(self, why: str) -> PeerGoneError:
+        return PeerGoneError(f"{self._peer} is gone: {why}")
+
+
+def error_frame(request_id: int, exc: BaseException) -> bytes:
+    """Return the response frame for a handler that raised ``exc``."""
+    error_type = NO_HANDLER if isinstance(exc, NoHandler) else type(exc).__name__
+    return proto.encode_error(request_id, error_type, str(exc))
+
+
+class Conversation(_Flow):
+    """The async side: `send`, `request`, and `run` (dispatch what arrives, in order).
+
+    ``deliver(payload)`` is awaited for each message, one at a time and in order; it
+    must contain its own errors if they should not end `run`. ``answer(name, payload)``
+    returns a request's result (raise `NoHandler` for an unknown name); requests are
+    answered concurrently, each in its own task.
+    """
+
+    def __init__(
+        self,
+        writer: ChannelWriter,
+        *,
+        peer: str,
+        deliver: Callable[[object], Awaitable[None]],
+        answer: Callable[[str, object], Awaitable[object]],
+    ) -> None:
+        super().__init__(peer)
+        self._writer = writer
+        self._deliver = deliver
+        self._answer = answer
+        self._inbox: collections.deque[proto.Data] = collections.deque()
+        self._arrived = anyio.Event()
+        self._drained = anyio.Event()
+        self._drained.set()
+        self._credited = anyio.Event()
+        self._pending: dict[int, tuple[anyio.Event, list[proto.Data]]] = {}
+
+    # -- receiving (called by the channel's reader, never blocks) -------------------------
+
+    def feed(self, data: proto.Data) -> None:
+        """Take a conversation frame from the reader; raise ProtocolError for a violation."""
+        if data.type == proto.RESPONSE:
+            waiter = self._pending.pop(data.id, None)
+            if waiter is not None:  # else the request timed out already
+                waiter[1].append(data)
+                waiter[0].set()
+        elif data.type == proto.CREDIT:
+            self._credit += data.n
+            self._credited.set()
+            self._credited = anyio.Event()
+        else:
+            self._accept(data)
+            self._inbox.append(data)
+            self._arrived.set()
+            if self._drained.is_set():
+                self._drained = anyio.Event()
+
+    def close(self, why: str) -> None:
+        """Fail every pending request and blocked send with `PeerGoneError`."""
+        if self._closed is not None:
+            return
+        self._closed = self._gone(why)
+        for event, _ in self._pending.values():
+            event.set()
+        self._credited.set()
+
+    async def run(self) -> None:
+        """Deliver messages in order and answer requests, until cancelled."""
+        async with anyio.create_task_group() as tg:
+            while True:
+                while not self._inbox:
+                    self._drained.set()
+                    self._arrived = anyio.Event()
+                    await self._arrived.wait()
+                data = self._inbox.popleft()
+                if data.type == proto.MESSAGE:
+                    await self._deliver(data.payload)
+                    await self._consumed_one()
+                else:
+                    tg.start_soon(self._respond, data)
+
+    async def wait_drained(self) -> None:
+        """Wait until every message received so far was delivered."""
+        await self._drained.wait()
+
+    async def _respond(self, data: proto.Data) -> None:
+        try:
+            frame = proto.encode_response(data.id, await self._answer(data.name, data.payload))
+        except Exception as exc:  # the caller gets it as a RemoteError
+            frame = error_frame(data.id, exc)
+        await self._write(frame)
+        await self._consumed_one()
+
+    async def _consumed_one(self) -> None:
+        granted = self._credit_due()
+        if granted:
+            await self._write(proto.encode_credit(granted))
+
+    async def _write(self, frame: bytes) -> None:
+        try:
+            await self._writer.send(frame)
+        except ChannelError:
+            pass  # the peer is gone: its reader reports that, not this write
+
+    # -- sending --------------------------------------------------------------------------
+
+    async def _take_credit(self) -> None:
+        while self._credit <= 0 and self._closed is None:
+            await self._credited.wait()
+        if self._closed is not None:
+            raise self._closed
+        self._credit -= 1
+
+    async def _send_counted(self, frame: bytes) -> None:
+        await self._take_credit()
+        try:
+            await self._writer.send(frame)
+        except ChannelError as exc:
+            raise self._gone(str(exc)) from exc
+        except BaseException:
+            self._credit += 1  # cancelled before the frame went out
+            raise
+
+    async def send(self, payload: object) -> None:
+        """Send a message; wait while the peer has no room (backpressure)."""
+        await self._send_counted(proto.encode_message(payload))
+
+    async def request(self, name: str, payload: object, timeout: float) -> object:
+        """Send a request and return the peer's answer.
+
+        Raise `RemoteError` if the peer's handler raised (or there is none),
+        `RequestTimeoutError` after ``timeout`` seconds, `PeerGoneError` as soon as the
+        peer goes away.
+        """
+        request_id = next(self._ids)
+        frame = proto.encode_request(request_id, name, payload)
+        event = anyio.Event()
+        result: list[proto.Data] = []
+        self._pending[request_id] = (event, result)
+        try:
+            with anyio.move_on_after(timeout):
+                await self._send_counted(frame)
+                await event.wait()
+        finally:
+            self._pending.pop(request_id, None)
+        if result:
+            return _outcome(name, result[0])
+        if self._closed is not None:
+            raise self._closed
+        raise RequestTimeoutError(f"no response to request {name!r} from {self._peer} within {timeout:g} s")
+
+
+def _outcome(name: str, response: proto.Data) -> object:
+    if response.error is not None:
+        raise RemoteError(name, *response.error)
+    return response.payload
+
+
+class ThreadConversation(_Flow):
+    """The thread side, for `SyncMessageBus`: the same protocol with blocking calls.
+
+    ``write(frame)`` writes a whole frame (thread-safe, raising ChannelError). Messages
+    and requests are handled one at a time, in order, in a dispatcher thread, so the
+    reader thread stays free for the lifecycle messages.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[bytes], None],
+        *,
+        peer: str,
+        deliver: Callable[[object], None],
+        answer: Callable[[str, object], object],
+    ) -> None:
+        super().__init__(peer)
+        self._write_frame = write
+        self._deliver = deliver
+        self._answer = answer
+        self._cond = threading.Condition()
+        self._inbox: collections.deque[proto.Data | None] = collections.deque()
+        self._pending: dict[int, list[proto.Data]] = {}
+        self._thread = threading.Thread(target=self._dispatch, name="drover-py bus dispatcher", daemon=True)
+        self._thread.start()
+
+    def feed(self, data: proto.Data) -> None:
+        """Take a conversation frame from the reader thread."""
+        with self._cond:
+            if data.type == proto.RESPONSE:
+                if data.id in self._pending:
+                    self._pending[data.id].append(data)
+            elif data.type == proto.CREDIT:
+                self._credit += data.n
+            else:
+                self._accept(data)
+                self._inbox.append(data)
+            self._cond.notify_all()
+
+    def close(self, why: str) -> None:
+        """Fail pending requests and blocked sends; end the dispatcher after its inbox."""
+        with self._cond:
+            if self._closed is None:
+                self._closed = self._gone(why)
+                self._inbox.append(None)
+            self._cond.notify_all()
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._cond:
+                while not self._inbox:
+                    self._cond.wait()
+                data = self._inbox.popleft()
+            if data is None:
+                return
+            if data.type == proto.MESSAGE:
+                self._deliver(data.payload)
+            else:
+                try:
+                    frame = proto.encode_response(data.id, self._answer(data.name, data.payload))
+                except Exception as exc:
+                    frame = error_frame(data.id, exc)
+                self._try_write(frame)
+            with self._cond:
+                granted = self._credit_due()
+            if granted:
+                self._try_write(proto.encode_credit(granted))
+
+    def _try_write(self, frame: bytes) -> None:
+        try:
+            self._write_frame(frame)
+        except ChannelError:
+            pass
+
+    def _send_counted(self, frame: bytes, deadline: float | None) -> None:
+        with self._cond:
+            while self._credit <= 0 and self._closed is None:
+                if not self._cond.wait(_remaining(deadline)) and _remaining(deadline) == 0:
+                    raise RequestTimeoutError(f"{self._peer} gave no credit in time (it is not reading)")
+            if self._closed is not None:
+                raise self._closed
+            self._credit -= 1
+        try:
+            self._write_frame(frame)
+        except ChannelError as exc:
+            raise self._gone(str(exc)) from exc
+
+    def send(self, payload: object, timeout: float | None = None) -> None:
+        """Send a message; block while the peer has no room, at most ``timeout`` seconds."""
+        self._send_counted(proto.encode_message(payload), _deadline(timeout))
+
+    def request(self, name: str, payload: object, timeout: float) -> object:
+        """Send a request and block for the answer (errors as in `Conversation.request`)."""
+        request_id = next(self._ids)
+        frame = proto.encode_request(request_id, name, payload)
+        deadline = _deadline(timeout)
+        with self._cond:
+            result = self._pending[request_id] = []
+        try:
+            self._send_counted(frame, deadline)
+            with self._cond:
+                while not result and self._closed is None:
+                    if not self._cond.wait(_remaining(deadline)) and _remaining(deadline) == 0:
+                        break
+        except RequestTimeoutError:
+            pass
+        finally:
+            with self._cond:
+                self._pending.pop(request_id, None)
+        if result:
+            return _outcome(name, result[0])
+        if self._closed is not None:
+            raise self._closed
+        raise RequestTimeoutError(f"no response to request {name!r} from {self._peer} within {timeout:g} s")
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
