@@ -42,6 +42,11 @@ def fail(payload: object) -> None:
     raise ValueError("bad input")
 
 
+def slow_sync(payload: dict[str, float]) -> str:
+    time.sleep(payload["seconds"])  # a handler that takes its time
+    return "late"
+
+
 def die(payload: object) -> None:
     os._exit(9)
 
@@ -101,7 +106,7 @@ def run_sync() -> None:
         mb.on("stop", mb.send_stopped)  # wait_quit() below: this worker answers both itself
         mb.handle("add", add)
         mb.handle("fail", fail)
-        mb.handle("slow", lambda payload: time.sleep(payload["seconds"]) or "late")
+        mb.handle("slow", slow_sync)
         mb.handle("die", die)
         mb.handle("relay", lambda payload: mb.request(payload["name"], payload.get("payload")))
         mb.send_started()
