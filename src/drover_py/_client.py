@@ -13,7 +13,7 @@ import h11
 
 from ._commands import JSON
 from ._exceptions import DroverError
-from ._http import MAX_HEAD, BodyTooLarge, Closed, json_body, receive_message, send_message
+from ._http import MAX_HEAD, TooLarge, Closed, json_body, receive_message, send_message
 
 #: Largest reply accepted (a `workers` listing of thousands of workers fits).
 MAX_REPLY = 16 * 1024 * 1024
@@ -90,7 +90,7 @@ class ControlClient:
                     response, payload = await receive_message(conn, stream, MAX_REPLY)
         except TimeoutError:
             raise ControlConnectError(f"no answer within {self.timeout:g} s") from None
-        except (Closed, h11.ProtocolError, BodyTooLarge, anyio.BrokenResourceError, OSError) as exc:
+        except (Closed, h11.ProtocolError, TooLarge, anyio.BrokenResourceError, OSError) as exc:
             raise ControlConnectError(f"the control server did not answer properly: {exc or type(exc).__name__}") from exc
         assert isinstance(response, h11.Response)
         try:

@@ -32,8 +32,9 @@ import attrs
 import h11
 
 from ._commands import JSON, Command, CommandError, make_command
+from ._compat import exit_task_group
 from ._exceptions import BindError, ConfigError, DroverError, StateError, UnknownWorkerError
-from ._http import MAX_HEAD, BodyTooLarge, Closed, json_body, receive_message, send_message
+from ._http import MAX_HEAD, TooLarge, Closed, json_body, receive_message, send_message
 from ._log import get_logger
 from ._master import EVENTS, Master
 from ._openapi import openapi_document
@@ -88,7 +89,7 @@ class ControlServer:
         tg: anyio.abc.TaskGroup,
     ) -> None:
         self._masters = masters
-        self._added: set[str] = set()
+        self._added: dict[str, anyio.Event] = {}  # masters started by 'start SCRIPT', set once gone
         self._key = None if access_key is None else access_key.encode()
         self._max_body = max_body
         self._request_timeout = request_timeout
@@ -184,8 +185,8 @@ class ControlServer:
             except h11.RemoteProtocolError as exc:
                 await self._send_error(conn, stream, _HTTPError(exc.error_status_hint, f"malformed request: {exc}"))
                 return
-            except BodyTooLarge as exc:
-                await self._send_error(conn, stream, _HTTPError(413, str(exc)))
+            except TooLarge as exc:
+                await self._send_error(conn, stream, _HTTPError(exc.status, str(exc)))
                 return
             assert isinstance(request, h11.Request)
             if request.method == b"GET" and urlsplit(request.target.decode("ascii", "replace")).path == "/events":
@@ -516,6 +517,9 @@ class ControlServer:
             if not result["done"]:
                 await master.hard_shutdown()
                 result = {"done": True, "message": f"graceful shutdown took over {timeout:g} s; the rest was killed"}
+            gone = server._added.get(master_name)
+            if gone is not None:
+                await gone.wait()  # a master started here is no longer served
             return result
 
         async def exit(now: str) -> JSON:
@@ -555,7 +559,7 @@ class ControlServer:
             kill_timeout=config.kill_timeout,
         )
         self._masters[name] = new
-        self._added.add(name)
+        gone = self._added[name] = anyio.Event()
         self._track(name, new)
         ready = anyio.Event()
         failure: list[Exception] = []
@@ -574,8 +578,9 @@ class ControlServer:
             finally:
                 ready.set()
                 self._masters.pop(name, None)
-                self._added.discard(name)
+                self._added.pop(name, None)
                 self._starts.pop(name, None)
+                gone.set()
 
         self._tg.start_soon(run, name=f"drover-py master {name}")
         await ready.wait()
@@ -686,7 +691,9 @@ async def open_control_server(
                 listeners.append(await anyio.create_tcp_listener(local_host=bind.host, local_port=bind.port))
             except OSError as exc:
                 raise BindError(f"cannot listen on {tcp}: {exc}") from exc
-        async with anyio.create_task_group() as tg:
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        try:
             server = ControlServer(
                 named, access_key=access_key, max_body=max_body, request_timeout=request_timeout, tg=tg
             )
@@ -701,7 +708,13 @@ async def open_control_server(
             finally:
                 with anyio.CancelScope(shield=True):
                     await server._close()
-                tg.cancel_scope.cancel()
+        except BaseException as exc:
+            tg.cancel_scope.cancel()
+            if not await exit_task_group(tg, type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            tg.cancel_scope.cancel()
+            await exit_task_group(tg, None, None, None)
     finally:
         with anyio.CancelScope(shield=True):
             for listener in listeners:

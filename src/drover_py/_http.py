@@ -17,8 +17,12 @@ MAX_HEAD = 16 * 1024
 _CHUNK = 64 * 1024
 
 
-class BodyTooLarge(Exception):
-    """The message body is larger than allowed."""
+class TooLarge(Exception):
+    """The message head or body is larger than allowed; ``status`` is 431 or 413."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Closed(Exception):
@@ -30,8 +34,8 @@ async def receive_message(
 ) -> tuple[h11.Request | h11.Response, bytes]:
     """Read one whole message (head and body); raise Closed on EOF between messages.
 
-    Raise `h11.RemoteProtocolError` for malformed bytes and `BodyTooLarge` when the
-    body (announced or received) exceeds ``max_body``.
+    Raise `h11.RemoteProtocolError` for malformed bytes and `TooLarge` when the head
+    exceeds ``MAX_HEAD`` or the body (announced or received) ``max_body``.
     """
     head: h11.Request | h11.Response | None = None
     body = bytearray()
@@ -45,13 +49,16 @@ async def receive_message(
             conn.receive_data(data)
         elif isinstance(event, (h11.Request, h11.Response)):
             head = event
+            size = sum(len(name) + len(value) + 4 for name, value in event.headers)
+            if size + len(getattr(event, "target", b"")) > MAX_HEAD:
+                raise TooLarge(431, f"request head is larger than {MAX_HEAD} bytes")
             length = dict(event.headers).get(b"content-length")
             if length is not None and int(length) > max_body:
-                raise BodyTooLarge(f"body of {int(length)} bytes is larger than {max_body}")
+                raise TooLarge(413, f"body of {int(length)} bytes is larger than {max_body}")
         elif isinstance(event, h11.Data):
             body += event.data
             if len(body) > max_body:
-                raise BodyTooLarge(f"body is larger than {max_body} bytes")
+                raise TooLarge(413, f"body is larger than {max_body} bytes")
         elif isinstance(event, h11.EndOfMessage):
             assert head is not None
             return head, bytes(body)
