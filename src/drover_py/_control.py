@@ -223,7 +223,10 @@ class ControlServer:
         target = urlsplit(request.target.decode("ascii", "replace"))
         path = unquote(target.path)
         try:
-            query = {key: values[-1] for key, values in parse_qs(target.query).items()}
+            query = {key: values[-1] for key, values in parse_qs(target.query, keep_blank_values=True).items()}
+            unknown = sorted(set(query) - {"master"})
+            if unknown:
+                raise _HTTPError(400, f"unknown query parameter(s): {', '.join(unknown)}")
             if path == "/openapi.json":
                 self._allow(method, "GET")
                 return _Reply(200, openapi_document())
@@ -271,9 +274,11 @@ class ControlServer:
 
     async def _execute(self, master_name: str, command: Command, body: bytes) -> _Reply:
         try:
-            args = json.loads(body) if body.strip() else None
+            args = json.loads(body) if body.strip() else []
         except (ValueError, UnicodeDecodeError) as exc:
             raise _HTTPError(400, f"body is not JSON: {exc}") from None
+        if not isinstance(args, (list, dict)):
+            raise _HTTPError(400, f"{command.name}: arguments must be a JSON array or object, got {json.dumps(args)[:40]}")
         try:
             kwargs = command.bind(args)
             result = await command.call(kwargs)
