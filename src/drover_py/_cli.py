@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run SCRIPT as a cluster of workers", description="Run SCRIPT as a cluster of workers until SIGTERM/SIGINT (SIGHUP reloads, SIGTTIN/SIGTTOU scale).")
     run.add_argument("script", help="the worker script (it uses drover_py.MessageBus)")
-    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to every worker")
+    run.add_argument("args", nargs="*", help="arguments passed to every worker (after --)")
     run.add_argument("-w", "--workers", type=int, default=None, help="number of workers (default: CPU count)")
     run.add_argument("-b", "--bind", action="append", default=[], metavar="ADDR", help="listening socket every worker inherits: HOST:PORT, unix:PATH, fd://N, systemd (repeatable)")
     run.add_argument("--control", default=None, metavar="PATH", help=f"control socket (default: ${SOCKET_ENV} or ./{DEFAULT_SOCKET})")

@@ -20,8 +20,8 @@ import os
 import socket
 import stat
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Union
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -98,6 +98,9 @@ class ControlServer:
         self._exit = anyio.Event()
         self._starts: dict[str, dict[int, int]] = {name: {} for name in masters}
         self._limiter = anyio.CapacityLimiter(64)
+        self._inflight = 0
+        self._idle = anyio.Event()
+        self._idle.set()
         self.unix_path: Path | None = None
         self.tcp_address: tuple[str, int] | None = None
         for name, master in masters.items():
@@ -192,11 +195,25 @@ class ControlServer:
             if request.method == b"GET" and urlsplit(request.target.decode("ascii", "replace")).path == "/events":
                 await self._stream_events(conn, stream, request)
                 return
-            reply = await self._reply(request, body)
-            await self._send(conn, stream, reply)
+            with self._answering():
+                reply = await self._reply(request, body)
+                await self._send(conn, stream, reply)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
+
+    @contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Count a request being answered, so that closing lets its reply out."""
+        self._inflight += 1
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+        try:
+            yield
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
 
     async def _send(self, conn: h11.Connection, stream: anyio.abc.ByteStream, reply: _Reply) -> None:
         data = json_body(reply.body)
@@ -598,6 +615,8 @@ class ControlServer:
             master = self._masters.get(name)
             if master is not None:
                 await master.graceful_shutdown()
+        with anyio.move_on_after(self._request_timeout):
+            await self._idle.wait()  # e.g. the reply to the 'shutdown all' that ended the master
 
 
 def _jsonable(value: object) -> JSON:
