@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import re
 import types
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar, Union, get_args, get_origin
 
 import attrs
@@ -232,5 +232,3 @@ def decorator(registry: CommandRegistry, name: str, help: str | None) -> Callabl
 
     return register
 
-
-AsyncOperation = Callable[[], Awaitable[None]]

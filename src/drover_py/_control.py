@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Union
+from typing import Union, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import anyio
@@ -299,14 +299,14 @@ class ControlServer:
         try:
             kwargs = command.bind(args)
             result = await command.call(kwargs)
-            payload = json_body({"ok": True, "command": command.name, "master": master_name, "result": result})
+            json.dumps(result)  # a result that is not JSON is the handler's error (500)
         except DroverError as exc:
             status = next((code for kind, code in _STATUS_OF if isinstance(exc, kind)), 500)
             return _Reply(status, {"ok": False, "command": command.name, "error": str(exc)})
         except Exception as exc:
             self._log.exception("control command raised", command=command.name, master=master_name)
             return _Reply(500, {"ok": False, "command": command.name, "error": f"{type(exc).__name__}: {exc}"})
-        return _Reply(200, json.loads(payload))
+        return _Reply(200, {"ok": True, "command": command.name, "master": master_name, "result": cast(JSON, result)})
 
     def _describe_master(self, name: str, master: Master) -> dict[str, JSON]:
         workers = master.workers
