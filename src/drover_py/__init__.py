@@ -35,7 +35,14 @@ from ._exceptions import WorkerStartError as WorkerStartError
 from ._inherit import inherited_sockets as inherited_sockets
 
 if TYPE_CHECKING:
+    from ._client import ControlClient as ControlClient
+    from ._client import ControlConnectError as ControlConnectError
+    from ._client import ControlReply as ControlReply
+    from ._commands import CommandError as CommandError
+    from ._commands import CommandRegistry as CommandRegistry
     from ._config import MasterConfig as MasterConfig
+    from ._control import ControlServer as ControlServer
+    from ._control import open_control_server as open_control_server
     from . import _exit_reasons as ExitReasons
     from ._factory import MasterFactory as MasterFactory
     from ._master import Master as Master
@@ -49,7 +56,13 @@ __all__ = [
     "LIFELINE_EXIT_CODE",
     "BindError",
     "ChannelError",
+    "CommandError",
+    "CommandRegistry",
     "ConfigError",
+    "ControlClient",
+    "ControlConnectError",
+    "ControlReply",
+    "ControlServer",
     "DroverError",
     "ExitReasons",
     "Master",
@@ -75,10 +88,18 @@ __all__ = [
     "WorkerStartError",
     "WorkerStatus",
     "inherited_sockets",
+    "open_control_server",
     "open_signal_handlers",
 ]
 
 _LAZY = {
+    "CommandError": "._commands",
+    "CommandRegistry": "._commands",
+    "ControlClient": "._client",
+    "ControlConnectError": "._client",
+    "ControlReply": "._client",
+    "ControlServer": "._control",
+    "open_control_server": "._control",
     "Master": "._master",
     "MasterConfig": "._config",
     "MasterFactory": "._factory",

@@ -12,11 +12,13 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
+from typing import overload
 
 import anyio
 import anyio.abc
 import attrs
 
+from ._commands import CommandRegistry, H, decorator
 from ._compat import exit_task_group
 from ._config import MasterConfig, check_count, check_env, check_script, check_seconds
 from ._conversation import DEFAULT_TIMEOUT, NoHandler
@@ -229,6 +231,34 @@ class Master:
         """
         timeout = check_seconds("timeout", timeout)
         return await self._talk_to(worker_id).request(name, payload, timeout)
+
+    # -- control commands ----------------------------------------------------------
+
+    _command_registry: CommandRegistry | None = None
+
+    @property
+    def commands(self) -> CommandRegistry:
+        """Return this master's control commands: custom ones, overrides, disabled built-ins."""
+        if self._command_registry is None:
+            self._command_registry = CommandRegistry()
+        return self._command_registry
+
+    @overload
+    def command(self, name: str, handler: None = None, *, help: str | None = None) -> Callable[[H], H]: ...
+
+    @overload
+    def command(self, name: str, handler: H, *, help: str | None = None) -> H: ...
+
+    def command(self, name: str, handler: H | None = None, *, help: str | None = None) -> H | Callable[[H], H]:
+        """Register ``handler`` as control command ``name``; without it, return a decorator.
+
+        Parameters typed ``str``, ``int``, ``float`` or ``bool`` become the command's
+        arguments; the docstring (or ``help``) is its help; the return value must be
+        JSON-serialisable. A built-in's name overrides it. See `open_control_server`.
+        """
+        if handler is None:
+            return decorator(self.commands, name, help)
+        return self.commands.add(name, handler, help=help)
 
     # -- context ------------------------------------------------------------------------
 
@@ -453,6 +483,18 @@ class Master:
                 raise UnknownWorkerError(worker_id)
             [new] = await self._replace([old.slot], self._config, olds=[old])
             return new.id
+
+    async def stop_worker_by_id(self, worker_id: int) -> None:
+        """Retire worker ``worker_id`` gracefully without a replacement; its slot stays empty.
+
+        `graceful_reload` fills empty slots again. Raise `UnknownWorkerError` for an id
+        the master does not have.
+        """
+        async with self._operation("stop_worker_by_id"):
+            worker = self._workers.get(worker_id)
+            if worker is None:
+                raise UnknownWorkerError(worker_id)
+            await self._retire([worker])
 
     async def _replace(
         self,

@@ -1,0 +1,9 @@
+"""``python -m drover_py``: the ``drover-py`` command line."""
+
+from __future__ import annotations
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

@@ -1,0 +1,213 @@
+"""The OpenAPI 3.0 document of the control API (also kept in the repository as docs/openapi.json)."""
+
+from __future__ import annotations
+
+from ._commands import JSON, NAME_PATTERN
+
+_ERROR_CODES = {
+    "400": "Bad arguments, bad JSON, or several masters and none named",
+    "401": "Missing or wrong access key",
+    "404": "Unknown command, route or master (GET /commands lists the commands)",
+    "405": "Method not allowed on this path (see the Allow header)",
+    "408": "The request did not arrive in time",
+    "409": "The command does not fit the master's state (e.g. already shut down)",
+    "413": "Request body too large",
+    "500": "The command failed (e.g. an upgrade rolled back) or its handler raised",
+}
+
+
+def _ref(name: str) -> dict[str, JSON]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: JSON, description: str) -> dict[str, JSON]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: str) -> dict[str, JSON]:
+    responses: dict[str, JSON] = {code: _json(_ref("Error"), _ERROR_CODES[code]) for code in codes}
+    responses["401"] = {**_json(_ref("Error"), _ERROR_CODES["401"]), "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}}
+    return responses
+
+
+_MASTER: dict[str, JSON] = {
+    "name": "master",
+    "in": "query",
+    "required": False,
+    "description": "Name of the master, needed when the process serves several (GET /masters)",
+    "schema": {"type": "string"},
+}
+_NAME: dict[str, JSON] = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "Command name, e.g. workers, health, restart",
+    "schema": {"type": "string", "pattern": NAME_PATTERN.pattern, "example": "workers"},
+}
+
+
+def openapi_document() -> dict[str, JSON]:
+    """Return the OpenAPI 3.0 document of the control API."""
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "drover-py control API",
+            "version": "1",
+            "description": (
+                "Command running drover-py masters: list workers, check health, restart, upgrade, "
+                "scale, shut down, and run the application's own commands. Every response is JSON "
+                "with a boolean 'ok'; a failure carries 'error', a one-line reason."
+            ),
+        },
+        "security": [{"accessKey": []}],
+        "paths": {
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": _json({"type": "object"}, "The OpenAPI document")},
+                }
+            },
+            "/masters": {
+                "get": {
+                    "summary": "The masters this process serves",
+                    "responses": {"200": _json(_ref("MastersReply"), "Masters by name"), **_errors("401")},
+                }
+            },
+            "/commands": {
+                "get": {
+                    "summary": "Help for every command of a master",
+                    "parameters": [_MASTER],
+                    "responses": {"200": _json(_ref("HelpListReply"), "Every command"), **_errors("400", "401", "404")},
+                }
+            },
+            "/commands/{name}": {
+                "parameters": [_NAME, _MASTER],
+                "get": {
+                    "summary": "Help for one command",
+                    "responses": {"200": _json(_ref("HelpReply"), "The command's help"), **_errors("400", "401", "404")},
+                },
+                "post": {
+                    "summary": "Run a command",
+                    "description": (
+                        "Arguments by position (a JSON array, console words as strings are converted) or by "
+                        "name (a JSON object); an empty body gives none. Long operations reply when done, or "
+                        "after their 'timeout' argument with done=false while they go on."
+                    ),
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": _ref("Arguments")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("CommandReply"), "The command's result"),
+                        **_errors("400", "401", "404", "409", "413", "500"),
+                    },
+                },
+            },
+            "/events": {
+                "get": {
+                    "summary": "Server-sent events of a master's worker events",
+                    "description": "Each event: 'event: NAME' and 'data: {event, master, args}'. Never ends by itself.",
+                    "parameters": [_MASTER],
+                    "x-streaming": True,
+                    "responses": {
+                        "200": {"description": "An endless event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                        **_errors("400", "401", "404"),
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "accessKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The access key; required on TCP, optional on the Unix socket",
+                }
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["ok", "error"],
+                    "properties": {"ok": {"type": "boolean", "enum": [False]}, "error": {"type": "string"}, "command": {"type": "string"}},
+                },
+                "Arguments": {
+                    "oneOf": [
+                        {"type": "array", "items": {}},
+                        {"type": "object", "additionalProperties": True},
+                    ]
+                },
+                "Param": {
+                    "type": "object",
+                    "required": ["name", "type", "required"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "type": {"type": "string", "enum": ["string", "integer", "number", "boolean"]},
+                        "required": {"type": "boolean"},
+                        "default": {"nullable": True},
+                    },
+                },
+                "Help": {
+                    "type": "object",
+                    "required": ["name", "usage", "summary", "help", "params"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "usage": {"type": "string"},
+                        "summary": {"type": "string"},
+                        "help": {"type": "string"},
+                        "params": {"type": "array", "items": _ref("Param")},
+                    },
+                },
+                "HelpReply": {
+                    "type": "object",
+                    "required": ["ok", "master", "result"],
+                    "properties": {"ok": {"type": "boolean"}, "master": {"type": "string"}, "result": _ref("Help")},
+                },
+                "HelpListReply": {
+                    "type": "object",
+                    "required": ["ok", "master", "result"],
+                    "properties": {
+                        "ok": {"type": "boolean"},
+                        "master": {"type": "string"},
+                        "result": {"type": "array", "items": _ref("Help")},
+                    },
+                },
+                "CommandReply": {
+                    "type": "object",
+                    "required": ["ok", "command", "master", "result"],
+                    "properties": {
+                        "ok": {"type": "boolean"},
+                        "command": {"type": "string"},
+                        "master": {"type": "string"},
+                        "result": {"description": "The command's JSON result", "nullable": True},
+                    },
+                },
+                "MastersReply": {
+                    "type": "object",
+                    "required": ["ok", "result"],
+                    "properties": {
+                        "ok": {"type": "boolean"},
+                        "result": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "script", "count", "started"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "script": {"type": "string"},
+                                    "count": {"type": "integer"},
+                                    "started": {"type": "integer"},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    }
+
+
+if __name__ == "__main__":  # regenerate the repository's copy: python -m drover_py._openapi > docs/openapi.json
+    import json
+
+    print(json.dumps(openapi_document(), indent=2))
