@@ -20,6 +20,7 @@ from ._exceptions import ChannelError as ChannelError
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import DroverError as DroverError
 from ._exceptions import OperationInterruptedError as OperationInterruptedError
+from ._exceptions import PreloadError as PreloadError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import ReloadError as ReloadError
 from ._exceptions import RestartLimitError as RestartLimitError
@@ -53,6 +54,7 @@ __all__ = [
     "MasterFactory",
     "MessageBus",
     "OperationInterruptedError",
+    "PreloadError",
     "ProtocolError",
     "RecyclePolicy",
     "ReloadError",

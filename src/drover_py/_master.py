@@ -32,7 +32,7 @@ from ._exit_reasons import ExitReason
 from ._log import get_logger
 from ._restart import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
 from ._sockets import Listeners
-from ._spawn import ExecSpawner, Spawner
+from ._preload import Spawners
 from ._status import WorkerStatus
 from ._systemd import Notifier, watchdog_interval
 from ._worker import Worker, WorkerSnapshot
@@ -84,7 +84,7 @@ class Master:
         self._worker_started = anyio.Event()
         self._listeners: Listeners | None = None
         self._notifier: Notifier | None = None
-        self._spawner: Spawner = ExecSpawner()
+        self._spawners = Spawners(self._log, lambda: self._config)
 
     # -- introspection --------------------------------------------------------------
 
@@ -146,6 +146,7 @@ class Master:
         self._notifier = Notifier.from_env(os.environ, self._log)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        self._spawners.open(self._tg)
         self._state = _State.OPEN
         interval = watchdog_interval(os.environ) if self._notifier is not None else None
         if interval is not None:
@@ -236,7 +237,7 @@ class Master:
             on_status=self._worker_status,
             on_exit=self._worker_exited,
             listen_fds=() if self._listeners is None else self._listeners.fds,
-            spawner=self._spawner,
+            spawner=self._spawners.for_config(config),
         )
         self._workers[worker.id] = worker
         return worker
@@ -495,6 +496,7 @@ class Master:
                 slot=exc.slot,
             ) from exc
         self._config = new_config
+        self._spawners.retire_unused()  # the old template goes once its last worker is gone
         self._log.debug("reloaded", script=new_config.script.name)
 
     async def graceful_shutdown(self) -> None:
@@ -536,6 +538,7 @@ class Master:
 
     def _close(self) -> None:
         self._state = _State.CLOSED
+        self._spawners.close()
         self._done.set()
 
     async def supervise(self) -> None:
