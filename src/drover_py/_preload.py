@@ -184,6 +184,7 @@ class Template:
                 parent.setblocking(False)
                 self._sock = parent
                 await self._read_loop(parent)
+                self.closed = True  # the next spawn starts a new template
                 self._fail(TemplateError(f"the {self._where()} exited unexpectedly"))
                 if self._children:
                     self._log.error("preload template died; its workers run on without exit statuses")
