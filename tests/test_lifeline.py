@@ -23,7 +23,7 @@ GONE_TIMEOUT = 10.0
 
 def children_of(pid: int) -> list[int]:
     """Return the children of ``pid``, whichever of its threads spawned them."""
-    found = []
+    found: list[int] = []
     for tid in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{tid}/children") as file:
             found.extend(int(child) for child in file.read().split())

@@ -31,7 +31,7 @@ def templates(master: Master) -> list[int]:
     this process adopts when their template dies) are left out.
     """
     workers = {w.pid for w in master.workers}
-    found = []
+    found: list[int] = []
     for pid, state in children().items():
         if pid in workers:
             continue

@@ -13,7 +13,7 @@ import signal
 import sys
 
 import anyio
-import preload_marker  # noqa: F401  (preloaded by the tests)
+import preload_marker  # type: ignore[import-not-found]  # noqa: F401  (preloaded by the tests)
 
 from drover_py import MessageBus, inherited_sockets
 
@@ -41,7 +41,7 @@ def facts() -> dict[str, object]:
         "sigusr1_default": signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL,
         "sigchld_default": signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL,
         "sigint": {signal.default_int_handler: "python", signal.SIG_IGN: "ignored", signal.SIG_DFL: "default"}.get(
-            signal.getsignal(signal.SIGINT), "other"  # type: ignore[call-overload]
+            signal.getsignal(signal.SIGINT), "other"
         ),
         "blocked": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
         "argv": sys.argv,
