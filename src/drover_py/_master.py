@@ -460,6 +460,7 @@ class Master:
             new_config = attrs.evolve(new_config, count=old_config.count)
             if self._notifier is not None:
                 self._notifier.reloading()
+            self._spawners.fresh(new_config)  # preload mode: a new template imports the code on disk now
             try:
                 await self._reload(old_config, new_config, batch_size, canary)
             finally:

@@ -2,8 +2,9 @@
 
 `Spawners` gives each `Worker` the spawner of its configuration: `ExecSpawner` when
 ``preload`` is off, else one that asks the `Template` of that configuration (started on
-first use, by exec of ``_template.py``) to fork the worker. A reload to a new script or
-environment starts a new template; the old one retires once its last worker is gone.
+first use, by exec of ``_template.py``) to fork the worker. Every graceful reload starts
+a new template (so reloaded workers run the code on disk now, as exec workers would);
+the old one retires once its last worker is gone, and serves the rollback if any.
 
 Failure policy: a template that cannot import a module, finds a thread, misses
 ``start_timeout`` or dies fails the spawns waiting on it with `TemplateError` (the
@@ -119,6 +120,8 @@ class Template:
         self._on_idle = on_idle
         self.key = generation_key(config)
         self.config = config
+        #: The configuration objects this template serves (by identity; see `Spawners`).
+        self.served: list[MasterConfig] = [config]
         self._env = env
         self._log = log
         self._sock: socket.socket | None = None
@@ -335,11 +338,19 @@ class _TemplateSpawner:
         return await template.spawn(request)
 
 
+def _is_in(config: MasterConfig, configs: list[MasterConfig]) -> bool:
+    return any(config is other for other in configs)
+
+
 class Spawners:
     """Choose a spawner per configuration; own the preload templates of one master.
 
     ``current`` returns the master's configuration: a template of another one is closed
     as soon as it has no worker left (see `retire_unused`).
+
+    A template serves the configuration objects it was started or reused for, by
+    identity, and a new object equal to them but for the count (after `scale`). A
+    configuration marked `fresh` (a reload's) gets a new template.
     """
 
     def __init__(self, log: FilteringBoundLogger, current: Callable[[], MasterConfig]) -> None:
@@ -347,6 +358,7 @@ class Spawners:
         self._current = current
         self._exec = ExecSpawner()
         self._templates: list[Template] = []
+        self._fresh: list[MasterConfig] = []
         self._tg: anyio.abc.TaskGroup | None = None
 
     def open(self, tg: anyio.abc.TaskGroup) -> None:
@@ -359,12 +371,29 @@ class Spawners:
             return self._exec
         return _TemplateSpawner(self, config)
 
-    def template_for(self, config: MasterConfig, request: SpawnRequest) -> Template:
-        """Return the live template of ``config``'s generation, starting one if needed."""
-        key = generation_key(config)
-        for template in self._templates:
-            if template.key == key and not template.closed:
+    def fresh(self, config: MasterConfig) -> None:
+        """Give the workers of ``config`` (a reload's) a new template, started on first use."""
+        self._fresh = [c for c in self._fresh if _is_in(c, [self._current()])] + [config]
+
+    def _find(self, config: MasterConfig) -> Template | None:
+        live = [t for t in self._templates if not t.closed]
+        for template in live:
+            if _is_in(config, template.served):
                 return template
+        if _is_in(config, self._fresh):
+            return None
+        key = generation_key(config)
+        for template in reversed(live):
+            if template.key == key:
+                template.served.append(config)
+                return template
+        return None
+
+    def template_for(self, config: MasterConfig, request: SpawnRequest) -> Template:
+        """Return the live template serving ``config``, starting one if needed."""
+        found = self._find(config)
+        if found is not None:
+            return found
         if self._tg is None:
             raise TemplateError("preload templates need the master's context: 'async with master:'")
         env = {k: v for k, v in request.env.items() if k not in _PER_WORKER_ENV}
@@ -379,9 +408,9 @@ class Spawners:
 
     def retire_unused(self) -> None:
         """Close every idle template that does not serve the master's current configuration."""
-        current = generation_key(self._current())
+        keep = self._find(self._current())
         for template in list(self._templates):
-            if template.key != current and template.idle():
+            if template is not keep and template.idle():
                 self._log.debug("retiring preload template", pid=template.pid)
                 template.close()
 
