@@ -350,6 +350,15 @@ def main(argv: list[str]) -> Job | None:
     except RuntimeError as exc:
         template.send({"error": str(exc)})
         return None
+    global _code
+    try:  # compiled once here, not in every worker; a syntax error is the worker's to report
+        with open(script, "rb") as file:
+            _code = compile(file.read(), script, "exec")
+    except (OSError, SyntaxError, ValueError):
+        _code = None
+    import gc
+
+    gc.freeze()  # what the template allocated is never collected, so its pages stay shared
     template.send({"ready": os.getpid(), "modules": modules})
     try:
         return template.serve()
@@ -357,10 +366,28 @@ def main(argv: list[str]) -> Job | None:
         return None
 
 
+_code: Any = None
+
+
+def run_script(path: str) -> None:
+    """Run ``path`` as ``__main__``, as ``python path`` would (from the precompiled code)."""
+    if _code is None:
+        import runpy
+
+        runpy.run_path(path, run_name="__main__")
+        return
+    import builtins
+    import types
+
+    module = types.ModuleType("__main__")
+    module.__file__ = path
+    module.__builtins__ = builtins  # type: ignore[attr-defined]
+    sys.modules["__main__"] = module
+    exec(_code, module.__dict__)
+
+
 if __name__ == "__main__":
     _job = main(sys.argv)
     if _job is None:
         sys.exit(0)
-    import runpy
-
-    runpy.run_path(_job.argv[0], run_name="__main__")
+    run_script(_job.argv[0])
