@@ -33,6 +33,7 @@ BENCHES: dict[str, tuple[str, float, float]] = {
     "idle": ("bench_idle.py", 150, 60),
     "scale": ("bench_scale.py", 240, 60),
     "serve": ("bench_serve.py", 150, 60),
+    "preload": ("bench_preload.py", 240, 120),
 }
 PACKAGES = ["drover-py", "anyio", "trio", "structlog", "attrs", "hypercorn", "uvicorn", "gunicorn", "matplotlib"]
 # Imported once before the benchmarks so that the bytecode cache is warm for every child.

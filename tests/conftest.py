@@ -78,14 +78,26 @@ def no_leftover_processes() -> Iterator[None]:
 
 
 MasterBuilder = Callable[..., Master]
+#: Parametrise a test or module with this to run it in both spawn modes.
+BOTH_SPAWN_MODES = pytest.mark.parametrize("spawn_mode", ["exec", "preload"])
 
 
 @pytest.fixture
-def make_master(tmp_path: Path) -> MasterBuilder:
+def spawn_mode() -> str:
+    """Return how `make_master` spawns workers: "exec", or "preload" (forked from a template).
+
+    Exec unless a test is parametrised with `BOTH_SPAWN_MODES`.
+    """
+    return "exec"
+
+
+@pytest.fixture
+def make_master(tmp_path: Path, spawn_mode: str) -> MasterBuilder:
     """Build a master of tests/apps/worker.py with short deadlines; options override."""
 
     def build(behaviour: str = "", count: int = 2, env: dict[str, object] | None = None, **options: Any) -> Master:
         options.setdefault("script", WORKER)
+        options.setdefault("preload", spawn_mode == "preload")
         options.setdefault("start_timeout", 20.0)
         options.setdefault("stop_timeout", 10.0)
         options.setdefault("kill_timeout", 2.0)

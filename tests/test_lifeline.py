@@ -21,6 +21,15 @@ pytestmark = pytest.mark.anyio
 GONE_TIMEOUT = 10.0
 
 
+def children_of(pid: int) -> list[int]:
+    """Return the children of ``pid``, whichever of its threads spawned them."""
+    found: list[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as file:
+            found.extend(int(child) for child in file.read().split())
+    return found
+
+
 async def read_json_line(process: Process) -> object:
     assert process.stdout is not None
     data = b""
@@ -31,9 +40,11 @@ async def read_json_line(process: Process) -> object:
     return json.loads(data)
 
 
-async def spawn_master(backend: str, count: int, behaviour: str = "") -> tuple[Process, list[int]]:
+async def spawn_master(
+    backend: str, count: int, behaviour: str = "", spawn_mode: str = "exec"
+) -> tuple[Process, list[int]]:
     process = await anyio.open_process(
-        [sys.executable, str(APPS / "master.py"), backend, str(count), behaviour], stderr=subprocess.DEVNULL
+        [sys.executable, str(APPS / "master.py"), backend, str(count), behaviour, spawn_mode], stderr=subprocess.DEVNULL
     )
     pids = await read_json_line(process)
     assert isinstance(pids, list) and len(pids) == count
@@ -60,3 +71,15 @@ async def test_master_sigterm_shuts_down_gracefully() -> None:
         with anyio.fail_after(30):
             assert await process.wait() == 0
         assert not any(is_running(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("master_backend", ["asyncio", "trio"])
+async def test_master_sigkill_takes_template_and_forked_workers_down(master_backend: str) -> None:
+    process, pids = await spawn_master(master_backend, 3, "ignore_term", "preload")
+    async with kill_on_exit(process):
+        [template] = children_of(process.pid)  # the master's only child; the workers are its children
+        assert all(is_running(pid) for pid in [template, *pids])
+        process.kill()
+        await process.wait()
+        for pid in [template, *pids]:
+            await wait_process_gone(pid, GONE_TIMEOUT)

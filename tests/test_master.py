@@ -20,10 +20,10 @@ from drover_py import (
     WorkerStatus,
 )
 
-from .conftest import APPS, MasterBuilder
+from .conftest import APPS, BOTH_SPAWN_MODES, MasterBuilder
 from .helpers import EventLog, is_running, wait_process_gone
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_SPAWN_MODES]
 Records = Callable[[], list[tuple[int, str, str]]]
 
 

@@ -26,7 +26,7 @@ from drover_py import (
     WorkerStatus,
 )
 
-from .conftest import APPS, MasterBuilder
+from .conftest import APPS, BOTH_SPAWN_MODES, MasterBuilder
 from .helpers import EventLog, is_running, kill_on_exit
 
 pytestmark = pytest.mark.anyio
@@ -45,6 +45,7 @@ def tags(records: Records) -> dict[int, str]:
     return {pid: event.split(":", 1)[1] for pid, event, _ in records() if event.startswith("tag:")}
 
 
+@BOTH_SPAWN_MODES
 async def test_scale_up_and_down(make_master: MasterBuilder, records: Records) -> None:
     master = make_master(count=2)
     log = EventLog(master)
@@ -119,6 +120,7 @@ async def test_reload_in_batches_replaces_every_worker(make_master: MasterBuilde
         await master.graceful_shutdown()
 
 
+@BOTH_SPAWN_MODES
 async def test_upgrade_switches_script_and_env_on_success(
     make_master: MasterBuilder, records: Records, tmp_path: Path
 ) -> None:
@@ -136,6 +138,7 @@ async def test_upgrade_switches_script_and_env_on_success(
         await master.graceful_shutdown()
 
 
+@BOTH_SPAWN_MODES
 async def test_reload_rolls_back_when_a_replacement_crashes(make_master: MasterBuilder, records: Records) -> None:
     master = make_master(count=3, env={"TEST_TAG": "v1"})
     log = EventLog(master)
@@ -157,6 +160,7 @@ async def test_reload_rolls_back_when_a_replacement_crashes(make_master: MasterB
     assert log.of("worker-exit") == []
 
 
+@BOTH_SPAWN_MODES
 async def test_reload_rolls_back_when_the_canary_dies(make_master: MasterBuilder) -> None:
     master = make_master(count=2, env={"TEST_TAG": "v1"})
     log = EventLog(master)
@@ -218,6 +222,7 @@ async def test_shutdown_interrupts_an_operation(make_master: MasterBuilder) -> N
         assert master.workers == []
 
 
+@BOTH_SPAWN_MODES
 async def test_policy_restarts_a_crashed_worker(make_master: MasterBuilder) -> None:
     master = make_master(count=2, restart=RestartPolicy(delay=0))
     log = EventLog(master)

@@ -1,6 +1,6 @@
 """uvicorn_app: asyncio workers served by uvicorn on the socket their master owns.
 
-Run from the repository root:  python examples/uvicorn_app/main.py [--workers 2] [--duration 5]
+Run from the repository root:  python examples/uvicorn_app/main.py [--workers 2] [--duration 5] [--preload]
 then:                          curl -i http://127.0.0.1:2400/
 The x-worker header names the worker that answered. Ctrl-C (or SIGTERM) shuts the workers
 down gracefully (each drains its open requests first); a second Ctrl-C kills them.
@@ -26,12 +26,13 @@ HERE = Path(__file__).resolve().parent
 PORT = int(os.environ.get("PORT", "2400"))
 
 
-async def run(duration: float | None, workers: int) -> int:
+async def run(duration: float | None, workers: int, preload: bool) -> int:
     master = MasterFactory.create(
         script=HERE / "app.py",
         count=workers,
         bind=[f"127.0.0.1:{PORT}"],  # one listener, owned by the master, served by uvicorn in every worker
         env={"PORT": PORT, "RESPONSE": "Hello from uvicorn_app!\n"},
+        preload=preload,  # True: fork workers from a template that imported app.py's imports
     )
     # Start, print every worker's status every two seconds until Ctrl-C or --duration,
     # then shut down gracefully.
@@ -53,11 +54,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("WORKERS", "2"),  # a string default goes through `type` too
         help="number of uvicorn workers (default: env WORKERS, else 2)",
     )
+    parser.add_argument("--preload", action="store_true", help="fork the workers from a warm template (preload mode)")
 
 
 def main() -> None:
     args = cli.parse_args(__doc__, extra=add_options)
-    sys.exit(anyio.run(run, args.duration, args.workers, backend=args.backend))
+    sys.exit(anyio.run(run, args.duration, args.workers, args.preload, backend=args.backend))
 
 
 if __name__ == "__main__":

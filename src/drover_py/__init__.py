@@ -21,6 +21,7 @@ from ._exceptions import ConfigError as ConfigError
 from ._exceptions import DroverError as DroverError
 from ._exceptions import OperationInterruptedError as OperationInterruptedError
 from ._exceptions import PeerGoneError as PeerGoneError
+from ._exceptions import PreloadError as PreloadError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import ReloadError as ReloadError
 from ._exceptions import RemoteError as RemoteError
@@ -71,6 +72,7 @@ __all__ = [
     "MessageBus",
     "OperationInterruptedError",
     "PeerGoneError",
+    "PreloadError",
     "ProtocolError",
     "RecyclePolicy",
     "ReloadError",

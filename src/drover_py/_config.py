@@ -79,6 +79,19 @@ def check_args(value: object) -> tuple[str, ...]:
     return args
 
 
+def check_preload(value: object) -> bool | tuple[str, ...]:
+    """Return ``value`` as False (off), True (the script's imports) or module names."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigError("preload", f"expected True, False or a list of module names, got {value!r}")
+    modules = tuple(value)
+    for name in modules:
+        if not isinstance(name, str) or not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigError("preload", f"expected absolute module names such as 'app.models', got {name!r}")
+    return modules or False
+
+
 @attrs.frozen(kw_only=True)
 class MasterConfig:
     """Validated options of one master. Build it with `MasterFactory.create`."""
@@ -111,6 +124,9 @@ class MasterConfig:
     backlog: int = 2048
     #: Permissions of Unix socket files the master creates.
     unix_mode: int = 0o660
+    #: Preload mode: False (exec every worker), True (fork from a template that imported
+    #: the script's top-level imports), or the names of the modules the template imports.
+    preload: bool | tuple[str, ...] = False
 
     def command(self) -> list[str]:
         """Return the argv of a worker."""

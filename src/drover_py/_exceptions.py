@@ -79,6 +79,15 @@ class SpawnError(WorkerStartError):
     """The worker process could not be created (``__cause__`` is the `OSError`)."""
 
 
+class PreloadError(SpawnError):
+    """The preload template could not fork the worker.
+
+    It failed to import a module, a preloaded module started a thread, it missed
+    ``start_timeout``, or it died. The message says which; ``__cause__`` is the
+    underlying `OSError`. The next spawn starts a new template.
+    """
+
+
 class StartTimeoutError(WorkerStartError):
     """A worker did not send "started" within ``start_timeout`` seconds."""
 

@@ -11,6 +11,7 @@ from ._config import (
     check_args,
     check_count,
     check_env,
+    check_preload,
     check_script,
     check_seconds,
     default_count,
@@ -46,6 +47,7 @@ class MasterFactory:
         bind: Sequence[str] = (),
         backlog: int = 2048,
         unix_mode: int = 0o660,
+        preload: bool | Sequence[str] = False,
     ) -> Master:
         """Validate the options and return a new, not yet started `Master`.
 
@@ -72,6 +74,13 @@ class MasterFactory:
         "fd://3" (adopt an open socket), "systemd" (the sockets of systemd socket
         activation). ``backlog`` is their listen() backlog.
 
+        ``preload`` turns on preload mode (see the README): a template process imports
+        ahead, once, what every worker needs, and each worker is forked from it in a few
+        milliseconds instead of starting a new interpreter. ``True`` preloads the
+        modules the script imports unconditionally at its top level (found without
+        running it); a list of module names preloads exactly those. A module that fails
+        to import or starts a thread makes the spawn fail with `PreloadError`.
+
         Raise `ConfigError` (a `ValueError` and `TypeError`) naming the bad option.
         """
         config = MasterConfig(
@@ -87,6 +96,7 @@ class MasterFactory:
             bind=check_binds(bind),
             backlog=check_count(backlog, "backlog"),
             unix_mode=_check_mode(unix_mode),
+            preload=check_preload(preload),
             heartbeat_timeout=None if heartbeat_timeout is None else check_seconds("heartbeat_timeout", heartbeat_timeout),
         )
         return Master(config)

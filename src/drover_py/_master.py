@@ -37,7 +37,7 @@ from ._exit_reasons import ExitReason
 from ._log import get_logger
 from ._restart import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
 from ._sockets import Listeners
-from ._spawn import ExecSpawner, Spawner
+from ._preload import Spawners
 from ._status import WorkerStatus
 from ._systemd import Notifier, watchdog_interval
 from ._worker import Worker, WorkerSnapshot
@@ -93,7 +93,7 @@ class Master:
         self._worker_started = anyio.Event()
         self._listeners: Listeners | None = None
         self._notifier: Notifier | None = None
-        self._spawner: Spawner = ExecSpawner()
+        self._spawners = Spawners(self._log, lambda: self._config)
         self._request_handlers: dict[str, RequestHandler] = {}
 
     # -- introspection --------------------------------------------------------------
@@ -270,6 +270,7 @@ class Master:
         self._notifier = Notifier.from_env(os.environ, self._log)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        self._spawners.open(self._tg)
         self._state = _State.OPEN
         interval = watchdog_interval(os.environ) if self._notifier is not None else None
         if interval is not None:
@@ -360,7 +361,7 @@ class Master:
             on_status=self._worker_status,
             on_exit=self._worker_exited,
             listen_fds=() if self._listeners is None else self._listeners.fds,
-            spawner=self._spawner,
+            spawner=self._spawners.for_config(config),
             on_message=self._worker_message,
             on_request=self._worker_request,
         )
@@ -597,6 +598,7 @@ class Master:
             new_config = attrs.evolve(new_config, count=old_config.count)
             if self._notifier is not None:
                 self._notifier.reloading()
+            self._spawners.fresh(new_config)  # preload mode: a new template imports the code on disk now
             try:
                 await self._reload(old_config, new_config, batch_size, canary)
             finally:
@@ -633,6 +635,7 @@ class Master:
                 slot=exc.slot,
             ) from exc
         self._config = new_config
+        self._spawners.retire_unused()  # the old template goes once its last worker is gone
         self._log.debug("reloaded", script=new_config.script.name)
 
     async def graceful_shutdown(self) -> None:
@@ -674,6 +677,7 @@ class Master:
 
     def _close(self) -> None:
         self._state = _State.CLOSED
+        self._spawners.close()
         self._done.set()
 
     async def supervise(self) -> None:

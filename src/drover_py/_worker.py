@@ -19,12 +19,14 @@ from ._conversation import DEFAULT_TIMEOUT, Conversation, NoHandler
 from ._exceptions import (
     ChannelError,
     PeerGoneError,
+    PreloadError,
     ProtocolError,
     SpawnError,
     StartTimeoutError,
     WorkerStartError,
 )
 from ._exit_reasons import ExitReason, StartTimeout, classify
+from ._preload import TemplateError
 from ._sockets import SOCKETS_ENV, SYSTEMD_ENV
 from ._spawn import ChildProcess, ExecSpawner, Spawner, SpawnRequest
 from ._status import WorkerStatus, can_transition
@@ -251,7 +253,8 @@ class Worker:
 
     def _spawn_error(self, exc: OSError) -> SpawnError:
         self._log.error("spawn failed", error=str(exc))
-        return SpawnError(
+        error_class = PreloadError if isinstance(exc, TemplateError) else SpawnError
+        return error_class(
             f"cannot spawn worker {self.id} (slot {self.slot}) for {str(self.config.script)!r}: {exc}",
             reason=None,
             worker_id=self.id,

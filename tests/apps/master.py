@@ -1,6 +1,7 @@
 """A master run as its own process: prints its workers' pids as one JSON line once started.
 
-usage: master.py BACKEND COUNT [BEHAVIOUR]. SIGTERM or SIGINT -> graceful shutdown, exit 0.
+usage: master.py BACKEND COUNT [BEHAVIOUR [SPAWN_MODE]]; SPAWN_MODE "preload" forks the
+workers from a template. SIGTERM or SIGINT -> graceful shutdown, exit 0.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from drover_py import MasterFactory
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout carries JSON
 
 
-async def main(count: int, behaviour: str) -> None:
+async def main(count: int, behaviour: str, spawn_mode: str) -> None:
     master = MasterFactory.create(
         script=Path(__file__).with_name("worker.py"),
         count=count,
         env={"TEST_BEHAVIOUR": behaviour},
         stop_timeout=10,
         kill_timeout=2,
+        preload=spawn_mode == "preload",
     )
     async with master:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -37,4 +39,10 @@ async def main(count: int, behaviour: str) -> None:
                 return
 
 
-anyio.run(main, int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "", backend=sys.argv[1])
+anyio.run(
+    main,
+    int(sys.argv[2]),
+    sys.argv[3] if len(sys.argv) > 3 else "",
+    sys.argv[4] if len(sys.argv) > 4 else "exec",
+    backend=sys.argv[1],
+)

@@ -1,0 +1,249 @@
+"""8. Preload mode: workers forked from a warm template, against exec mode and gunicorn sync.
+
+Four measurements, each with exec mode (and gunicorn where it applies) in the same run,
+in interleaved order:
+
+- spawn: one tiny worker (``apps/tiny_worker.py``) from ``scale(n + 1)`` called to its
+  "started", asyncio master, modules preloaded (anyio, its asyncio backend, drover_py).
+  Goal: <= 5 ms median.
+- crash: SIGKILL the only HTTP worker; time until a response comes from its replacement.
+  drover-py with ``RestartPolicy(delay=0)`` and uvicorn workers (``apps/preload_serve.py``),
+  ``gunicorn -w 1`` sync workers (trivial WSGI app). The client connects once, right after
+  the kill, and waits for the answer (the connection waits in the shared socket's
+  backlog). Goal: preload below gunicorn's median.
+- reload: ``graceful_reload()`` (batch_size=1) of 16 tiny workers, asyncio master. In
+  preload mode a reload starts a new template (it imports the code on disk now), whose
+  start-up is included. Goal: <= 200 ms.
+- memory: tree PSS (``/proc/PID/smaps_rollup``, master + every descendant) with 16 idle
+  HTTP workers: drover-py exec and preload (uvicorn workers), gunicorn -w 16 sync.
+  Goal: preload at or below gunicorn.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import anyio
+
+from _common import APPS, PYTHON, RESULTS, child_env, descendants_of, free_port, interleaved, log, parse_args, row
+from _common import stop_process, summary, write_result
+from _spawn import tiny_master
+
+SPAWN_GOAL_MS = 5.0
+RELOAD_GOAL_MS = 200.0
+TINY_PRELOAD = ["anyio", "anyio._backends._asyncio", "drover_py"]
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+
+# -- spawn and reload (masters in this process) ------------------------------------------
+
+
+async def spawn_samples(reps: int) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {"exec": [], "preload": []}
+    masters = {"exec": tiny_master(1), "preload": tiny_master(1, preload=TINY_PRELOAD)}
+    async with masters["exec"], masters["preload"]:
+        for master in masters.values():
+            await master.start()
+            await master.scale(2)  # warm-up (starts the template in preload mode)
+            await master.scale(1)
+        for _, mode in interleaved(reps, ["exec", "preload"]):
+            master = masters[mode]
+            start = time.perf_counter()
+            await master.scale(2)
+            samples[mode].append(time.perf_counter() - start)
+            await master.scale(1)
+        for master in masters.values():
+            await master.graceful_shutdown()
+    return samples
+
+
+async def reload_once(mode: str, count: int) -> float:
+    master = tiny_master(count, preload=TINY_PRELOAD if mode == "preload" else False)
+    async with master:
+        await master.start()
+        await anyio.sleep(0.2)  # let the start settle
+        start = time.perf_counter()
+        await master.graceful_reload()
+        elapsed = time.perf_counter() - start
+        await master.graceful_shutdown()
+    return elapsed
+
+
+# -- HTTP servers (their own processes) ----------------------------------------------------
+
+
+class Server:
+    """One HTTP server launched as a subprocess (a session leader) on a free port."""
+
+    def __init__(self, kind: str, workers: int) -> None:
+        self.kind = kind
+        self.port = free_port()
+        if kind == "gunicorn":
+            argv = [PYTHON, str(APPS / "launch_gunicorn.py"), str(self.port), str(workers)]
+        else:
+            argv = [PYTHON, str(APPS / "preload_serve.py"), str(self.port), str(workers), kind]
+        log_file = open(RESULTS / "logs" / "preload-servers.log", "a")
+        self.proc = subprocess.Popen(
+            argv, env=child_env(), stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True
+        )
+        log_file.close()
+        self.workers = workers
+
+    def fetch_pid(self, timeout: float = 10.0) -> int:
+        """Return the pid of the worker that answers one request."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            sock.sendall(REQUEST)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        for line in data.split(b"\r\n"):
+            if line.lower().startswith(b"x-worker-pid:"):
+                return int(line.split(b":")[1])
+        raise RuntimeError(f"{self.kind}: no worker pid in {data[:200]!r}")
+
+    def wait_up(self, timeout: float = 60.0) -> None:
+        """Wait until every worker answered (distinct pids), bounded by ``timeout``."""
+        deadline = time.monotonic() + timeout
+        seen: set[int] = set()
+        while len(seen) < self.workers:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind}: {len(seen)} of {self.workers} workers answered")
+            try:
+                seen.add(self.fetch_pid(timeout=2))
+            except (OSError, RuntimeError):
+                time.sleep(0.01)
+
+    def crash_to_answer(self) -> float:
+        """SIGKILL the worker that answers; return seconds until its replacement answered."""
+        old = self.fetch_pid()
+        time.sleep(0.2)  # let the previous replacement settle
+        start = time.perf_counter()
+        os.kill(old, signal.SIGKILL)
+        while True:
+            try:
+                pid = self.fetch_pid()
+            except OSError:
+                if time.perf_counter() - start > 30:
+                    raise
+                continue  # refused while nothing listens: gunicorn keeps its socket, so rare
+            if pid != old:
+                return time.perf_counter() - start
+
+    def tree_pss_kb(self) -> int:
+        """Return the PSS of the server process and every descendant, in kB."""
+        total = 0
+        for pid in [self.proc.pid, *descendants_of(self.proc.pid)]:
+            try:
+                with open(f"/proc/{pid}/smaps_rollup") as file:
+                    for line in file:
+                        if line.startswith("Pss:"):
+                            total += int(line.split()[1])
+                            break
+            except OSError:
+                continue
+        return total
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def crash_samples(reps: int) -> dict[str, list[float]]:
+    kinds = ["preload", "exec", "gunicorn"]
+    servers = {kind: Server(kind, 1) for kind in kinds}
+    samples: dict[str, list[float]] = {kind: [] for kind in kinds}
+    try:
+        for server in servers.values():
+            server.wait_up()
+            server.crash_to_answer()  # warm-up
+        for _, kind in interleaved(reps, kinds):
+            samples[kind].append(servers[kind].crash_to_answer())
+    finally:
+        for server in servers.values():
+            server.stop()
+    return samples
+
+
+def memory_samples(reps: int, workers: int) -> dict[str, list[float]]:
+    kinds = ["preload", "exec", "gunicorn"]
+    samples: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for _, kind in interleaved(reps, kinds):
+        server = Server(kind, workers)
+        try:
+            server.wait_up(90)
+            time.sleep(1.0)  # idle
+            samples[kind].append(server.tree_pss_kb() / 1024)
+        finally:
+            server.stop()
+    return samples
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "")
+    (RESULTS / "logs").mkdir(parents=True, exist_ok=True)
+    spawn_reps, crash_reps, reload_reps, memory_reps = (8, 5, 2, 1) if args.quick else (30, 15, 5, 3)
+    rows, raw, notes = [], {}, []
+
+    spawn = anyio.run(spawn_samples, spawn_reps, backend="asyncio")
+    s_pre, s_exec = summary(spawn["preload"], 1e3), summary(spawn["exec"], 1e3)
+    r = row(
+        "preload", "spawn, tiny worker", "scale(+1) to started", "ms", s_pre, s_exec, "exec mode",
+        goal=f"<= {SPAWN_GOAL_MS:g} ms", paired=list(zip(spawn["preload"], spawn["exec"])),
+    )  # fmt: skip
+    r["ok"] = s_pre["median"] <= SPAWN_GOAL_MS
+    rows.append(r)
+    raw["spawn_s"] = spawn
+    log(f"spawn: preload {s_pre['median']:.2f} ms, exec {s_exec['median']:.1f} ms")
+
+    crash = crash_samples(crash_reps)
+    c = {kind: summary(values, 1e3) for kind, values in crash.items()}
+    r = row(
+        "preload", "crash, 1 uvicorn worker", "SIGKILL to new answer", "ms", c["preload"], c["gunicorn"],
+        "gunicorn sync", paired=list(zip(crash["preload"], crash["gunicorn"])), goal="< gunicorn",
+        note=f"exec mode {c['exec']['median']:.1f} ms [{c['exec']['min']:.1f}-{c['exec']['max']:.1f}]",
+    )  # fmt: skip
+    r["ok"] = c["preload"]["median"] < c["gunicorn"]["median"]
+    rows.append(r)
+    raw["crash_s"] = crash
+    log(f"crash: " + ", ".join(f"{k} {v['median']:.1f} ms" for k, v in c.items()))
+
+    reload: dict[str, list[float]] = {"preload": [], "exec": []}
+    for _, mode in interleaved(reload_reps, ["preload", "exec"]):
+        reload[mode].append(anyio.run(reload_once, mode, 16, backend="asyncio"))
+    g_pre, g_exec = summary(reload["preload"], 1e3), summary(reload["exec"], 1e3)
+    r = row(
+        "preload", "reload, 16 tiny workers", "graceful_reload()", "ms", g_pre, g_exec, "exec mode",
+        goal=f"<= {RELOAD_GOAL_MS:g} ms", note="includes the new template's start-up (imports)",
+    )  # fmt: skip
+    r["ok"] = g_pre["median"] <= RELOAD_GOAL_MS
+    rows.append(r)
+    raw["reload_s"] = reload
+    log(f"reload: preload {g_pre['median']:.0f} ms, exec {g_exec['median']:.0f} ms")
+
+    memory = memory_samples(memory_reps, 16)
+    m = {kind: summary(values) for kind, values in memory.items()}
+    r = row(
+        "preload", "memory, 16 idle HTTP workers", "tree PSS", "MB", m["preload"], m["gunicorn"], "gunicorn sync",
+        goal="<= gunicorn", note=f"exec mode {m['exec']['median']:.0f} MB; drover-py workers run uvicorn on asyncio",
+    )  # fmt: skip
+    r["ok"] = m["preload"]["median"] <= m["gunicorn"]["median"]
+    rows.append(r)
+    raw["memory_mb"] = memory
+    log(f"memory: " + ", ".join(f"{k} {v['median']:.0f} MB" for k, v in m.items()))
+
+    notes.append(
+        "preload: crash and memory compare drover-py's uvicorn (asyncio) workers with gunicorn's sync workers "
+        "(a trivial WSGI app); exec mode of the same drover-py worker is given in the notes"
+    )
+    write_result(args.out, "preload", rows, raw, notes)
+
+
+if __name__ == "__main__":
+    main()

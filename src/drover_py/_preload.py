@@ -1,0 +1,420 @@
+"""Preload mode, master side: a warm template process per configuration forks the workers.
+
+`Spawners` gives each `Worker` the spawner of its configuration: `ExecSpawner` when
+``preload`` is off, else one that asks the `Template` of that configuration (started on
+first use, by exec of ``_template.py``) to fork the worker. Every graceful reload starts
+a new template (so reloaded workers run the code on disk now, as exec workers would);
+the old one retires once its last worker is gone, and serves the rollback if any.
+
+Failure policy: a template that cannot import a module, finds a thread, misses
+``start_timeout`` or dies fails the spawns waiting on it with `TemplateError` (the
+worker then reports `PreloadError`); the next spawn starts a new template. There is no
+silent fall back to exec. Workers already forked keep running: their lifeline is their
+own channel to the master, signals go through a pidfd, and only their exit status needs
+the template (lost if it died first: see `LOST_STATUS`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import attrs
+from structlog.typing import FilteringBoundLogger
+
+from . import _protocol as proto
+from ._config import MasterConfig
+from ._inherit import SOCKETS_ENV
+from ._spawn import ExecSpawner, Spawner, SpawnRequest
+
+#: The template program, run by path so that starting it imports nothing of drover-py.
+TEMPLATE_PROGRAM = Path(__file__).with_name("_template.py")
+#: Return code of a forked worker whose template died before it: its status is unknown.
+LOST_STATUS = 255
+#: Per-worker variables left out of the template's own environment.
+_PER_WORKER_ENV = (proto.CHANNEL_ENV, proto.SLOT_ENV, proto.WORKER_ID_ENV, proto.HEARTBEAT_ENV, SOCKETS_ENV)
+#: Seconds a closed template has to exit before it is killed.
+_EXIT_TIMEOUT = 5.0
+
+
+class TemplateError(OSError):
+    """The preload template could not serve a spawn (import error, thread, died, timeout)."""
+
+
+def generation_key(config: MasterConfig) -> MasterConfig:
+    """Return what decides which template serves ``config``: everything but the count."""
+    return attrs.evolve(config, count=1)
+
+
+class ForkedProcess:
+    """A worker forked by a template, as a `ChildProcess`.
+
+    Signals go through a pidfd (safe against pid reuse) where the platform has them;
+    the exit status comes from the template, which is the worker's parent.
+    """
+
+    def __init__(self, pid: int, pidfd: int | None) -> None:
+        self._pid = pid
+        self._pidfd = pidfd
+        self._returncode: int | None = None
+        self._exited = anyio.Event()
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._returncode
+
+    async def wait(self) -> int:
+        """Wait for the exit status the template reports; return the return code."""
+        await self._exited.wait()
+        assert self._returncode is not None
+        return self._returncode
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Send ``sig``; raise ProcessLookupError if the process is gone."""
+        if self._returncode is not None:
+            raise ProcessLookupError(self._pid)
+        if self._pidfd is not None:
+            signal.pidfd_send_signal(self._pidfd, sig)
+        else:
+            os.kill(self._pid, sig)
+
+    async def wait_gone(self) -> None:
+        """Wait until the process ended, without its status (for when the template died)."""
+        if self._pidfd is not None:
+            await anyio.wait_readable(self._pidfd)
+
+    def set_exited(self, returncode: int) -> None:
+        if self._returncode is not None:
+            return
+        self._returncode = returncode
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        self._exited.set()
+
+
+@attrs.define
+class _Pending:
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    process: ForkedProcess | None = None
+    error: OSError | None = None
+
+
+class Template:
+    """One template process and its control socket; forks workers of one configuration."""
+
+    def __init__(
+        self, config: MasterConfig, env: dict[str, str], log: FilteringBoundLogger, on_idle: Callable[[], None]
+    ) -> None:
+        self._on_idle = on_idle
+        self.key = generation_key(config)
+        self.config = config
+        #: The configuration objects this template serves (by identity; see `Spawners`).
+        self.served: list[MasterConfig] = [config]
+        self._env = env
+        self._log = log
+        self._sock: socket.socket | None = None
+        self._ready = anyio.Event()
+        self._error: TemplateError | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._children: dict[int, ForkedProcess] = {}
+        self._ids = itertools.count(1)
+        self._scope = anyio.CancelScope()
+        self._spawning = 0
+        self.closed = False
+        self.pid: int | None = None
+
+    def idle(self) -> bool:
+        """Return whether no worker of this template runs and no spawn is under way."""
+        return not self._children and not self._spawning
+
+    def close(self) -> None:
+        """Close the control socket (the template exits on end of file) and stop serving."""
+        self.closed = True
+        self._scope.cancel()
+
+    def _where(self) -> str:
+        return f"preload template of {self.config.script.name!r}"
+
+    def _fail(self, error: TemplateError) -> None:
+        if self._error is None:
+            self._error = error
+        self._ready.set()
+        for pending in self._pending.values():
+            if not pending.done.is_set():
+                pending.error = self._error
+                pending.done.set()
+
+    async def run(self, on_exit: Callable[[Template], None]) -> None:
+        """Start the template process, serve its messages, and reap it when it ends."""
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        process: anyio.abc.Process | None = None
+        preload = self.config.preload
+        spec = {"modules": list(preload) if isinstance(preload, tuple) else [], "script_imports": preload is True}
+        try:
+            with self._scope:
+                try:
+                    with anyio.CancelScope(shield=True):  # a process half-started must not leak
+                        process = await anyio.open_process(
+                            [self.config.python, str(TEMPLATE_PROGRAM), str(child.fileno()), str(self.config.script), json.dumps(spec)],
+                            env=self._env,
+                            pass_fds=(child.fileno(),),
+                            start_new_session=True,
+                            cwd=_opt_str(getattr(self.config, "cwd", None)),
+                            stdin=None,
+                            stdout=None,
+                            stderr=None,
+                        )
+                except OSError as exc:
+                    self._fail(TemplateError(exc.errno, f"cannot start the {self._where()}: {exc}"))
+                    return
+                finally:
+                    child.close()
+                assert process is not None
+                self.pid = process.pid
+                self._log = self._log.bind(template_pid=process.pid)
+                parent.setblocking(False)
+                self._sock = parent
+                await self._read_loop(parent)
+                self.closed = True  # the next spawn starts a new template
+                self._fail(TemplateError(f"the {self._where()} exited unexpectedly"))
+                if self._children:
+                    self._log.error("preload template died; its workers run on without exit statuses")
+                    async with anyio.create_task_group() as tg:
+                        for forked in list(self._children.values()):
+                            tg.start_soon(self._watch_orphan, forked)
+        finally:
+            with anyio.CancelScope(shield=True):
+                self.closed = True
+                self._sock = None
+                parent.close()
+                self._fail(TemplateError(f"the {self._where()} was closed"))
+                for forked in self._children.values():
+                    forked.set_exited(LOST_STATUS)
+                self._children.clear()
+                if process is not None:
+                    with anyio.move_on_after(_EXIT_TIMEOUT):
+                        await process.wait()
+                    if process.returncode is None:
+                        process.kill()
+                        await process.wait()
+                    await process.aclose()
+                    self._log.debug("preload template exited", returncode=process.returncode)
+                on_exit(self)
+
+    async def _watch_orphan(self, forked: ForkedProcess) -> None:
+        await forked.wait_gone()
+        self._log.warning("exit status of a worker lost with its template", pid=forked.pid)
+        forked.set_exited(LOST_STATUS)
+        self._children.pop(forked.pid, None)
+
+    async def _read_loop(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(sock, 65536, 4)
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
+                continue
+            except ConnectionResetError:
+                return
+            if not data:
+                return
+            self._dispatch(json.loads(data), fds)
+
+    def _dispatch(self, message: dict[str, object], fds: list[int]) -> None:
+        if "exit" in message:
+            pid, code = message["exit"], message["code"]
+            assert isinstance(pid, int) and isinstance(code, int)
+            forked = self._children.pop(pid, None)
+            if forked is not None:
+                forked.set_exited(code)
+            if self.idle():
+                self._on_idle()
+        elif "spawned" in message or "failed" in message:
+            rid = message.get("spawned", message.get("failed"))
+            pending = self._pending.get(rid) if isinstance(rid, int) else None
+            if "spawned" in message:
+                pid = message["pid"]
+                assert isinstance(pid, int)
+                for fd in fds:
+                    os.set_inheritable(fd, False)
+                forked = ForkedProcess(pid, fds[0] if fds else None)
+                self._children[pid] = forked
+                if pending is None:  # pragma: no cover - the spawner always waits for its answer
+                    return
+                pending.process = forked
+            elif pending is not None:
+                number = message.get("errno")
+                pending.error = OSError(number if isinstance(number, int) else 0, str(message.get("error")))
+            if pending is not None:
+                pending.done.set()
+        elif "ready" in message:
+            self._log.debug("preload template ready", modules=message.get("modules"))
+            self._ready.set()
+        elif "error" in message:
+            self._log.error("preload template failed", error=message["error"])
+            self._fail(TemplateError(f"{self._where()} failed: {message['error']}"))
+
+    async def spawn(self, request: SpawnRequest) -> ForkedProcess:
+        """Ask the template to fork the worker of ``request``; raise OSError on failure."""
+        self._spawning += 1
+        try:
+            with anyio.move_on_after(self.config.start_timeout):
+                await self._ready.wait()
+            if not self._ready.is_set():
+                self._fail(TemplateError(f"the {self._where()} did not get ready within {self.config.start_timeout:g} s"))
+                self.close()
+            if self._error is not None:
+                raise self._error
+            return await self._request(request)
+        finally:
+            self._spawning -= 1
+            if self.idle():
+                self._on_idle()
+
+    async def _request(self, request: SpawnRequest) -> ForkedProcess:
+        sock = self._sock
+        if sock is None or self.closed:
+            raise TemplateError(f"the {self._where()} is closed")
+        rid = next(self._ids)
+        config = request.config
+        message = {
+            "spawn": rid,
+            "argv": [str(config.script), *config.args],
+            "env": dict(request.env),
+            "fd_env": [proto.CHANNEL_ENV, SOCKETS_ENV],
+            "nfds": len(request.pass_fds),
+            "targets": list(request.pass_fds),
+            "stdout": request.stdout is not None,
+            "stderr": request.stderr is not None,
+            "cwd": _opt_str(getattr(config, "cwd", None)),
+            "user": getattr(config, "user", None),
+            "group": getattr(config, "group", None),
+        }
+        fds = [*request.pass_fds, *(fd for fd in (request.stdout, request.stderr) if fd is not None)]
+        data = json.dumps(message).encode()
+        pending = self._pending[rid] = _Pending()
+        try:
+            while True:
+                try:
+                    socket.send_fds(sock, [data], fds)
+                    break
+                except BlockingIOError:
+                    await anyio.wait_writable(sock)
+            await pending.done.wait()
+        finally:
+            del self._pending[rid]
+        if pending.error is not None:
+            raise pending.error
+        assert pending.process is not None
+        return pending.process
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+class _TemplateSpawner:
+    """The spawner of one configuration in preload mode."""
+
+    def __init__(self, spawners: Spawners, config: MasterConfig) -> None:
+        self._spawners = spawners
+        self._config = config
+
+    async def spawn(self, request: SpawnRequest) -> ForkedProcess:
+        """Fork the worker from the template of its configuration (started on first use)."""
+        template = self._spawners.template_for(self._config, request)
+        return await template.spawn(request)
+
+
+def _is_in(config: MasterConfig, configs: list[MasterConfig]) -> bool:
+    return any(config is other for other in configs)
+
+
+class Spawners:
+    """Choose a spawner per configuration; own the preload templates of one master.
+
+    ``current`` returns the master's configuration: a template of another one is closed
+    as soon as it has no worker left (see `retire_unused`).
+
+    A template serves the configuration objects it was started or reused for, by
+    identity, and a new object equal to them but for the count (after `scale`). A
+    configuration marked `fresh` (a reload's) gets a new template.
+    """
+
+    def __init__(self, log: FilteringBoundLogger, current: Callable[[], MasterConfig]) -> None:
+        self._log = log
+        self._current = current
+        self._exec = ExecSpawner()
+        self._templates: list[Template] = []
+        self._fresh: list[MasterConfig] = []
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    def open(self, tg: anyio.abc.TaskGroup) -> None:
+        """Run templates' tasks in ``tg`` (the master's task group)."""
+        self._tg = tg
+
+    def for_config(self, config: MasterConfig) -> Spawner:
+        """Return the spawner for workers of ``config``."""
+        if not config.preload:
+            return self._exec
+        return _TemplateSpawner(self, config)
+
+    def fresh(self, config: MasterConfig) -> None:
+        """Give the workers of ``config`` (a reload's) a new template, started on first use."""
+        self._fresh = [c for c in self._fresh if _is_in(c, [self._current()])] + [config]
+
+    def _find(self, config: MasterConfig) -> Template | None:
+        live = [t for t in self._templates if not t.closed]
+        for template in live:
+            if _is_in(config, template.served):
+                return template
+        if _is_in(config, self._fresh):
+            return None
+        key = generation_key(config)
+        for template in reversed(live):
+            if template.key == key:
+                template.served.append(config)
+                return template
+        return None
+
+    def template_for(self, config: MasterConfig, request: SpawnRequest) -> Template:
+        """Return the live template serving ``config``, starting one if needed."""
+        found = self._find(config)
+        if found is not None:
+            return found
+        if self._tg is None:
+            raise TemplateError("preload templates need the master's context: 'async with master:'")
+        env = {k: v for k, v in request.env.items() if k not in _PER_WORKER_ENV}
+        template = Template(config, env, self._log, self.retire_unused)
+        self._templates.append(template)
+        self._tg.start_soon(template.run, self._template_exited, name="drover-py preload template")
+        return template
+
+    def _template_exited(self, template: Template) -> None:
+        if template in self._templates:
+            self._templates.remove(template)
+
+    def retire_unused(self) -> None:
+        """Close every idle template that does not serve the master's current configuration."""
+        keep = self._find(self._current())
+        for template in list(self._templates):
+            if template is not keep and template.idle():
+                self._log.debug("retiring preload template", pid=template.pid)
+                template.close()
+
+    def close(self) -> None:
+        """Close every template (their workers must be gone or going)."""
+        for template in list(self._templates):
+            template.close()

@@ -1,0 +1,393 @@
+"""The preload template: a small synchronous program that forks workers on request.
+
+The master runs this file by path (``python _template.py FD SCRIPT SPEC``), not as a module of
+the package, so starting it imports nothing of drover-py or anyio. It imports the
+preload modules, reports "ready", then serves the master's spawn requests on the Unix
+socket FD (SOCK_SEQPACKET, one JSON message per packet, fds with SCM_RIGHTS):
+
+- master -> template: ``{"spawn": id, "argv": [script, *args], "env": {...},
+  "fd_env": [names], "nfds": n, "stdout": bool, "stderr": bool, "cwd": ..., "user":
+  ..., "group": ...}`` carrying the worker's fds (the ``nfds`` it inherits, then its
+  stdout and stderr when given);
+- template -> master: ``{"ready": pid, "modules": [...]}`` or ``{"error": text}`` once;
+  ``{"spawned": id, "pid": pid}`` (with a pidfd when the platform has them) or
+  ``{"failed": id, "errno": n, "error": text}``; ``{"exit": pid, "code": returncode}``
+  for every child it reaped (negative signal number when killed by a signal).
+
+No event loop, no threads: one ``poll`` over the socket and a SIGCHLD wake-up pipe.
+End of file on the socket (the master closed it, or died) ends the template; its
+workers are not its concern then (each has its own lifeline to the master).
+
+A forked child returns from `serve` with its request and becomes the worker: new
+session, signal dispositions and mask as the template found them, its own environment,
+fds, cwd and user, fresh random seed and logging handlers, then ``runpy`` runs the
+script as ``__main__``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__":  # run by path: drop this file's directory before other imports
+    sys.path[0] = os.path.dirname(sys.argv[2])  # as for ``python script``
+
+import ast
+import errno
+import json
+import select
+import signal
+import socket
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, Union
+
+MAX_PACKET = 1 << 20
+MAX_FDS = 256
+#: Exit code of a forked child that failed before it became the worker.
+SETUP_FAILED = 127
+
+_Handler = Union[Callable[[int, Any], Any], int, signal.Handlers, None]
+
+
+class Job:
+    """A spawn request, as the forked child sees it."""
+
+    def __init__(self, message: dict[str, Any], fds: list[int]) -> None:
+        self.id: int = message["spawn"]
+        self.argv: list[str] = message["argv"]
+        self.env: dict[str, str] = message["env"]
+        self.fd_env: list[str] = message.get("fd_env", [])
+        nfds: int = message["nfds"]
+        self.targets: list[int] = message["targets"]
+        self.fds = fds[:nfds]
+        rest = fds[nfds:]
+        self.stdout = rest.pop(0) if message.get("stdout") else None
+        self.stderr = rest.pop(0) if message.get("stderr") else None
+        self.cwd: str | None = message.get("cwd")
+        self.user: str | int | None = message.get("user")
+        self.group: str | int | None = message.get("group")
+        self.all_fds = fds
+
+
+# -- preload ----------------------------------------------------------------------------
+
+
+def script_imports(script: str) -> list[str]:
+    """Return the modules ``script`` imports unconditionally at its top level (by `ast`)."""
+    with open(script, "rb") as file:
+        tree = ast.parse(file.read(), script)
+    found: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module != "__future__":
+            found.extend(f"{node.module}.{alias.name}" if alias.name != "*" else node.module for alias in node.names)
+    return list(dict.fromkeys(found))
+
+
+def thread_report() -> str | None:
+    """Return a description of the threads besides this one, or None if there are none."""
+    names: list[str] = []
+    if "threading" in sys.modules:
+        import threading
+
+        names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    try:
+        native = len(os.listdir("/proc/self/task")) - 1
+    except OSError:
+        native = len(names)
+    if not names and native <= 0:
+        return None
+    if names:
+        return f"{len(names)} thread(s): {', '.join(names)}"
+    return f"{native} native thread(s)"
+
+
+def preload(modules: list[str], script: str | None) -> list[str]:
+    """Import ``modules`` (and the script's imports); return their names.
+
+    Raise RuntimeError naming the module that failed to import or started a thread.
+    The script's own imports are best effort: one that fails is left for the worker.
+    """
+    import importlib
+
+    done: list[str] = []
+    wanted = [(name, True) for name in modules]
+    if script is not None:
+        wanted += [(name, False) for name in script_imports(script)]
+    for name, required in wanted:
+        try:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                parent, _, attr = name.rpartition(".")
+                if required or not parent:
+                    raise
+                importlib.import_module(parent)  # "from parent import attr" names an attribute
+                name = parent
+        except BaseException as exc:
+            if required:
+                detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                raise RuntimeError(f"cannot preload module {name!r}: {detail}") from None
+            continue
+        threads = thread_report()
+        if threads is not None:
+            raise RuntimeError(
+                f"preloaded module {name!r} started {threads}; forking a process with threads "
+                "is unsafe: leave it out of preload (import it in the worker instead)"
+            )
+        if name not in done:
+            done.append(name)
+    return done
+
+
+# -- the serving loop --------------------------------------------------------------------
+
+
+class Template:
+    """The template's state: its control socket, SIGCHLD wake-up pipe, and baseline."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.handlers: dict[int, _Handler] = {}
+        for sig in signal.valid_signals():
+            try:
+                self.handlers[sig] = signal.getsignal(sig)
+            except (OSError, ValueError):
+                continue
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+
+    def send(self, message: Mapping[str, object], fds: list[int] | None = None) -> None:
+        data = json.dumps(message).encode()
+        if fds:
+            socket.send_fds(self.sock, [data], fds)
+        else:
+            self.sock.send(data)
+
+    def serve(self) -> Job | None:
+        """Serve requests until end of file (return None); in a forked child, return its job."""
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        while True:
+            ready = {fd for fd, _ in poller.poll()}
+            if self.wake_r in ready:
+                try:
+                    while os.read(self.wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                self.reap()
+            if self.sock.fileno() in ready:
+                data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_PACKET, MAX_FDS)
+                if not data:
+                    return None
+                job = Job(json.loads(data), fds)
+                if self.fork(job):
+                    return job
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+
+    def fork(self, job: Job) -> bool:
+        """Fork the worker of ``job``; return True in the child, False in the template."""
+        threads = thread_report()
+        if threads is not None:
+            self.send({"failed": job.id, "errno": errno.EAGAIN, "error": f"the template now runs {threads}"})
+            return self.close_fds(job)
+        err_r, err_w = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(err_r)
+            os.close(err_w)
+            self.send({"failed": job.id, "errno": exc.errno or errno.EAGAIN, "error": str(exc)})
+            return self.close_fds(job)
+        if pid == 0:
+            os.close(err_r)
+            try:
+                self.become_worker(job)
+            except BaseException as exc:
+                report = {"errno": getattr(exc, "errno", None) or errno.EINVAL, "error": f"{type(exc).__name__}: {exc}"}
+                try:
+                    os.write(err_w, json.dumps(report).encode())
+                finally:
+                    os._exit(SETUP_FAILED)
+            os.close(err_w)
+            return True
+        os.close(err_w)
+        try:
+            pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else -1
+        except OSError:
+            pidfd = -1
+        try:
+            failure = _read_all(err_r)
+        finally:
+            os.close(err_r)
+        self.close_fds(job)
+        if failure:
+            os.waitpid(pid, 0)
+            self.send({"failed": job.id, **json.loads(failure.decode())})
+        else:
+            self.send({"spawned": job.id, "pid": pid}, [pidfd] if pidfd >= 0 else None)
+        if pidfd >= 0:
+            os.close(pidfd)
+        return False
+
+    @staticmethod
+    def close_fds(job: Job) -> bool:
+        for fd in job.all_fds:
+            os.close(fd)
+        return False
+
+    def become_worker(self, job: Job) -> None:
+        """Turn this forked child into the worker of ``job`` (see the module docstring)."""
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        for sig, handler in self.handlers.items():
+            if handler is not None and signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        self.sock.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        if job.stdout is not None:
+            os.dup2(job.stdout, 1)
+            os.close(job.stdout)
+        if job.stderr is not None:
+            os.dup2(job.stderr, 2)
+            os.close(job.stderr)
+        env = dict(job.env)
+        renumber = {str(target): str(fd) for target, fd in zip(job.targets, job.fds) if target != fd}
+        for name in job.fd_env:
+            if name in env and renumber:
+                env[name] = ",".join(renumber.get(part, part) for part in env[name].split(","))
+        for fd in job.fds:
+            os.set_inheritable(fd, True)
+        os.environ.clear()
+        os.environ.update(env)
+        if job.cwd is not None:
+            os.chdir(job.cwd)
+        drop_privileges(job.user, job.group)
+        reset_modules()
+        sys.argv = list(job.argv)
+
+
+def drop_privileges(user: str | int | None, group: str | int | None) -> None:
+    """Switch to ``group`` and ``user`` (names or ids): setgroups, setgid, then setuid."""
+    if user is None and group is None:
+        return
+    import grp
+    import pwd
+
+    uid = gid = None
+    name = None
+    if user is not None:
+        entry = pwd.getpwnam(user) if isinstance(user, str) else pwd.getpwuid(user)
+        uid, name = entry.pw_uid, entry.pw_name
+        gid = entry.pw_gid
+    if group is not None:
+        gid = grp.getgrnam(group).gr_gid if isinstance(group, str) else group
+    if os.geteuid() == 0 and gid is not None:
+        if name is not None:
+            os.initgroups(name, gid)
+        else:
+            os.setgroups([gid])
+    if gid is not None:
+        os.setgid(gid)
+    if uid is not None:
+        os.setuid(uid)
+
+
+def reset_modules() -> None:
+    """Give the worker what a fresh interpreter has: new random state, no root handlers."""
+    if "random" in sys.modules:
+        import random
+
+        random.seed()
+    if "logging" in sys.modules:
+        import logging
+
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def main(argv: list[str]) -> Job | None:
+    """Preload, report, serve; return a job in a forked child, None when the master left."""
+    sock = socket.socket(fileno=int(argv[1]))
+    script = argv[2]
+    spec = json.loads(argv[3])
+    template = Template(sock)
+    try:
+        modules = preload(spec["modules"], script if spec["script_imports"] else None)
+    except RuntimeError as exc:
+        template.send({"error": str(exc)})
+        return None
+    global _code
+    try:  # compiled once here, not in every worker; a syntax error is the worker's to report
+        with open(script, "rb") as file:
+            _code = compile(file.read(), script, "exec")
+    except (OSError, SyntaxError, ValueError):
+        _code = None
+    import gc
+
+    gc.freeze()  # what the template allocated is never collected, so its pages stay shared
+    template.send({"ready": os.getpid(), "modules": modules})
+    try:
+        return template.serve()
+    except (BrokenPipeError, ConnectionResetError):
+        return None
+
+
+_code: Any = None
+
+
+def run_script(path: str) -> None:
+    """Run ``path`` as ``__main__``, as ``python path`` would (from the precompiled code)."""
+    if _code is None:
+        import runpy
+
+        runpy.run_path(path, run_name="__main__")
+        return
+    import builtins
+    import types
+
+    module = types.ModuleType("__main__")
+    module.__file__ = path
+    module.__builtins__ = builtins  # type: ignore[attr-defined]
+    sys.modules["__main__"] = module
+    exec(_code, module.__dict__)
+
+
+if __name__ == "__main__":
+    _job = main(sys.argv)
+    if _job is None:
+        sys.exit(0)
+    run_script(_job.argv[0])
