@@ -92,6 +92,14 @@ def check_preload(value: object) -> bool | tuple[str, ...]:
     return modules or False
 
 
+def check_output(value: object) -> str:
+    """Return ``value`` if it is one of the output modes."""
+    modes = ("inherit", "prefix", "log")
+    if value not in modes:
+        raise ConfigError("output", f"expected one of {', '.join(map(repr, modes))}, got {value!r}")
+    return str(value)
+
+
 @attrs.frozen(kw_only=True)
 class MasterConfig:
     """Validated options of one master. Build it with `MasterFactory.create`."""
@@ -127,6 +135,8 @@ class MasterConfig:
     #: Preload mode: False (exec every worker), True (fork from a template that imported
     #: the script's top-level imports), or the names of the modules the template imports.
     preload: bool | tuple[str, ...] = False
+    #: Where workers' stdout and stderr go: "inherit", "prefix" or "log".
+    output: str = "inherit"
 
     def command(self) -> list[str]:
         """Return the argv of a worker."""

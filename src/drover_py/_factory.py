@@ -9,6 +9,7 @@ from typing import TypeVar
 from ._config import (
     MasterConfig,
     check_args,
+    check_output,
     check_count,
     check_env,
     check_preload,
@@ -48,6 +49,7 @@ class MasterFactory:
         backlog: int = 2048,
         unix_mode: int = 0o660,
         preload: bool | Sequence[str] = False,
+        output: str = "inherit",
     ) -> Master:
         """Validate the options and return a new, not yet started `Master`.
 
@@ -81,6 +83,14 @@ class MasterFactory:
         running it); a list of module names preloads exactly those. A module that fails
         to import or starts a thread makes the spawn fail with `PreloadError`.
 
+        ``output`` says where workers' stdout and stderr go: "inherit" (the master's
+        own, as by default in any subprocess), "prefix" (captured and written through
+        the master one whole line at a time, prefixed with the script, slot, worker id
+        and pid, so lines of different workers never interleave mid-line) or "log"
+        (captured, each line a structlog event bound with ``stream``, ``worker_id``,
+        ``slot`` and ``pid``). Captured output never blocks a worker: lines that come
+        faster than they can be written are dropped beyond a 1 MiB buffer and counted.
+
         Raise `ConfigError` (a `ValueError` and `TypeError`) naming the bad option.
         """
         config = MasterConfig(
@@ -97,6 +107,7 @@ class MasterFactory:
             backlog=check_count(backlog, "backlog"),
             unix_mode=_check_mode(unix_mode),
             preload=check_preload(preload),
+            output=check_output(output),
             heartbeat_timeout=None if heartbeat_timeout is None else check_seconds("heartbeat_timeout", heartbeat_timeout),
         )
         return Master(config)

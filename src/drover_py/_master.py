@@ -35,6 +35,7 @@ from ._exceptions import (
 )
 from ._exit_reasons import ExitReason
 from ._log import get_logger
+from ._output import OutputSink
 from ._restart import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
 from ._sockets import Listeners
 from ._preload import Spawners
@@ -95,6 +96,7 @@ class Master:
         self._notifier: Notifier | None = None
         self._spawners = Spawners(self._log, lambda: self._config)
         self._request_handlers: dict[str, RequestHandler] = {}
+        self._output: OutputSink | None = None
 
     # -- introspection --------------------------------------------------------------
 
@@ -277,6 +279,9 @@ class Master:
             self._tg.start_soon(self._watchdog, interval, name="drover-py sd_notify watchdog")
         if self._config.recycle is not None:
             self._tg.start_soon(self._recycle, self._config.recycle, name="drover-py recycler")
+        if self._config.output != "inherit":
+            self._output = OutputSink(self._config.output, self._log)
+            self._tg.start_soon(self._output.run, name="drover-py output")
         self._log.debug("master open", count=self._config.count)
         return self
 
@@ -364,6 +369,7 @@ class Master:
             spawner=self._spawners.for_config(config),
             on_message=self._worker_message,
             on_request=self._worker_request,
+            output=self._output,
         )
         self._workers[worker.id] = worker
         return worker

@@ -15,6 +15,7 @@ from structlog.typing import FilteringBoundLogger
 from . import _protocol as proto
 from ._channel import ChannelReader, ChannelWriter
 from ._config import MasterConfig
+from ._output import OutputSink, Source, read_output
 from ._conversation import DEFAULT_TIMEOUT, Conversation, NoHandler
 from ._exceptions import (
     ChannelError,
@@ -82,6 +83,7 @@ class Worker:
         spawner: Spawner | None = None,
         on_message: Callable[[Worker, object], Awaitable[None]] | None = None,
         on_request: Callable[[Worker, str, object], Awaitable[object]] | None = None,
+        output: OutputSink | None = None,
     ) -> None:
         self.id = worker_id
         self.slot = slot
@@ -94,6 +96,9 @@ class Worker:
         self._on_message = on_message
         self._on_request = on_request
         self._conversation: Conversation | None = None
+        self._output = output
+        self._output_fds: tuple[int, int] | None = None  # read ends of captured stdout, stderr
+        self._output_done = anyio.Event()
         self.status = WorkerStatus.INITIALIZED
         self.process: ChildProcess | None = None
         self.started_at: float | None = None
@@ -179,9 +184,14 @@ class Worker:
                 tg.start_soon(self._conversation.run, name=f"drover-py worker {self.id} conversation")
                 if self.config.heartbeat_timeout is not None:
                     tg.start_soon(self._watchdog, self.config.heartbeat_timeout)
+                if self._output_fds is not None:
+                    tg.start_soon(self._capture, self._output_fds, process.pid)
+                else:
+                    self._output_done.set()
                 await process.wait()
                 self._process_ended.set()
                 with anyio.move_on_after(DRAIN_TIMEOUT):
+                    await self._output_done.wait()
                     await self._reader_done.wait()
                     self._conversation.close(f"worker {self.id} exited")
                     await self._conversation.wait_drained()  # what it said before exiting
@@ -201,17 +211,29 @@ class Worker:
                 self._fds = ()
                 self._finish(None if process is None else process.returncode)
 
-    async def _spawn(self) -> ChildProcess:
+    async def _capture(self, fds: tuple[int, int], pid: int) -> None:
+        assert self._output is not None
+        source = Source(self.config.script.name, self.slot, self.id, pid)
         try:
-            read_child, write_master = os.pipe()
-            try:
-                read_master, write_child = os.pipe()
-            except OSError:
-                os.close(read_child)
-                os.close(write_master)
-                raise
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_output, fds[0], source, "stdout", self._output)
+                tg.start_soon(read_output, fds[1], source, "stderr", self._output)
+        finally:
+            self._output_done.set()
+
+    async def _spawn(self) -> ChildProcess:
+        opened: list[int] = []
+        try:
+            for _ in range(2 if self._output is None else 4):
+                opened.extend(os.pipe())
         except OSError as exc:
+            for fd in opened:
+                os.close(fd)
             raise self._spawn_error(exc) from exc
+        read_child, write_master, read_master, write_child = opened[:4]
+        stdout_pipe = stderr_pipe = None
+        if self._output is not None:
+            stdout_pipe, stderr_pipe = (opened[4], opened[5]), (opened[6], opened[7])
         env = {
             **{k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV},
             **self.config.env,
@@ -225,16 +247,25 @@ class Worker:
             env[proto.HEARTBEAT_ENV] = f"{self.config.heartbeat_timeout / 3:g}"
         try:
             process = await self._spawner.spawn(
-                SpawnRequest(config=self.config, env=env, pass_fds=(read_child, write_child, *self._listen_fds))
+                SpawnRequest(
+                    config=self.config,
+                    env=env,
+                    pass_fds=(read_child, write_child, *self._listen_fds),
+                    stdout=None if stdout_pipe is None else stdout_pipe[1],
+                    stderr=None if stderr_pipe is None else stderr_pipe[1],
+                )
             )
         except OSError as exc:
-            os.close(read_master)
-            os.close(write_master)
+            for fd in (read_master, write_master, *(p[0] for p in (stdout_pipe, stderr_pipe) if p)):
+                os.close(fd)
             raise self._spawn_error(exc) from exc
         finally:
-            os.close(read_child)
-            os.close(write_child)
+            for fd in (read_child, write_child, *(p[1] for p in (stdout_pipe, stderr_pipe) if p)):
+                os.close(fd)
         self._fds = (read_master, write_master)
+        if stdout_pipe is not None and stderr_pipe is not None:
+            self._output_fds = (stdout_pipe[0], stderr_pipe[0])
+            self._fds += self._output_fds
         self._writer = ChannelWriter(write_master)
         self._reader = ChannelReader(read_master, proto.TO_MASTER)
         self._conversation = Conversation(
