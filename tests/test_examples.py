@@ -136,6 +136,24 @@ async def test_example_serves_and_shuts_down(
             assert await process.wait() == 0
 
 
+@pytest.mark.parametrize("master_backend", ["asyncio", "trio"])
+async def test_job_queue_example_spreads_jobs_and_reports_back(master_backend: str) -> None:
+    script = EXAMPLES / "job_queue" / "main.py"
+    with anyio.fail_after(40):
+        result = await anyio.run_process(
+            [sys.executable, str(script), "--jobs", "12", "--workers", "3", "--backend", master_backend], check=False
+        )
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()
+    done = re.findall(r"^\[worker\.py slot (\d) id \d+ pid \d+\] job (\d+) -> (\d+)$", out, re.MULTILINE)
+    assert sorted(int(job) for _, job, _ in done) == list(range(12))  # each job once, lines whole
+    assert all(int(value) == sum(i * i for i in range(100_000 + int(job) * 1000)) for _, job, value in done)
+    stats = re.findall(r"^worker \d+ \(slot (\d)\): \{'jobs': (\d+), 'slot': (\d)\}$", out, re.MULTILINE)
+    assert sorted(slot for slot, _, _ in stats) == ["0", "1", "2"]
+    assert sum(int(jobs) for _, jobs, _ in stats) == 12
+    assert out.rstrip().endswith("12 jobs done by 3 workers")
+
+
 # The behaviour tests run the example's masters on the backend of the test itself, so
 # both master backends are covered without running each example four times.
 
