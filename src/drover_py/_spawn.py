@@ -61,11 +61,16 @@ class ExecSpawner:
 
     async def spawn(self, request: SpawnRequest) -> ChildProcess:
         """Start the worker with `anyio.open_process` in a new session."""
+        run_as = request.config.run_as
         return await anyio.open_process(
             request.config.command(),
             env=request.env,
             pass_fds=request.pass_fds,
             start_new_session=True,
+            cwd=request.config.cwd,
+            user=None if run_as is None else run_as.uid,
+            group=None if run_as is None else run_as.gid,
+            extra_groups=None if run_as is None else run_as.groups,
             stdin=None,
             stdout=request.stdout,
             stderr=request.stderr,
