@@ -29,9 +29,10 @@ def set_title(title: str) -> bool:
 
 def apply_title_from_env() -> None:
     """Set the title the master chose for this worker, and keep it from the worker's children."""
-    title = os.environ.pop(PROCTITLE_ENV, None)
+    title = os.environ.get(PROCTITLE_ENV)
     if title:
-        set_title(title)
+        set_title(title)  # first: setproctitle finds argv through the environment as it started
+    os.environ.pop(PROCTITLE_ENV, None)
 
 
 def worker_title(name: str, slot: int) -> str:
