@@ -218,7 +218,7 @@ def _unused_id(exists: Any) -> int:
     [
         ({"cwd": "/nonexistent/dir"}, "cwd", "no such directory"),
         ({"cwd": WORKER}, "cwd", "not a directory"),
-        ({"cwd": 42}, "cwd", "expected a directory path"),
+        ({"cwd": 42}, "cwd", "expected a path"),
         ({"user": "drover-py-no-such-user"}, "user", "unknown user 'drover-py-no-such-user'"),
         ({"group": "drover-py-no-such-group"}, "group", "unknown group 'drover-py-no-such-group'"),
         ({"user": True}, "user", "expected a user name or a numeric id"),

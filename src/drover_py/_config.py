@@ -20,13 +20,19 @@ if TYPE_CHECKING:
     from ._sockets import BindSpec
 
 
-def check_script(value: object) -> Path:
-    """Return ``value`` as an absolute path to an existing, readable file."""
+def _existing_path(option: str, value: object, what: str) -> Path:
+    """Return ``value`` as a path that exists (user-expanded, not yet resolved)."""
     if not isinstance(value, (str, os.PathLike)):
-        raise ConfigError("script", f"expected a path (str or os.PathLike), got {type(value).__name__}")
+        raise ConfigError(option, f"expected a path (str or os.PathLike), got {type(value).__name__}")
     path = Path(os.fspath(value)).expanduser()
     if not path.exists():
-        raise ConfigError("script", f"no such file: {str(path)!r}")
+        raise ConfigError(option, f"no such {what}: {str(path)!r}")
+    return path
+
+
+def check_script(value: object) -> Path:
+    """Return ``value`` as an absolute path to an existing, readable file."""
+    path = _existing_path("script", value, "file")
     if not path.is_file():
         raise ConfigError("script", f"not a regular file: {str(path)!r}")
     if not os.access(path, os.R_OK):
@@ -90,11 +96,7 @@ def check_args(value: object) -> tuple[str, ...]:
 
 def check_cwd(value: object) -> Path:
     """Return ``value`` as the absolute path of an existing directory."""
-    if not isinstance(value, (str, os.PathLike)):
-        raise ConfigError("cwd", f"expected a directory path (str or os.PathLike), got {type(value).__name__}")
-    path = Path(os.fspath(value)).expanduser()
-    if not path.exists():
-        raise ConfigError("cwd", f"no such directory: {str(path)!r}")
+    path = _existing_path("cwd", value, "directory")
     if not path.is_dir():
         raise ConfigError("cwd", f"not a directory: {str(path)!r}")
     return path.resolve()
