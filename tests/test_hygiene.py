@@ -15,7 +15,7 @@ import attrs
 import pytest
 
 import drover_py
-from drover_py import ConfigError, Master, MasterFactory
+from drover_py import ConfigError, Master, MasterFactory, SpawnError
 from drover_py._credentials import RunAs, resolve_run_as
 
 from .conftest import APPS, BOTH_SPAWN_MODES, MasterBuilder, WORKER
@@ -193,6 +193,21 @@ async def test_workers_drop_privileges_to_the_user(python_for_nobody: tuple[str,
     assert seen["env"]["USER"] == "nobody" and seen["env"]["HOME"] == nobody.pw_dir
     assert seen["env"]["LOGNAME"] == "custom"  # env wins over the user's own
     assert seen["cwd"] == "/"
+
+
+@pytest.mark.anyio
+async def test_an_interpreter_the_user_cannot_run_is_a_clear_spawn_error(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("dropping privileges needs the test to run as root")
+    _nobody()
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "python").symlink_to(sys.executable)
+    created = MasterFactory.create(script=OBSERVER, count=1, user="nobody", start_timeout=20.0)
+    master = Master(attrs.evolve(created.config, python=str(private / "python")))
+    async with master:
+        with pytest.raises(SpawnError, match=r"Permission denied \(uid \d+ must be able to reach and execute it"):
+            await master.start()
 
 
 # -- option errors --------------------------------------------------------------------------------
