@@ -133,9 +133,9 @@ def _nobody() -> pwd.struct_passwd:
 def python_for_nobody() -> tuple[str, dict[str, str]]:
     """Return an interpreter user nobody can run with drover_py, and the env it needs.
 
-    The test's own interpreter first; a root-only home (such as a per-user Python
-    install under /root) can keep nobody from running it, then another python3 of
-    the same version on PATH is tried, given this interpreter's packages. Skip if none.
+    The test's own interpreter first (a Python installed in a home directory only root
+    can enter is out of nobody's reach), then every python3 of the same version on
+    PATH, given this interpreter's packages. Skip, saying what was tried, if none works.
     """
     if os.geteuid() != 0:
         pytest.skip("dropping privileges needs the test to run as root")
