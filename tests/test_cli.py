@@ -114,6 +114,16 @@ async def test_run_refuses_a_missing_script(tmp_path: Path) -> None:
     assert result.returncode == 1 and b"no such file" in result.stderr
 
 
+async def test_run_refuses_an_unknown_user(tmp_path: Path) -> None:
+    with anyio.fail_after(30):
+        result = await anyio.run_process(
+            [sys.executable, "-m", "drover_py", "run", str(WORKER), "--no-control", "--user", "drover-py-no-such-user"],
+            check=False,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 1 and b"unknown user 'drover-py-no-such-user'" in result.stderr
+
+
 def test_render_tables_and_mappings() -> None:
     assert render(None) == "ok"
     assert render("text") == "text"

@@ -12,6 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from ._proctitle import apply_title_from_env as _apply_title_from_env
+
+_apply_title_from_env()  # in a worker: its title, before the imports below
+
 from ._bus import LIFELINE_EXIT_CODE as LIFELINE_EXIT_CODE
 from ._bus import MessageBus as MessageBus
 from ._bus import SyncMessageBus as SyncMessageBus

@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--start-timeout", type=float, default=30.0, metavar="S")
     run.add_argument("--stop-timeout", type=float, default=30.0, metavar="S")
     run.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop of the master")
+    run.add_argument("--cwd", default=None, metavar="DIR", help="working directory of the workers")
+    run.add_argument("--user", default=None, help="run the workers as this user (name or uid; the master must be root)")
+    run.add_argument("--group", default=None, help="run the workers with this group (default: the user's primary group)")
+    run.add_argument("--no-proctitle", action="store_true", help="leave process titles alone (they need setproctitle)")
 
     ctl = sub.add_parser("ctl", help="send a command to a running master (no command: interactive console)", description="Send COMMAND to a running master and print the result; without COMMAND, read commands line by line from stdin. Exit codes: 0 ok, 1 command failed, 2 bad usage, 3 cannot connect, 4 unauthorized.")
     where = ctl.add_mutually_exclusive_group()
@@ -103,6 +107,10 @@ async def _run_async(ns: argparse.Namespace, key: str | None) -> int:
         restart=None if ns.restart == "off" else RestartPolicy(when=ns.restart),
         start_timeout=ns.start_timeout,
         stop_timeout=ns.stop_timeout,
+        cwd=ns.cwd,
+        user=ns.user,
+        group=ns.group,
+        proctitle=not ns.no_proctitle,
     )
     async with master, AsyncExitStack() as stack:
         await stack.enter_async_context(open_signal_handlers(master))

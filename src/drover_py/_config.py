@@ -12,19 +12,27 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ._exceptions import ConfigError
+from ._proctitle import PROCTITLE_ENV, worker_title
 
 if TYPE_CHECKING:
+    from ._credentials import RunAs
     from ._restart import RecyclePolicy, RestartPolicy
     from ._sockets import BindSpec
 
 
-def check_script(value: object) -> Path:
-    """Return ``value`` as an absolute path to an existing, readable file."""
+def _existing_path(option: str, value: object, what: str) -> Path:
+    """Return ``value`` as a path that exists (user-expanded, not yet resolved)."""
     if not isinstance(value, (str, os.PathLike)):
-        raise ConfigError("script", f"expected a path (str or os.PathLike), got {type(value).__name__}")
+        raise ConfigError(option, f"expected a path (str or os.PathLike), got {type(value).__name__}")
     path = Path(os.fspath(value)).expanduser()
     if not path.exists():
-        raise ConfigError("script", f"no such file: {str(path)!r}")
+        raise ConfigError(option, f"no such {what}: {str(path)!r}")
+    return path
+
+
+def check_script(value: object) -> Path:
+    """Return ``value`` as an absolute path to an existing, readable file."""
+    path = _existing_path("script", value, "file")
     if not path.is_file():
         raise ConfigError("script", f"not a regular file: {str(path)!r}")
     if not os.access(path, os.R_OK):
@@ -57,11 +65,18 @@ def check_env(value: object) -> dict[str, str]:
         raise ConfigError("env", f"expected a mapping of names to values, got {type(value).__name__}")
     env: dict[str, str] = {}
     for key, item in value.items():
-        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
-            raise ConfigError("env", f"invalid variable name {key!r}")
+        if not isinstance(key, str):
+            raise ConfigError("env", f"invalid variable name {key!r}: names must be str, not {type(key).__name__}")
+        if not key or "=" in key or "\0" in key:
+            raise ConfigError("env", f"invalid variable name {key!r}: must be non-empty, without '=' or NUL")
         if item is None:
             raise ConfigError("env", f"value of {key!r} is None (leave the key out instead)")
-        text = str(item)
+        if isinstance(item, (bytes, bytearray)):
+            raise ConfigError("env", f"value of {key!r} is {type(item).__name__}: decode it to str first")
+        try:
+            text = str(item)
+        except Exception as exc:
+            raise ConfigError("env", f"value of {key!r} cannot be str()-ed: {type(exc).__name__}: {exc}") from exc
         if "\0" in text:
             raise ConfigError("env", f"value of {key!r} contains a NUL byte")
         env[key] = text
@@ -77,6 +92,23 @@ def check_args(value: object) -> tuple[str, ...]:
         if not isinstance(arg, str):
             raise ConfigError("args", f"every argument must be a str, got {arg!r}")
     return args
+
+
+def check_cwd(value: object) -> Path:
+    """Return ``value`` as the absolute path of an existing directory."""
+    path = _existing_path("cwd", value, "directory")
+    if not path.is_dir():
+        raise ConfigError("cwd", f"not a directory: {str(path)!r}")
+    return path.resolve()
+
+
+def check_proctitle(value: object) -> bool | str:
+    """Return ``value`` if it is a bool or a non-empty one-line name for process titles."""
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, str) or not value.strip() or any(c in value for c in "\0\n\r"):
+        raise ConfigError("proctitle", f"expected True, False or a non-empty one-line name, got {value!r}")
+    return value
 
 
 def check_preload(value: object) -> bool | tuple[str, ...]:
@@ -112,6 +144,12 @@ class MasterConfig:
     env: Mapping[str, str] = attrs.field(factory=dict)
     #: Command-line arguments after the script.
     args: tuple[str, ...] = ()
+    #: Working directory of the workers (absolute), or None for the master's.
+    cwd: Path | None = None
+    #: The user and groups workers switch to before the script runs, or None.
+    run_as: RunAs | None = None
+    #: Process titles (with setproctitle): True, False, or the name to show for the script.
+    proctitle: bool | str = True
     #: Seconds a worker has to send "started".
     start_timeout: float = 30.0
     #: Seconds a worker has for its whole graceful stop (stop -> stopped -> quit -> exit).
@@ -141,6 +179,23 @@ class MasterConfig:
     def command(self) -> list[str]:
         """Return the argv of a worker."""
         return [self.python, str(self.script), *self.args]
+
+    def title_name(self) -> str | None:
+        """Return the name process titles show for the script, or None if titles are off."""
+        if self.proctitle is False:
+            return None
+        return self.script.name if self.proctitle is True else self.proctitle
+
+    def worker_env(self, slot: int) -> dict[str, str]:
+        """Return the variables a worker gets besides ``env``: its title, its user's HOME etc.
+
+        HOME, USER and LOGNAME of ``run_as`` are left out where ``env`` sets them.
+        """
+        extra = {} if self.run_as is None else {k: v for k, v in self.run_as.env().items() if k not in self.env}
+        name = self.title_name()
+        if name is not None:
+            extra[PROCTITLE_ENV] = worker_title(name, slot)
+        return extra
 
 
 def default_count() -> int:

@@ -11,12 +11,15 @@ from ._config import (
     check_args,
     check_output,
     check_count,
+    check_cwd,
     check_env,
     check_preload,
+    check_proctitle,
     check_script,
     check_seconds,
     default_count,
 )
+from ._credentials import resolve_run_as
 from ._exceptions import ConfigError
 from ._master import Master
 from ._restart import RecyclePolicy, RestartPolicy
@@ -39,6 +42,10 @@ class MasterFactory:
         count: int | None = None,
         env: Mapping[str, object] | None = None,
         args: Sequence[str] = (),
+        cwd: str | os.PathLike[str] | None = None,
+        user: str | int | None = None,
+        group: str | int | None = None,
+        proctitle: bool | str = True,
         start_timeout: float = 30.0,
         stop_timeout: float = 30.0,
         kill_timeout: float = 5.0,
@@ -58,6 +65,20 @@ class MasterFactory:
         for every worker, values ``str()``-ed. ``start_timeout`` bounds the wait for
         "started"; ``stop_timeout`` bounds a worker's whole graceful stop, after which it
         gets SIGTERM and, ``kill_timeout`` seconds later, SIGKILL for its process group.
+
+        ``cwd`` is the workers' working directory (an existing directory; default: the
+        master's); relative paths in ``args`` are the script's to resolve from there.
+        ``user`` and ``group`` (names or numeric ids, resolved now) make workers drop
+        privileges before the script runs: the user's supplementary groups (as
+        ``initgroups``), then the gid (``group``, else the user's primary group), then
+        the uid; HOME, USER and LOGNAME become the user's unless ``env`` sets them. That
+        needs a master running as root, unless the ids are the master's own. Sockets of
+        ``bind`` are created by the master, so privileged ports still work.
+        ``proctitle`` sets process titles when setproctitle is installed (the
+        ``drover-py[proctitle]`` extra; silently skipped otherwise): ``drover-py master:
+        app.py [4 workers]`` for this process while the master is open, ``drover-py
+        worker 2: app.py`` for the worker in slot 2. A str replaces "app.py"; False
+        leaves both titles alone.
 
         ``heartbeat_timeout`` turns on liveness checks: every worker's bus then sends a
         heartbeat from its event loop every third of that time, and a started worker
@@ -98,6 +119,9 @@ class MasterFactory:
             count=default_count() if count is None else check_count(count),
             env=check_env({} if env is None else env),
             args=check_args(args),
+            cwd=None if cwd is None else check_cwd(cwd),
+            run_as=resolve_run_as(user, group),
+            proctitle=check_proctitle(proctitle),
             start_timeout=check_seconds("start_timeout", start_timeout),
             stop_timeout=check_seconds("stop_timeout", stop_timeout),
             kill_timeout=check_seconds("kill_timeout", kill_timeout),

@@ -39,6 +39,7 @@ from ._output import OutputSink
 from ._restart import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
 from ._sockets import Listeners
 from ._preload import Spawners
+from ._proctitle import master_titles
 from ._status import WorkerStatus
 from ._systemd import Notifier, watchdog_interval
 from ._worker import Worker, WorkerSnapshot
@@ -97,6 +98,7 @@ class Master:
         self._spawners = Spawners(self._log, lambda: self._config)
         self._request_handlers: dict[str, RequestHandler] = {}
         self._output: OutputSink | None = None
+        self._title_key = master_titles.new_key()
 
     # -- introspection --------------------------------------------------------------
 
@@ -274,6 +276,7 @@ class Master:
         await self._tg.__aenter__()
         self._spawners.open(self._tg)
         self._state = _State.OPEN
+        self._show_title()
         interval = watchdog_interval(os.environ) if self._notifier is not None else None
         if interval is not None:
             self._tg.start_soon(self._watchdog, interval, name="drover-py sd_notify watchdog")
@@ -566,6 +569,7 @@ class Master:
             elif self._started and count < old:
                 await self._retire([w for w in self._workers.values() if w.slot >= count])
             self._config = attrs.evolve(self._config, count=count)
+            self._show_title()
             self._log.debug("scaled", old=old, count=count)
 
     async def graceful_reload(
@@ -641,6 +645,7 @@ class Master:
                 slot=exc.slot,
             ) from exc
         self._config = new_config
+        self._show_title()
         self._spawners.retire_unused()  # the old template goes once its last worker is gone
         self._log.debug("reloaded", script=new_config.script.name)
 
@@ -681,8 +686,14 @@ class Master:
         self._workers.clear()
         self._close()
 
+    def _show_title(self) -> None:
+        name = self._config.title_name()
+        if name is not None and self._state is _State.OPEN:
+            master_titles.show(self._title_key, name, self._config.count)
+
     def _close(self) -> None:
         self._state = _State.CLOSED
+        master_titles.remove(self._title_key)
         self._spawners.close()
         self._done.set()
 

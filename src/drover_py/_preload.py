@@ -32,6 +32,7 @@ from structlog.typing import FilteringBoundLogger
 from . import _protocol as proto
 from ._config import MasterConfig
 from ._inherit import SOCKETS_ENV
+from ._proctitle import PROCTITLE_ENV
 from ._spawn import ExecSpawner, Spawner, SpawnRequest
 
 #: The template program, run by path so that starting it imports nothing of drover-py.
@@ -39,7 +40,7 @@ TEMPLATE_PROGRAM = Path(__file__).with_name("_template.py")
 #: Return code of a forked worker whose template died before it: its status is unknown.
 LOST_STATUS = 255
 #: Per-worker variables left out of the template's own environment.
-_PER_WORKER_ENV = (proto.CHANNEL_ENV, proto.SLOT_ENV, proto.WORKER_ID_ENV, proto.HEARTBEAT_ENV, SOCKETS_ENV)
+_PER_WORKER_ENV = (proto.CHANNEL_ENV, proto.SLOT_ENV, proto.WORKER_ID_ENV, proto.HEARTBEAT_ENV, SOCKETS_ENV, PROCTITLE_ENV)
 #: Seconds a closed template has to exit before it is killed.
 _EXIT_TIMEOUT = 5.0
 
@@ -171,7 +172,7 @@ class Template:
                             env=self._env,
                             pass_fds=(child.fileno(),),
                             start_new_session=True,
-                            cwd=_opt_str(getattr(self.config, "cwd", None)),
+                            cwd=self.config.cwd,
                             stdin=None,
                             stdout=None,
                             stderr=None,
@@ -298,9 +299,10 @@ class Template:
             "targets": list(request.pass_fds),
             "stdout": request.stdout is not None,
             "stderr": request.stderr is not None,
-            "cwd": _opt_str(getattr(config, "cwd", None)),
-            "user": getattr(config, "user", None),
-            "group": getattr(config, "group", None),
+            "cwd": None if config.cwd is None else str(config.cwd),
+            "uid": None if config.run_as is None else config.run_as.uid,
+            "gid": None if config.run_as is None else config.run_as.gid,
+            "groups": None if config.run_as is None else list(config.run_as.groups),
         }
         fds = [*request.pass_fds, *(fd for fd in (request.stdout, request.stderr) if fd is not None)]
         data = json.dumps(message).encode()
@@ -319,10 +321,6 @@ class Template:
             raise pending.error
         assert pending.process is not None
         return pending.process
-
-
-def _opt_str(value: object) -> str | None:
-    return None if value is None else str(value)
 
 
 class _TemplateSpawner:

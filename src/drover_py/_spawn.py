@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 import anyio
+import anyio.abc
 import attrs
 
 from ._config import MasterConfig
@@ -61,11 +62,29 @@ class ExecSpawner:
 
     async def spawn(self, request: SpawnRequest) -> ChildProcess:
         """Start the worker with `anyio.open_process` in a new session."""
+        run_as = request.config.run_as
+        try:
+            return await self._open(request)
+        except PermissionError as exc:
+            if run_as is None:
+                raise
+            who = f"uid {run_as.uid}" if run_as.uid is not None else f"gid {run_as.gid}"
+            raise PermissionError(
+                exc.errno, f"{exc.strerror} ({who} must be able to reach and execute it and read the script)", exc.filename
+            ) from exc
+
+    @staticmethod
+    async def _open(request: SpawnRequest) -> anyio.abc.Process:
+        run_as = request.config.run_as
         return await anyio.open_process(
             request.config.command(),
             env=request.env,
             pass_fds=request.pass_fds,
             start_new_session=True,
+            cwd=request.config.cwd,
+            user=None if run_as is None else run_as.uid,
+            group=None if run_as is None else run_as.gid,
+            extra_groups=None if run_as is None else run_as.groups,
             stdin=None,
             stdout=request.stdout,
             stderr=request.stderr,

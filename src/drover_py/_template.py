@@ -6,9 +6,9 @@ preload modules, reports "ready", then serves the master's spawn requests on the
 socket FD (SOCK_SEQPACKET, one JSON message per packet, fds with SCM_RIGHTS):
 
 - master -> template: ``{"spawn": id, "argv": [script, *args], "env": {...},
-  "fd_env": [names], "nfds": n, "stdout": bool, "stderr": bool, "cwd": ..., "user":
-  ..., "group": ...}`` carrying the worker's fds (the ``nfds`` it inherits, then its
-  stdout and stderr when given);
+  "fd_env": [names], "nfds": n, "stdout": bool, "stderr": bool, "cwd": ..., "uid": ...,
+  "gid": ..., "groups": [...]}`` carrying the worker's fds (the ``nfds`` it inherits,
+  then its stdout and stderr when given);
 - template -> master: ``{"ready": pid, "modules": [...]}`` or ``{"error": text}`` once;
   ``{"spawned": id, "pid": pid}`` (with a pidfd when the platform has them) or
   ``{"failed": id, "errno": n, "error": text}``; ``{"exit": pid, "code": returncode}``
@@ -20,8 +20,9 @@ workers are not its concern then (each has its own lifeline to the master).
 
 A forked child returns from `serve` with its request and becomes the worker: new
 session, signal dispositions and mask as the template found them, its own environment,
-fds, cwd and user, fresh random seed and logging handlers, then ``runpy`` runs the
-script as ``__main__``.
+fds, cwd and credentials, its process title (``DROVER_PY_PROCTITLE``, with setproctitle
+if installed), fresh random seed and logging handlers, then the script runs as
+``__main__``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ MAX_PACKET = 1 << 20
 MAX_FDS = 256
 #: Exit code of a forked child that failed before it became the worker.
 SETUP_FAILED = 127
+#: The title the master chose for the worker (see drover_py._proctitle).
+PROCTITLE_ENV = "DROVER_PY_PROCTITLE"
 
 _Handler = Union[Callable[[int, Any], Any], int, signal.Handlers, None]
 
@@ -65,8 +68,9 @@ class Job:
         self.stdout = rest.pop(0) if message.get("stdout") else None
         self.stderr = rest.pop(0) if message.get("stderr") else None
         self.cwd: str | None = message.get("cwd")
-        self.user: str | int | None = message.get("user")
-        self.group: str | int | None = message.get("group")
+        self.uid: int | None = message.get("uid")
+        self.gid: int | None = message.get("gid")
+        self.groups: list[int] | None = message.get("groups")
         self.all_fds = fds
 
 
@@ -260,6 +264,9 @@ class Template:
     def become_worker(self, job: Job) -> None:
         """Turn this forked child into the worker of ``job`` (see the module docstring)."""
         os.setsid()
+        # First: setproctitle finds the command line through the environment it started
+        # with, and it must be importable before privileges are dropped.
+        set_title(job.env.pop(PROCTITLE_ENV, ""))
         signal.set_wakeup_fd(-1)
         for sig, handler in self.handlers.items():
             if handler is not None and signal.getsignal(sig) is not handler:
@@ -285,35 +292,30 @@ class Template:
         os.environ.update(env)
         if job.cwd is not None:
             os.chdir(job.cwd)
-        drop_privileges(job.user, job.group)
+        drop_privileges(job.uid, job.gid, job.groups)
         reset_modules()
         sys.argv = list(job.argv)
 
 
-def drop_privileges(user: str | int | None, group: str | int | None) -> None:
-    """Switch to ``group`` and ``user`` (names or ids): setgroups, setgid, then setuid."""
-    if user is None and group is None:
-        return
-    import grp
-    import pwd
-
-    uid = gid = None
-    name = None
-    if user is not None:
-        entry = pwd.getpwnam(user) if isinstance(user, str) else pwd.getpwuid(user)
-        uid, name = entry.pw_uid, entry.pw_name
-        gid = entry.pw_gid
-    if group is not None:
-        gid = grp.getgrnam(group).gr_gid if isinstance(group, str) else group
-    if os.geteuid() == 0 and gid is not None:
-        if name is not None:
-            os.initgroups(name, gid)
-        else:
-            os.setgroups([gid])
+def drop_privileges(uid: int | None, gid: int | None, groups: list[int] | None) -> None:
+    """Switch to the ids the master resolved: supplementary groups, gid, then uid (as exec mode)."""
+    if groups is not None:
+        os.setgroups(groups)
     if gid is not None:
         os.setgid(gid)
     if uid is not None:
         os.setuid(uid)
+
+
+def set_title(title: str) -> None:
+    """Set the process title if there is one and setproctitle is installed."""
+    if not title:
+        return
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(title)
 
 
 def reset_modules() -> None:

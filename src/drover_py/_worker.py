@@ -245,6 +245,7 @@ class Worker:
             env[SOCKETS_ENV] = ",".join(map(str, self._listen_fds))
         if self.config.heartbeat_timeout is not None:
             env[proto.HEARTBEAT_ENV] = f"{self.config.heartbeat_timeout / 3:g}"
+        env.update(self.config.worker_env(self.slot))  # title, and the user's HOME etc. under env
         try:
             process = await self._spawner.spawn(
                 SpawnRequest(
