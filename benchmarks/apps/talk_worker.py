@@ -65,6 +65,8 @@ if backend == "sync":
         sync_bus.handle("rtt", sync_rtt)
         sync_bus.handle("flood", sync_flood)
         sync_bus.send_started()
+        sync_bus.wait_stop()
+        sync_bus.send_stopped()
         sync_bus.wait_quit()
         sync_bus.send_shut_down()
 else:
@@ -98,6 +100,8 @@ else:
             mb.handle("rtt", rtt)
             mb.handle("flood", flood)
             await mb.send_started()
+            await mb.wait_stop()
+            await mb.send_stopped()
             await mb.wait_quit()
             await mb.send_shut_down()
 
