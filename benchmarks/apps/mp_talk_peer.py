@@ -33,11 +33,11 @@ try:
             rtts.sort()
             sender.send([rtts[n // 2], rtts[min(n - 1, n * 99 // 100)]])
         elif command == "flood":
-            t0 = time.perf_counter()
+            start = time.perf_counter()
             for _ in range(n):
                 sender.send(PAYLOAD)
             receiver.recv()
-            sender.send(time.perf_counter() - t0)
+            sender.send(time.perf_counter() - start)
         else:
             for _ in range(n):
                 receiver.recv()
