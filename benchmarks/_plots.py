@@ -105,6 +105,22 @@ def plot_channel(doc: Doc, ax_factory: Callable[[int], list[Axes]]) -> None:
     axes[2].grid(alpha=0.3)
 
 
+def plot_talk(doc: Doc, ax_factory: Callable[[int], list[Axes]]) -> None:
+    raw = doc["raw"]
+    axes = ax_factory(2)
+    for ax, (kind, unit, scale) in zip(axes, (("rtt", "us", 1.0), ("tput", "thousand msg/s", 1e-3))):
+        labels, stats, cols = [], [], []
+        for case, data in raw.items():
+            for measure in ("m2w", "w2m"):
+                for impl in ("drover", "mp"):
+                    stat = data["stats"][impl][f"{kind}_{measure}"]
+                    labels.append(f"{'drover' if impl == 'drover' else 'mp'} {case} {measure.replace('2', '->')}")
+                    stats.append({k: (v * scale if isinstance(v, (int, float)) else v) for k, v in stat.items()})
+                    cols.append(DROVER if impl == "drover" else REF)
+        _bars(ax, labels, stats, cols, unit)
+        ax.set_title("request round trip p50" if kind == "rtt" else "one-way custom messages", fontsize=9)
+
+
 def plot_idle(doc: Doc, ax_factory: Callable[[int], list[Axes]]) -> None:
     masters = doc["raw"]["masters"]
     axes = ax_factory(2)
@@ -152,6 +168,7 @@ PLOTTERS: dict[str, Callable[[Doc, Callable[[int], list[Axes]]], None]] = {
     "restart": plot_restart,
     "import": plot_import,
     "channel": plot_channel,
+    "talk": plot_talk,
     "idle": plot_idle,
     "scale": plot_scale,
     "serve": plot_serve,

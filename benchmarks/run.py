@@ -30,6 +30,7 @@ BENCHES: dict[str, tuple[str, float, float]] = {
     "restart": ("bench_restart.py", 90, 40),
     "import": ("bench_import.py", 90, 40),
     "channel": ("bench_channel.py", 240, 60),
+    "talk": ("bench_talk.py", 150, 60),
     "idle": ("bench_idle.py", 150, 60),
     "scale": ("bench_scale.py", 240, 60),
     "serve": ("bench_serve.py", 150, 60),

@@ -65,33 +65,61 @@ class ChannelWriter:
     (every later send raises `ChannelError`).
     """
 
-    __slots__ = ("_fd", "_lock", "_broken")
+    __slots__ = ("_fd", "_lock", "_broken", "_turns", "_check_cancelled")
 
     def __init__(self, fd: int) -> None:
+        import anyio.lowlevel  # here, not at import time: a worker's import stays light
+
+        self._check_cancelled = anyio.lowlevel.checkpoint_if_cancelled
         os.set_blocking(fd, False)
         self._fd = fd
         self._lock = anyio.Lock(fast_acquire=True)  # no extra trip through the loop per send
         self._broken: ChannelError | None = None
+        self._turns = 0  # senders holding or waiting for the lock
 
     async def send(self, frame: bytes) -> None:
         """Write ``frame`` whole. Raise `ChannelError` when the reader is gone."""
-        async with self._lock:
-            if self._broken is not None:
-                raise self._broken
-            written = 0
-            while not written:
-                written = self._write(frame)
-                if not written:
+        await self._check_cancelled()  # as the lock did: a cancelled send sends nothing
+        if self._broken is not None:
+            raise self._broken
+        if not self._turns:
+            # Fast path: nobody is in the middle of a frame, and nothing awaits between
+            # this test and the write, so no other frame can come in between.
+            written = self._write(frame)
+            if written == len(frame):
+                return
+            self._lock.acquire_nowait()  # free: only lock holders count in _turns
+            self._turns += 1
+            try:
+                await self._finish(frame, written)
+            finally:
+                self._turns -= 1
+                self._lock.release()
+            return
+        self._turns += 1
+        try:
+            async with self._lock:
+                if self._broken is not None:
+                    raise self._broken
+                await self._finish(frame, 0)
+        finally:
+            self._turns -= 1
+
+    async def _finish(self, frame: bytes, written: int) -> None:
+        """Write the rest of ``frame`` after its first ``written`` bytes (under the lock)."""
+        while not written:
+            written = self._write(frame)
+            if not written:
+                await anyio.wait_writable(self._fd)
+        if written < len(frame):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(STALL_TIMEOUT):
+                view = memoryview(frame)[written:]
+                while view:
                     await anyio.wait_writable(self._fd)
-            if written < len(frame):
-                with anyio.CancelScope(shield=True), anyio.move_on_after(STALL_TIMEOUT):
-                    view = memoryview(frame)[written:]
-                    while view:
-                        await anyio.wait_writable(self._fd)
-                        view = view[self._write(view) :]
-                    return
-                self._broken = ChannelError(f"the reader took no data for {STALL_TIMEOUT:g} s in the middle of a frame")
-                raise self._broken
+                    view = view[self._write(view) :]
+                return
+            self._broken = ChannelError(f"the reader took no data for {STALL_TIMEOUT:g} s in the middle of a frame")
+            raise self._broken
 
     def _write(self, data: bytes | memoryview) -> int:
         try:

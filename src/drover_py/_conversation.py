@@ -19,12 +19,16 @@ import itertools
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
 from . import _protocol as proto
 from ._channel import ChannelWriter
 from ._exceptions import ChannelError, PeerGoneError, ProtocolError, RemoteError, RequestTimeoutError
+
+if TYPE_CHECKING:
+    import anyio.abc
 
 #: Messages and requests one side may have unconsumed at the other side.
 WINDOW = 64
@@ -96,10 +100,12 @@ class Conversation(_Flow):
         self._deliver = deliver
         self._answer = answer
         self._inbox: collections.deque[proto.Data] = collections.deque()
-        self._arrived = anyio.Event()
-        self._drained = anyio.Event()
-        self._drained.set()
-        self._credited = anyio.Event()
+        # Events exist only while someone waits on them (no Event per frame in a flood).
+        self._arrived: anyio.Event | None = None  # `run` waits for the inbox
+        self._drained: anyio.Event | None = None  # `wait_drained` waits
+        self._credited: anyio.Event | None = None  # a sender waits for credit
+        self._delivering = False  # `run` is delivering a message
+        self._tg: anyio.abc.TaskGroup | None = None  # `run`'s, for the requests
         self._pending: dict[int, tuple[anyio.Event, list[proto.Data]]] = {}
 
     # -- receiving (called by the channel's reader, never blocks) -------------------------
@@ -113,14 +119,20 @@ class Conversation(_Flow):
                 waiter[0].set()
         elif data.type == proto.CREDIT:
             self._credit += data.n
-            self._credited.set()
-            self._credited = anyio.Event()
+            if self._credited is not None:
+                self._credited.set()
+                self._credited = None
         else:
             self._accept(data)
+            if data.type == proto.REQUEST and self._tg is not None and not self._inbox and not self._delivering:
+                # Nothing received earlier is still to be delivered: answer it now, without
+                # a trip through `run` (the order is the same).
+                self._tg.start_soon(self._respond, data)
+                return
             self._inbox.append(data)
-            self._arrived.set()
-            if self._drained.is_set():
-                self._drained = anyio.Event()
+            if self._arrived is not None:
+                self._arrived.set()
+                self._arrived = None
 
     def close(self, why: str) -> None:
         """Fail every pending request and blocked send with `PeerGoneError`."""
@@ -129,26 +141,43 @@ class Conversation(_Flow):
         self._closed = self._gone(why)
         for event, _ in self._pending.values():
             event.set()
-        self._credited.set()
+        if self._credited is not None:
+            self._credited.set()
+            self._credited = None
 
     async def run(self) -> None:
         """Deliver messages in order and answer requests, until cancelled."""
         async with anyio.create_task_group() as tg:
-            while True:
-                while not self._inbox:
-                    self._drained.set()
-                    self._arrived = anyio.Event()
-                    await self._arrived.wait()
-                data = self._inbox.popleft()
-                if data.type == proto.MESSAGE:
-                    await self._deliver(data.payload)
-                    await self._consumed_one()
-                else:
-                    tg.start_soon(self._respond, data)
+            self._tg = tg
+            try:
+                while True:
+                    while not self._inbox:
+                        if self._drained is not None:
+                            self._drained.set()
+                            self._drained = None
+                        self._arrived = arrived = anyio.Event()
+                        await arrived.wait()
+                    data = self._inbox.popleft()
+                    if data.type == proto.MESSAGE:
+                        self._delivering = True
+                        try:
+                            await self._deliver(data.payload)
+                            granted = self._credit_due()  # inline: no coroutine per message
+                            if granted:
+                                await self._write(proto.encode_credit(granted))
+                        finally:
+                            self._delivering = False
+                    else:
+                        tg.start_soon(self._respond, data)
+            finally:
+                self._tg = None
 
     async def wait_drained(self) -> None:
         """Wait until every message received so far was delivered."""
-        await self._drained.wait()
+        while self._inbox or self._delivering:
+            if self._drained is None:
+                self._drained = anyio.Event()
+            await self._drained.wait()
 
     async def _respond(self, data: proto.Data) -> None:
         try:
@@ -173,6 +202,8 @@ class Conversation(_Flow):
 
     async def _take_credit(self) -> None:
         while self._credit <= 0 and self._closed is None:
+            if self._credited is None:
+                self._credited = anyio.Event()
             await self._credited.wait()
         if self._closed is not None:
             raise self._closed

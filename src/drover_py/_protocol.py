@@ -17,7 +17,12 @@ frame that does not match one (to parse it properly or to say what is wrong with
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._exceptions import ProtocolError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: Largest frame accepted, newline included.
 MAX_FRAME_SIZE = 64 * 1024
@@ -80,34 +85,63 @@ class Data:
         return f"Data({self.type!r}, id={self.id}, name={self.name!r}, payload={self.payload!r}, error={self.error!r})"
 
 
-def _dump(obj: dict[str, object], what: str, max_size: int) -> bytes:
-    import json
+class _Json:
+    """The json functions, made on first use: this module does not import json up front."""
 
+    encode: Callable[[object], str] | None = None
+    decode: Callable[[str], object] | None = None
+    loads: Callable[[bytes], object] | None = None
+
+    @classmethod
+    def load(cls) -> None:
+        import json
+
+        # One encoder for every frame: json.dumps with options builds a new one per call.
+        cls.encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+        cls.decode = json.JSONDecoder().decode
+        cls.loads = json.loads
+
+
+def _json(value: object, what: str) -> bytes:
+    """Return ``value`` as compact JSON; raise TypeError if it is not JSON-serialisable."""
+    encode = _Json.encode
+    if encode is None:
+        _Json.load()
+        encode = _Json.encode
+        assert encode is not None
     try:
-        text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+        return encode(value).encode()
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{what} is not JSON-serialisable: {exc}") from None
-    frame = text.encode() + b"\n"
+
+
+def _frame(head: bytes, value: object, what: str, max_size: int) -> bytes:
+    """Return ``head`` + the JSON of ``value`` + ``}\\n``, checked against ``max_size``."""
+    frame = head + _json(value, what) + b"}\n"
     if len(frame) > max_size:
         raise ProtocolError(f"{what} makes a frame of {len(frame)} bytes, over the limit of {max_size}")
     return frame
 
 
+_MESSAGE_HEAD = b'{"type":"message","data":'
+
+
 def encode_message(payload: object, max_size: int = MAX_FRAME_SIZE) -> bytes:
     """Return a "message" frame; raise TypeError if ``payload`` is not JSON, ProtocolError if too big."""
-    return _dump({"type": MESSAGE, "data": payload}, "message payload", max_size)
+    return _frame(_MESSAGE_HEAD, payload, "message payload", max_size)
 
 
 def encode_request(request_id: int, name: str, payload: object, max_size: int = MAX_FRAME_SIZE) -> bytes:
     """Return a "request" frame (see `encode_message` for the errors)."""
     if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"request name must be a non-empty str of at most {MAX_NAME_LENGTH} characters, got {name!r}")
-    return _dump({"type": REQUEST, "id": request_id, "name": name, "data": payload}, f"payload of request {name!r}", max_size)
+    head = b'{"type":"request","id":%d,"name":%s,"data":' % (request_id, _json(name, "request name"))
+    return _frame(head, payload, f"payload of request {name!r}", max_size)
 
 
 def encode_response(request_id: int, payload: object, max_size: int = MAX_FRAME_SIZE) -> bytes:
     """Return a successful "response" frame (see `encode_message` for the errors)."""
-    return _dump({"type": RESPONSE, "id": request_id, "data": payload}, "response", max_size)
+    return _frame(b'{"type":"response","id":%d,"data":' % request_id, payload, "response", max_size)
 
 
 def encode_error(request_id: int, error_type: str, message: str) -> bytes:
@@ -115,7 +149,8 @@ def encode_error(request_id: int, error_type: str, message: str) -> bytes:
     limit = MAX_FRAME_SIZE // 8
     if len(message) > limit:
         message = message[:limit] + "..."
-    return _dump({"type": RESPONSE, "id": request_id, "error": {"type": error_type, "message": message}}, "error", MAX_FRAME_SIZE)
+    error = {"type": error_type, "message": message}
+    return _frame(b'{"type":"response","id":%d,"error":' % request_id, error, "error", MAX_FRAME_SIZE)
 
 
 def encode_credit(n: int) -> bytes:
@@ -197,10 +232,21 @@ class Decoder:
         known = _KNOWN.get(line)
         if known is not None and known in self._allowed:
             return known
-        import json  # only for frames that are not the exact known bytes
-
+        if _Json.decode is None:  # json, only for frames that are not the exact known bytes
+            _Json.load()
+        assert _Json.decode is not None and _Json.loads is not None
+        if line.startswith(_MESSAGE_HEAD) and line.endswith(b"}"):
+            # The usual message frame: decode just its payload. If that is not exactly one
+            # JSON value, the frame is something else: the full parse below says what.
+            try:
+                return Data(MESSAGE, payload=_Json.decode(line[len(_MESSAGE_HEAD) : -1].decode("utf-8", "surrogatepass")))
+            except (UnicodeDecodeError, ValueError):
+                pass
         try:
-            obj = json.loads(line)
+            if line[:1] == b"{":  # what json.loads(line) does for UTF-8, minus its detection
+                obj = _Json.decode(line.decode("utf-8", "surrogatepass"))
+            else:
+                obj = _Json.loads(line)
         except (UnicodeDecodeError, ValueError) as exc:
             raise ProtocolError(f"malformed frame {_preview(line)}: {exc}") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
