@@ -156,6 +156,8 @@ class Template:
                 self.handlers[sig] = signal.getsignal(sig)
             except (OSError, ValueError):
                 continue
+        #: The handlers a forked child must restore: those the template changed (set in `serve`).
+        self.changed: dict[int, _Handler] = {}
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -171,6 +173,8 @@ class Template:
         """Serve requests until end of file (return None); in a forked child, return its job."""
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        # Nothing changes a handler while serving: compare once here, not in every child.
+        self.changed = {sig: h for sig, h in self.handlers.items() if h is not None and signal.getsignal(sig) is not h}
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         poller.register(self.wake_r, select.POLLIN)
@@ -261,9 +265,8 @@ class Template:
         """Turn this forked child into the worker of ``job`` (see the module docstring)."""
         os.setsid()
         signal.set_wakeup_fd(-1)
-        for sig, handler in self.handlers.items():
-            if handler is not None and signal.getsignal(sig) is not handler:
-                signal.signal(sig, handler)
+        for sig, handler in self.changed.items():
+            signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         self.sock.close()
         os.close(self.wake_r)
@@ -281,13 +284,26 @@ class Template:
                 env[name] = ",".join(renumber.get(part, part) for part in env[name].split(","))
         for fd in job.fds:
             os.set_inheritable(fd, True)
-        os.environ.clear()
-        os.environ.update(env)
+        set_environ(env)
         if job.cwd is not None:
             os.chdir(job.cwd)
         drop_privileges(job.user, job.group)
         reset_modules()
         sys.argv = list(job.argv)
+
+
+def set_environ(env: dict[str, str]) -> None:
+    """Make `os.environ` (and the C environment) ``env``, touching only what differs.
+
+    The worker's environment is the template's plus a few variables: ``clear()`` then
+    ``update()`` would unset and set every one (clear is quadratic in `os.environ`).
+    """
+    environ = os.environ
+    for name in [name for name in environ if name not in env]:
+        del environ[name]
+    for name, value in env.items():
+        if environ.get(name) != value:
+            environ[name] = value
 
 
 def drop_privileges(user: str | int | None, group: str | int | None) -> None:
