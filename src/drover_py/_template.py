@@ -54,6 +54,7 @@ class Job:
     """A spawn request, as the forked child sees it."""
 
     def __init__(self, message: dict[str, Any], fds: list[int]) -> None:
+        self.message = message
         self.id: int = message["spawn"]
         self.argv: list[str] = message["argv"]
         self.env: dict[str, str] = message["env"]
@@ -145,6 +146,37 @@ def preload(modules: list[str], script: str | None) -> list[str]:
 # -- the serving loop --------------------------------------------------------------------
 
 
+class Spare:
+    """A child forked ahead of its job (so the fork is off the spawn's critical path).
+
+    It waits for its job on a socket of its own: the request's message and fds, plus
+    the write end of the set-up error pipe. End of file there ends it.
+    """
+
+    def __init__(self, pid: int, pidfd: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.sock = sock
+
+    def hand(self, job: Job, err_w: int) -> bool:
+        """Give ``job`` to the spare; return False if it is gone."""
+        try:
+            socket.send_fds(self.sock, [json.dumps(job.message).encode()], [*job.all_fds, err_w])
+            return True
+        except OSError:
+            self.discard()
+            return False
+        finally:
+            self.sock.close()
+
+    def discard(self) -> None:
+        """Forget the spare (its exit is reaped as any child's, and not reported)."""
+        self.sock.close()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
 class Template:
     """The template's state: its control socket, SIGCHLD wake-up pipe, and baseline."""
 
@@ -161,6 +193,9 @@ class Template:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
+        self.spare: Spare | None = None
+        #: Spares discarded while alive: their exits are not the master's concern.
+        self.discarded: set[int] = set()
 
     def send(self, message: Mapping[str, object], fds: list[int] | None = None) -> None:
         data = json.dumps(message).encode()
@@ -175,6 +210,9 @@ class Template:
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         # Nothing changes a handler while serving: compare once here, not in every child.
         self.changed = {sig: h for sig, h in self.handlers.items() if h is not None and signal.getsignal(sig) is not h}
+        job = self.prefork()
+        if job is not None:
+            return job
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         poller.register(self.wake_r, select.POLLIN)
@@ -190,9 +228,13 @@ class Template:
             if self.sock.fileno() in ready:
                 data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_PACKET, MAX_FDS)
                 if not data:
+                    self.end_spare()
                     return None
                 job = Job(json.loads(data), fds)
                 if self.fork(job):
+                    return job
+                job = self.prefork()  # the next worker's fork, while this one starts
+                if job is not None:
                     return job
 
     def reap(self) -> None:
@@ -203,7 +245,64 @@ class Template:
                 return
             if pid == 0:
                 return
+            if self.spare is not None and pid == self.spare.pid:  # died waiting for a job
+                self.spare.discard()
+                self.spare = None
+                continue
+            if pid in self.discarded:
+                self.discarded.discard(pid)
+                continue
             self.send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+
+    def prefork(self) -> Job | None:
+        """Fork the spare the next job will use; in that child, wait for the job and return it."""
+        if self.spare is not None or thread_report() is not None:
+            return None  # a job then forks (or refuses to) itself
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        _flush_std_streams()
+        try:
+            pid = os.fork()
+        except OSError:
+            mine.close()
+            theirs.close()
+            return None
+        if pid == 0:
+            mine.close()
+            return self.wait_job(theirs)
+        theirs.close()
+        try:
+            pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else -1
+        except OSError:
+            pidfd = -1
+        self.spare = Spare(pid, pidfd, mine)
+        return None
+
+    def wait_job(self, sock: socket.socket) -> Job:
+        """In a spare: detach from the template, wait for the job, become its worker."""
+        try:
+            self.detach()
+            data, fds, _flags, _addr = socket.recv_fds(sock, MAX_PACKET, MAX_FDS + 1)
+        except BaseException:
+            os._exit(SETUP_FAILED)
+        if not data:
+            os._exit(0)  # the template ended
+        sock.close()
+        err_w = fds.pop()
+        job = Job(json.loads(data), fds)
+        self.start_worker(job, err_w)
+        return job
+
+    def end_spare(self) -> None:
+        """Kill and reap the spare, so that none outlives the template."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return
+        try:
+            os.kill(spare.pid, signal.SIGKILL)
+            os.waitpid(spare.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        spare.discard()
 
     def fork(self, job: Job) -> bool:
         """Fork the worker of ``job``; return True in the child, False in the template."""
@@ -212,35 +311,29 @@ class Template:
             self.send({"failed": job.id, "errno": errno.EAGAIN, "error": f"the template now runs {threads}"})
             return self.close_fds(job)
         err_r, err_w = os.pipe()
-        for stream in (sys.stdout, sys.stderr):
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.hand(job, err_w):
+            pid, pidfd = spare.pid, spare.pidfd
+        else:
+            if spare is not None:
+                self.discarded.add(spare.pid)
+            _flush_std_streams()
             try:
-                stream.flush()
-            except (OSError, ValueError, AttributeError):
-                pass
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            os.close(err_r)
-            os.close(err_w)
-            self.send({"failed": job.id, "errno": exc.errno or errno.EAGAIN, "error": str(exc)})
-            return self.close_fds(job)
-        if pid == 0:
-            os.close(err_r)
+                pid = os.fork()
+            except OSError as exc:
+                os.close(err_r)
+                os.close(err_w)
+                self.send({"failed": job.id, "errno": exc.errno or errno.EAGAIN, "error": str(exc)})
+                return self.close_fds(job)
+            if pid == 0:
+                os.close(err_r)
+                self.detach_and_start(job, err_w)
+                return True
             try:
-                self.become_worker(job)
-            except BaseException as exc:
-                report = {"errno": getattr(exc, "errno", None) or errno.EINVAL, "error": f"{type(exc).__name__}: {exc}"}
-                try:
-                    os.write(err_w, json.dumps(report).encode())
-                finally:
-                    os._exit(SETUP_FAILED)
-            os.close(err_w)
-            return True
+                pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else -1
+            except OSError:
+                pidfd = -1
         os.close(err_w)
-        try:
-            pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else -1
-        except OSError:
-            pidfd = -1
         try:
             failure = _read_all(err_r)
         finally:
@@ -261,8 +354,28 @@ class Template:
             os.close(fd)
         return False
 
-    def become_worker(self, job: Job) -> None:
-        """Turn this forked child into the worker of ``job`` (see the module docstring)."""
+    def detach_and_start(self, job: Job, err_w: int) -> None:
+        """In a child forked for ``job``: detach from the template, become the worker."""
+        try:
+            self.detach()
+        except BaseException:
+            os._exit(SETUP_FAILED)
+        self.start_worker(job, err_w)
+
+    def start_worker(self, job: Job, err_w: int) -> None:
+        """In a detached child: become the worker of ``job``, or report why not and exit."""
+        try:
+            self.become_worker(job)
+        except BaseException as exc:
+            report = {"errno": getattr(exc, "errno", None) or errno.EINVAL, "error": f"{type(exc).__name__}: {exc}"}
+            try:
+                os.write(err_w, json.dumps(report).encode())
+            finally:
+                os._exit(SETUP_FAILED)
+        os.close(err_w)
+
+    def detach(self) -> None:
+        """In a forked child: own session, the template's signal state undone, its fds closed."""
         os.setsid()
         signal.set_wakeup_fd(-1)
         for sig, handler in self.changed.items():
@@ -271,6 +384,11 @@ class Template:
         self.sock.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
+        if self.spare is not None:  # the template's end of its other spare (none, as forks go)
+            self.spare.sock.close()
+
+    def become_worker(self, job: Job) -> None:
+        """Turn this detached child into the worker of ``job`` (see the module docstring)."""
         if job.stdout is not None:
             os.dup2(job.stdout, 1)
             os.close(job.stdout)
@@ -344,6 +462,14 @@ def reset_modules() -> None:
         root = logging.getLogger()
         for handler in list(root.handlers):
             root.removeHandler(handler)
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def _read_all(fd: int) -> bytes:
