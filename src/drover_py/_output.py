@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import os
+import threading
 from collections.abc import Iterable
 
 import anyio
@@ -105,6 +106,9 @@ class OutputSink:
         self._pending_bytes = 0
         self._dropping: set[Source] = set()
         self._wake = anyio.Event()
+        #: Clear while a batch is being written in a worker thread (which a cancel abandons).
+        self._idle = threading.Event()
+        self._idle.set()
 
     def emit(self, source: Source, stream: str, line: bytes) -> None:
         """Queue ``line`` (without newline) of ``source``'s ``stream``, or drop and count it."""
@@ -126,6 +130,8 @@ class OutputSink:
                 await self._write_batch()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(FLUSH_TIMEOUT):
+                # a batch whose write the cancellation abandoned is still being written: let it end
+                await anyio.to_thread.run_sync(self._idle.wait, abandon_on_cancel=True)
                 while self._pending or self._dropping:
                     await self._write_batch()
 
@@ -139,9 +145,16 @@ class OutputSink:
             note = f"drover-py: dropped {source.dropped} lines of this worker's output (written too slowly)"
             batch.append((source, "stderr", note.encode()))
             source.dropped = 0
+        self._idle.clear()
         await anyio.to_thread.run_sync(self._write, batch, abandon_on_cancel=True)
 
     def _write(self, batch: list[tuple[Source, str, bytes]]) -> None:
+        try:
+            self._write_lines(batch)
+        finally:
+            self._idle.set()
+
+    def _write_lines(self, batch: list[tuple[Source, str, bytes]]) -> None:
         if self._mode == "log":
             for source, stream, line in batch:
                 self._log.info(
