@@ -21,7 +21,9 @@ workers are not its concern then (each has its own lifeline to the master).
 A forked child returns from `serve` with its request and becomes the worker: new
 session, signal dispositions and mask as the template found them, its own environment,
 fds, cwd and user, fresh random seed and logging handlers, then ``runpy`` runs the
-script as ``__main__``.
+script as ``__main__``. The template forks each child ahead of its request (a `Spare`
+that detaches at once and waits for its job), so that a spawn only hands the request
+over; when there is no live spare, it forks on the request.
 """
 
 from __future__ import annotations
