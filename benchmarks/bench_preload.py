@@ -100,6 +100,7 @@ class Server:
         )
         log_file.close()
         self.workers = workers
+        self.worker_pids: set[int] = set()
 
     def fetch_pid(self, timeout: float = 10.0) -> int:
         """Return the pid of the worker that answers one request."""
@@ -127,6 +128,7 @@ class Server:
                 seen.add(self.fetch_pid(timeout=2))
             except (OSError, RuntimeError):
                 time.sleep(0.01)
+        self.worker_pids = seen
 
     def crash_to_answer(self) -> float:
         """SIGKILL the worker that answers; return seconds until its replacement answered."""
@@ -144,19 +146,20 @@ class Server:
             if pid != old:
                 return time.perf_counter() - start
 
-    def tree_pss_kb(self) -> int:
-        """Return the PSS of the server process and every descendant, in kB."""
-        total = 0
+    def tree_pss_kb(self) -> tuple[int, int]:
+        """Return the PSS of the server process and every descendant, and that of its workers, in kB."""
+        total = workers = 0
         for pid in [self.proc.pid, *descendants_of(self.proc.pid)]:
             try:
                 with open(f"/proc/{pid}/smaps_rollup") as file:
                     for line in file:
                         if line.startswith("Pss:"):
                             total += int(line.split()[1])
+                            workers += int(line.split()[1]) if pid in self.worker_pids else 0
                             break
             except OSError:
                 continue
-        return total
+        return total, workers
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -178,18 +181,22 @@ def crash_samples(reps: int) -> dict[str, list[float]]:
     return samples
 
 
-def memory_samples(reps: int, workers: int) -> dict[str, list[float]]:
+def memory_samples(reps: int, workers: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Return the tree PSS samples (MB) by server, and the PSS of one worker (mean, MB)."""
     kinds = SERVERS
     samples: dict[str, list[float]] = {kind: [] for kind in kinds}
+    per_worker: dict[str, list[float]] = {kind: [] for kind in kinds}
     for _, kind in interleaved(reps, kinds):
         server = Server(kind, workers)
         try:
             server.wait_up(90)
             time.sleep(1.0)  # idle
-            samples[kind].append(server.tree_pss_kb() / 1024)
+            total, of_workers = server.tree_pss_kb()
+            samples[kind].append(total / 1024)
+            per_worker[kind].append(of_workers / 1024 / max(1, len(server.worker_pids)))
         finally:
             server.stop()
-    return samples
+    return samples, per_worker
 
 
 def versus(value: dict[str, float], reference: dict[str, float], unit: str) -> str:
@@ -244,18 +251,25 @@ def main() -> None:
     raw["reload_s"] = reload
     log(f"reload: preload {g_pre['median']:.0f} ms, exec {g_exec['median']:.0f} ms")
 
-    memory = memory_samples(memory_reps, 16)
+    memory, per_worker = memory_samples(memory_reps, 16)
     m = {kind: summary(values) for kind, values in memory.items()}
+    w = {kind: summary(values) for kind, values in per_worker.items()}
     for worker in ("sync", "uvicorn"):
         pre, exe = f"{worker}-preload", f"{worker}-exec"
+        split = (
+            f"; one worker {w[pre]['median']:.2f} MB (gunicorn's {w['gunicorn']['median']:.2f}), the rest "
+            f"(master and template; gunicorn's arbiter) {m[pre]['median'] - 16 * w[pre]['median']:.1f} MB "
+            f"({m['gunicorn']['median'] - 16 * w['gunicorn']['median']:.1f})"
+        )
         r = row(
             "preload", f"memory, 16 idle {worker} workers", "tree PSS", "MB", m[pre], m["gunicorn"],
             "gunicorn sync", paired=list(zip(memory[pre], memory["gunicorn"])), goal="<= gunicorn",
-            note=f"exec mode {versus(m[exe], m['gunicorn'], 'MB')}",
+            note=f"exec mode {versus(m[exe], m['gunicorn'], 'MB')}{split}",
         )  # fmt: skip
         r["ok"] = m[pre]["median"] <= m["gunicorn"]["median"]
         rows.append(r)
     raw["memory_mb"] = memory
+    raw["memory_per_worker_mb"] = per_worker
     log("memory: " + ", ".join(f"{k} {v['median']:.0f} MB" for k, v in m.items()))
 
     notes.append(
