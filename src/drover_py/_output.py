@@ -106,7 +106,7 @@ class OutputSink:
         self._pending_bytes = 0
         self._dropping: set[Source] = set()
         self._wake = anyio.Event()
-        #: Clear while a batch is being written in a worker thread (which a cancel abandons).
+        #: Clear while a worker thread writes a batch (a cancelled task abandons it to the thread).
         self._idle = threading.Event()
         self._idle.set()
 
@@ -145,10 +145,18 @@ class OutputSink:
             note = f"drover-py: dropped {source.dropped} lines of this worker's output (written too slowly)"
             batch.append((source, "stderr", note.encode()))
             source.dropped = 0
-        self._idle.clear()
-        await anyio.to_thread.run_sync(self._write, batch, abandon_on_cancel=True)
+        claim = _Claim(self._idle)
+        try:
+            await anyio.to_thread.run_sync(self._write, batch, claim, abandon_on_cancel=True)
+        except BaseException:
+            if claim.cancel():  # no thread took the batch: keep it for the final flush
+                self._pending.extendleft(reversed(batch))
+                self._pending_bytes += sum(len(line) for _, _, line in batch)
+            raise
 
-    def _write(self, batch: list[tuple[Source, str, bytes]]) -> None:
+    def _write(self, batch: list[tuple[Source, str, bytes]], claim: _Claim) -> None:
+        if not claim.take():
+            return
         try:
             self._write_lines(batch)
         finally:
@@ -171,6 +179,31 @@ class OutputSink:
         for stream, lines in chunks.items():
             if lines:
                 _write_all(self._fds[stream], b"".join(lines))
+
+
+class _Claim:
+    """Who writes a batch: the worker thread (`take`, clearing ``idle``) or, once cancelled, nobody."""
+
+    def __init__(self, idle: threading.Event) -> None:
+        self._idle = idle
+        self._lock = threading.Lock()
+        self._state = ""
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._state:
+                return False
+            self._state = "taken"
+            self._idle.clear()
+            return True
+
+    def cancel(self) -> bool:
+        """Return True if no thread took the batch (and none will)."""
+        with self._lock:
+            if self._state:
+                return False
+            self._state = "cancelled"
+            return True
 
 
 def _write_all(fd: int, data: bytes) -> None:
