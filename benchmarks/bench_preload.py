@@ -7,16 +7,18 @@ in interleaved order:
   "started", asyncio master, modules preloaded (anyio, its asyncio backend, drover_py).
   Goal: <= 5 ms median.
 - crash: SIGKILL the only HTTP worker; time until a response comes from its replacement.
-  drover-py with ``RestartPolicy(delay=0)`` and uvicorn workers (``apps/preload_serve.py``),
-  ``gunicorn -w 1`` sync workers (trivial WSGI app). The client connects once, right after
-  the kill, and waits for the answer (the connection waits in the shared socket's
-  backlog). Goal: preload below gunicorn's median.
+  drover-py with ``RestartPolicy(delay=0)``, against ``gunicorn -w 1`` sync workers
+  serving the trivial WSGI app ``apps/wsgi_app.py``. Two drover-py workers: the same
+  stack as gunicorn's (``examples/wsgi_sync``: synchronous, `SyncMessageBus`, wsgiref,
+  the same app), and uvicorn on asyncio (``apps/uvicorn_worker.py``). The client
+  connects once, right after the kill, and waits for the answer (the connection waits
+  in the shared socket's backlog). Goal: preload below gunicorn's median.
 - reload: ``graceful_reload()`` (batch_size=1) of 16 tiny workers, asyncio master. In
   preload mode a reload starts a new template (it imports the code on disk now), whose
   start-up is included. Goal: <= 200 ms.
 - memory: tree PSS (``/proc/PID/smaps_rollup``, master + every descendant) with 16 idle
-  HTTP workers: drover-py exec and preload (uvicorn workers), gunicorn -w 16 sync.
-  Goal: preload at or below gunicorn.
+  HTTP workers: drover-py exec and preload (sync and uvicorn workers), gunicorn -w 16
+  sync. Goal: preload at or below gunicorn.
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ async def reload_once(mode: str, count: int) -> float:
 # -- HTTP servers (their own processes) ----------------------------------------------------
 
 
+#: The HTTP servers compared: drover-py ("<worker>-<mode>") and gunicorn's sync workers.
+SERVERS = ["sync-preload", "sync-exec", "uvicorn-preload", "uvicorn-exec", "gunicorn"]
+
+
 class Server:
     """One HTTP server launched as a subprocess (a session leader) on a free port."""
 
@@ -86,13 +92,15 @@ class Server:
         if kind == "gunicorn":
             argv = [PYTHON, str(APPS / "launch_gunicorn.py"), str(self.port), str(workers)]
         else:
-            argv = [PYTHON, str(APPS / "preload_serve.py"), str(self.port), str(workers), kind]
+            worker, mode = kind.split("-")
+            argv = [PYTHON, str(APPS / "preload_serve.py"), str(self.port), str(workers), mode, worker]
         log_file = open(RESULTS / "logs" / "preload-servers.log", "a")
         self.proc = subprocess.Popen(
             argv, env=child_env(), stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True
         )
         log_file.close()
         self.workers = workers
+        self.worker_pids: set[int] = set()
 
     def fetch_pid(self, timeout: float = 10.0) -> int:
         """Return the pid of the worker that answers one request."""
@@ -120,6 +128,7 @@ class Server:
                 seen.add(self.fetch_pid(timeout=2))
             except (OSError, RuntimeError):
                 time.sleep(0.01)
+        self.worker_pids = seen
 
     def crash_to_answer(self) -> float:
         """SIGKILL the worker that answers; return seconds until its replacement answered."""
@@ -137,26 +146,27 @@ class Server:
             if pid != old:
                 return time.perf_counter() - start
 
-    def tree_pss_kb(self) -> int:
-        """Return the PSS of the server process and every descendant, in kB."""
-        total = 0
+    def tree_pss_kb(self) -> tuple[int, int]:
+        """Return the PSS of the server process and every descendant, and that of its workers, in kB."""
+        total = workers = 0
         for pid in [self.proc.pid, *descendants_of(self.proc.pid)]:
             try:
                 with open(f"/proc/{pid}/smaps_rollup") as file:
                     for line in file:
                         if line.startswith("Pss:"):
                             total += int(line.split()[1])
+                            workers += int(line.split()[1]) if pid in self.worker_pids else 0
                             break
             except OSError:
                 continue
-        return total
+        return total, workers
 
     def stop(self) -> None:
         stop_process(self.proc)
 
 
 def crash_samples(reps: int) -> dict[str, list[float]]:
-    kinds = ["preload", "exec", "gunicorn"]
+    kinds = SERVERS
     servers = {kind: Server(kind, 1) for kind in kinds}
     samples: dict[str, list[float]] = {kind: [] for kind in kinds}
     try:
@@ -171,18 +181,30 @@ def crash_samples(reps: int) -> dict[str, list[float]]:
     return samples
 
 
-def memory_samples(reps: int, workers: int) -> dict[str, list[float]]:
-    kinds = ["preload", "exec", "gunicorn"]
+def memory_samples(reps: int, workers: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Return the tree PSS samples (MB) by server, and the PSS of one worker (mean, MB)."""
+    kinds = SERVERS
     samples: dict[str, list[float]] = {kind: [] for kind in kinds}
+    per_worker: dict[str, list[float]] = {kind: [] for kind in kinds}
     for _, kind in interleaved(reps, kinds):
         server = Server(kind, workers)
         try:
             server.wait_up(90)
             time.sleep(1.0)  # idle
-            samples[kind].append(server.tree_pss_kb() / 1024)
+            total, of_workers = server.tree_pss_kb()
+            samples[kind].append(total / 1024)
+            per_worker[kind].append(of_workers / 1024 / max(1, len(server.worker_pids)))
         finally:
             server.stop()
-    return samples
+    return samples, per_worker
+
+
+def versus(value: dict[str, float], reference: dict[str, float], unit: str) -> str:
+    """Describe ``value`` (a summary) and its ratio to ``reference``, for a note."""
+    return (
+        f"{value['median']:.1f} {unit} [{value['min']:.1f}-{value['max']:.1f}], "
+        f"{value['median'] / reference['median']:.2f}x gunicorn"
+    )
 
 
 def main() -> None:
@@ -204,15 +226,17 @@ def main() -> None:
 
     crash = crash_samples(crash_reps)
     c = {kind: summary(values, 1e3) for kind, values in crash.items()}
-    r = row(
-        "preload", "crash, 1 uvicorn worker", "SIGKILL to new answer", "ms", c["preload"], c["gunicorn"],
-        "gunicorn sync", paired=list(zip(crash["preload"], crash["gunicorn"])), goal="< gunicorn",
-        note=f"exec mode {c['exec']['median']:.1f} ms [{c['exec']['min']:.1f}-{c['exec']['max']:.1f}]",
-    )  # fmt: skip
-    r["ok"] = c["preload"]["median"] < c["gunicorn"]["median"]
-    rows.append(r)
+    for worker in ("sync", "uvicorn"):
+        pre, exe = f"{worker}-preload", f"{worker}-exec"
+        r = row(
+            "preload", f"crash, 1 {worker} worker", "SIGKILL to new answer", "ms", c[pre], c["gunicorn"],
+            "gunicorn sync", paired=list(zip(crash[pre], crash["gunicorn"])), goal="< gunicorn",
+            note=f"exec mode {versus(c[exe], c['gunicorn'], 'ms')}",
+        )  # fmt: skip
+        r["ok"] = c[pre]["median"] < c["gunicorn"]["median"]
+        rows.append(r)
     raw["crash_s"] = crash
-    log(f"crash: " + ", ".join(f"{k} {v['median']:.1f} ms" for k, v in c.items()))
+    log("crash: " + ", ".join(f"{k} {v['median']:.1f} ms" for k, v in c.items()))
 
     reload: dict[str, list[float]] = {"preload": [], "exec": []}
     for _, mode in interleaved(reload_reps, ["preload", "exec"]):
@@ -227,20 +251,31 @@ def main() -> None:
     raw["reload_s"] = reload
     log(f"reload: preload {g_pre['median']:.0f} ms, exec {g_exec['median']:.0f} ms")
 
-    memory = memory_samples(memory_reps, 16)
+    memory, per_worker = memory_samples(memory_reps, 16)
     m = {kind: summary(values) for kind, values in memory.items()}
-    r = row(
-        "preload", "memory, 16 idle HTTP workers", "tree PSS", "MB", m["preload"], m["gunicorn"], "gunicorn sync",
-        goal="<= gunicorn", note=f"exec mode {m['exec']['median']:.0f} MB; drover-py workers run uvicorn on asyncio",
-    )  # fmt: skip
-    r["ok"] = m["preload"]["median"] <= m["gunicorn"]["median"]
-    rows.append(r)
+    w = {kind: summary(values) for kind, values in per_worker.items()}
+    for worker in ("sync", "uvicorn"):
+        pre, exe = f"{worker}-preload", f"{worker}-exec"
+        split = (
+            f"; one worker {w[pre]['median']:.2f} MB (gunicorn's {w['gunicorn']['median']:.2f}), the rest "
+            f"(master and template; gunicorn's arbiter) {m[pre]['median'] - 16 * w[pre]['median']:.1f} MB "
+            f"({m['gunicorn']['median'] - 16 * w['gunicorn']['median']:.1f})"
+        )
+        r = row(
+            "preload", f"memory, 16 idle {worker} workers", "tree PSS", "MB", m[pre], m["gunicorn"],
+            "gunicorn sync", paired=list(zip(memory[pre], memory["gunicorn"])), goal="<= gunicorn",
+            note=f"exec mode {versus(m[exe], m['gunicorn'], 'MB')}{split}",
+        )  # fmt: skip
+        r["ok"] = m[pre]["median"] <= m["gunicorn"]["median"]
+        rows.append(r)
     raw["memory_mb"] = memory
-    log(f"memory: " + ", ".join(f"{k} {v['median']:.0f} MB" for k, v in m.items()))
+    raw["memory_per_worker_mb"] = per_worker
+    log("memory: " + ", ".join(f"{k} {v['median']:.0f} MB" for k, v in m.items()))
 
     notes.append(
-        "preload: crash and memory compare drover-py's uvicorn (asyncio) workers with gunicorn's sync workers "
-        "(a trivial WSGI app); exec mode of the same drover-py worker is given in the notes"
+        "preload: the sync rows run the same stack as gunicorn's sync workers (one blocking WSGI server per "
+        "process, the same app); the uvicorn rows run uvicorn on asyncio. Exec mode of each is in the notes, "
+        f"with its ratio to gunicorn. Load average at the end: {os.getloadavg()[0]:.2f}"
     )
     write_result(args.out, "preload", rows, raw, notes)
 

@@ -112,6 +112,7 @@ def ids(text: str) -> list[int]:
         ("runtime_scaling", 2, "BASE_PORT", ["Hello from foo!", "Hello from bar!"]),
         ("graceful_reload", 2, "BASE_PORT", ["Hello from foo!", "Hello from bar!"]),
         ("uvicorn_app", 1, "PORT", ["Hello from uvicorn_app!"]),
+        ("wsgi_sync", 1, "PORT", ["Hello from wsgi_sync!"]),
     ],
 )
 @pytest.mark.parametrize("master_backend", ["asyncio", "trio"])
@@ -242,15 +243,32 @@ async def test_uvicorn_app_answers_every_request_across_reloads(anyio_backend: s
     old worker, which stops accepting and drains; so every request is answered, by the
     old worker or the new one.
     """
+    await answers_every_request_across_reloads(EXAMPLES / "uvicorn_app" / "app.py", preload=False)
+
+
+async def test_wsgi_sync_answers_every_request_across_reloads_in_preload_mode(anyio_backend: str) -> None:
+    """The synchronous WSGI worker, forked from a template, reloaded three times under requests: none fails.
+
+    Its "stop" handler runs in the bus's reader thread and wakes the blocking accept loop,
+    which ends after the request in hand; queued connections wait for the replacement.
+    """
+    await answers_every_request_across_reloads(
+        EXAMPLES / "wsgi_sync" / "app.py", preload=["drover_py", "wsgiref.simple_server", "wsgi"]
+    )
+
+
+async def answers_every_request_across_reloads(script: Path, preload: bool | list[str]) -> None:
+    """Reload one worker of ``script`` three times while a client requests one at a time; assert none failed."""
     response = "Hello across reloads!\n"
     master = MasterFactory.create(
-        script=EXAMPLES / "uvicorn_app" / "app.py",
+        script=script,
         count=1,
         bind=["127.0.0.1:0"],
         env={"RESPONSE": response},
         start_timeout=20.0,
         stop_timeout=10.0,
         kill_timeout=2.0,
+        preload=preload,
     )
     answered_by: list[int] = []
     failures: list[str] = []

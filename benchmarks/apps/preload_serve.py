@@ -1,7 +1,9 @@
-"""A drover-py master of COUNT uvicorn workers (uvicorn_worker.py) on 127.0.0.1:PORT.
+"""A drover-py master of COUNT HTTP workers on 127.0.0.1:PORT.
 
-usage: preload_serve.py PORT COUNT MODE, MODE being "exec" or "preload" (forked from a
-template that imported the worker's modules). Crashed workers are restarted at once
+usage: preload_serve.py PORT COUNT MODE [WORKER], MODE being "exec" or "preload" (forked
+from a template that imported the worker's modules), WORKER "uvicorn" (default:
+uvicorn_worker.py, asyncio) or "sync" (examples/wsgi_sync's synchronous worker serving
+wsgi_app:app with wsgiref, the stack of gunicorn's sync workers and its app). Crashed workers are restarted at once
 (``RestartPolicy(delay=0)``). Prints "ready" once start() returned; SIGTERM or SIGINT ->
 graceful shutdown.
 """
@@ -16,7 +18,11 @@ import anyio
 
 from drover_py import MasterFactory, RestartPolicy
 
-WORKER = Path(__file__).resolve().parent / "uvicorn_worker.py"
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "uvicorn_worker.py"
+SYNC_WORKER = HERE.parent.parent / "examples" / "wsgi_sync" / "app.py"
+#: What the sync worker imports: the bus, wsgiref's server, the app gunicorn serves too.
+SYNC_PRELOAD = ["drover_py", "wsgiref.simple_server", "wsgi_app"]
 #: What uvicorn_worker.py imports, including what uvicorn and anyio import lazily.
 PRELOAD = [
     "anyio",
@@ -31,16 +37,19 @@ PRELOAD = [
 ]
 
 
-async def main(port: int, count: int, mode: str) -> None:
+async def main(port: int, count: int, mode: str, worker: str) -> None:
+    sync = worker == "sync"
+    preload = (SYNC_PRELOAD if sync else PRELOAD) if mode == "preload" else False
     master = MasterFactory.create(
-        script=WORKER,
+        script=SYNC_WORKER if sync else WORKER,
         count=count,
+        env={"WSGI_APP": "wsgi_app:app", "PYTHONPATH": str(HERE)} if sync else None,
         bind=[f"127.0.0.1:{port}"],
         start_timeout=60,
         stop_timeout=10,
         kill_timeout=2,
         restart=RestartPolicy(delay=0, max_restarts=100_000, within=60.0),
-        preload=PRELOAD if mode == "preload" else False,
+        preload=preload,
     )
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with master:
@@ -51,4 +60,4 @@ async def main(port: int, count: int, mode: str) -> None:
             await master.graceful_shutdown()
 
 
-anyio.run(main, int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+anyio.run(main, int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "uvicorn")

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 from . import _protocol as proto
 from ._channel import ChannelReader, ChannelWriter
-from ._compat import exit_task_group
+from ._compat import BareThread, exit_task_group
 from ._conversation import DEFAULT_TIMEOUT, Conversation, NoHandler, ThreadConversation
 from ._exceptions import ChannelError, StateError
 
@@ -80,8 +80,7 @@ class _Lifeline:
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._watch, name="drover-py lifeline", daemon=True)
-        self._thread.start()
+        self._thread = BareThread(self._watch)
 
     def _watch(self) -> None:
         poller = select.poll()
@@ -378,7 +377,7 @@ class SyncMessageBus(_BusState):
         self._state_lock = threading.Lock()
         self._events = {proto.STOP: threading.Event(), proto.QUIT: threading.Event()}
         self._lifeline: _Lifeline | None = None
-        self._reader: threading.Thread | None = None
+        self._reader: BareThread | None = None
         self._wake_r = self._wake_w = -1
         self._opened = False
         self._closing = threading.Event()
@@ -406,8 +405,7 @@ class SyncMessageBus(_BusState):
         self._conversation = ThreadConversation(
             self._write_frame, peer="the master", deliver=self._deliver, answer=self._answer
         )
-        self._reader = threading.Thread(target=self._read_loop, name="drover-py bus reader", daemon=True)
-        self._reader.start()
+        self._reader = BareThread(self._read_loop)
         if self.heartbeat_interval is not None:
             threading.Thread(
                 target=self._heartbeat, args=(self.heartbeat_interval,), name="drover-py heartbeat", daemon=True
@@ -426,7 +424,7 @@ class SyncMessageBus(_BusState):
         with self._write_lock:  # no heartbeat is mid-write when the fds close
             pass
         os.write(self._wake_w, b"x")
-        if self._reader is not threading.current_thread():
+        if not self._reader.is_current():
             self._reader.join()
         self._lifeline.close()
         for fd in (self._wake_r, self._wake_w, self._read_fd, self._write_fd):

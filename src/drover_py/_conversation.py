@@ -25,6 +25,7 @@ import anyio
 
 from . import _protocol as proto
 from ._channel import ChannelWriter
+from ._compat import BareThread
 from ._exceptions import ChannelError, PeerGoneError, ProtocolError, RemoteError, RequestTimeoutError
 
 if TYPE_CHECKING:
@@ -277,8 +278,7 @@ class ThreadConversation(_Flow):
         self._cond = threading.Condition()
         self._inbox: collections.deque[proto.Data | None] = collections.deque()
         self._pending: dict[int, list[proto.Data]] = {}
-        self._thread = threading.Thread(target=self._dispatch, name="drover-py bus dispatcher", daemon=True)
-        self._thread.start()
+        self._thread = BareThread(self._dispatch)
 
     def feed(self, data: proto.Data) -> None:
         """Take a conversation frame from the reader thread."""

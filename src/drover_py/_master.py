@@ -513,11 +513,13 @@ class Master:
         *,
         olds: list[Worker] | None = None,
         canary: float | None = None,
+        retiring: anyio.abc.TaskGroup | None = None,
     ) -> list[Worker]:
         """Start workers of ``config`` in ``slots``, then retire those they replace.
 
         With ``canary``, watch the new workers that long before retiring the old ones;
-        if one exits, retire the new ones and raise `WorkerStartError`.
+        if one exits, retire the new ones and raise `WorkerStartError`. With
+        ``retiring``, the old ones retire in that task group and this returns at once.
         """
         if olds is None:
             current = self._current()
@@ -528,7 +530,12 @@ class Master:
         by_slot = {new.slot: new for new in news}
         for old in olds:
             self._replaced[old.id] = by_slot[old.slot].id
-        await self._retire(olds)
+        if retiring is None:
+            await self._retire(olds)
+        else:
+            for old in olds:
+                old.requested = True  # from now on, no longer the worker of its slot
+            retiring.start_soon(self._retire, olds)
         return news
 
     async def _watch(self, workers: list[Worker], seconds: float) -> None:
@@ -620,12 +627,20 @@ class Master:
         """Roll every slot to ``new_config``; on failure roll back and raise ReloadError."""
         slots = list(range(old_config.count))
         switched: list[int] = []
-        try:
-            for index in range(0, len(slots), batch_size):
-                batch = slots[index : index + batch_size]
-                await self._replace(batch, new_config, canary=canary if index == 0 else None)
-                switched.extend(batch)
-        except WorkerStartError as exc:
+        failure: WorkerStartError | None = None
+        # The old workers of a batch retire while the next batch starts: each slot still
+        # has its replacement ready before its old worker is asked to stop. A failure
+        # (and so a rollback) is handled once every retirement under way has finished.
+        async with anyio.create_task_group() as retiring:
+            try:
+                for index in range(0, len(slots), batch_size):
+                    batch = slots[index : index + batch_size]
+                    await self._replace(batch, new_config, canary=canary if index == 0 else None, retiring=retiring)
+                    switched.extend(batch)
+            except WorkerStartError as error:
+                failure = error
+        if failure is not None:
+            exc = failure
             self._log.warning("reload failed; rolling back", error=str(exc), switched=len(switched))
             if switched:
                 try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import os
+import threading
 from collections.abc import Iterable
 
 import anyio
@@ -105,6 +106,9 @@ class OutputSink:
         self._pending_bytes = 0
         self._dropping: set[Source] = set()
         self._wake = anyio.Event()
+        #: Clear while a worker thread writes a batch (a cancelled task abandons it to the thread).
+        self._idle = threading.Event()
+        self._idle.set()
 
     def emit(self, source: Source, stream: str, line: bytes) -> None:
         """Queue ``line`` (without newline) of ``source``'s ``stream``, or drop and count it."""
@@ -126,6 +130,8 @@ class OutputSink:
                 await self._write_batch()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(FLUSH_TIMEOUT):
+                # a batch whose write the cancellation abandoned is still being written: let it end
+                await anyio.to_thread.run_sync(self._idle.wait, abandon_on_cancel=True)
                 while self._pending or self._dropping:
                     await self._write_batch()
 
@@ -139,9 +145,24 @@ class OutputSink:
             note = f"drover-py: dropped {source.dropped} lines of this worker's output (written too slowly)"
             batch.append((source, "stderr", note.encode()))
             source.dropped = 0
-        await anyio.to_thread.run_sync(self._write, batch, abandon_on_cancel=True)
+        claim = _Claim(self._idle)
+        try:
+            await anyio.to_thread.run_sync(self._write, batch, claim, abandon_on_cancel=True)
+        except BaseException:
+            if claim.cancel():  # no thread took the batch: keep it for the final flush
+                self._pending.extendleft(reversed(batch))
+                self._pending_bytes += sum(len(line) for _, _, line in batch)
+            raise
 
-    def _write(self, batch: list[tuple[Source, str, bytes]]) -> None:
+    def _write(self, batch: list[tuple[Source, str, bytes]], claim: _Claim) -> None:
+        if not claim.take():
+            return
+        try:
+            self._write_lines(batch)
+        finally:
+            self._idle.set()
+
+    def _write_lines(self, batch: list[tuple[Source, str, bytes]]) -> None:
         if self._mode == "log":
             for source, stream, line in batch:
                 self._log.info(
@@ -158,6 +179,31 @@ class OutputSink:
         for stream, lines in chunks.items():
             if lines:
                 _write_all(self._fds[stream], b"".join(lines))
+
+
+class _Claim:
+    """Who writes a batch: the worker thread (`take`, clearing ``idle``) or, once cancelled, nobody."""
+
+    def __init__(self, idle: threading.Event) -> None:
+        self._idle = idle
+        self._lock = threading.Lock()
+        self._state = ""
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._state:
+                return False
+            self._state = "taken"
+            self._idle.clear()
+            return True
+
+    def cancel(self) -> bool:
+        """Return True if no thread took the batch (and none will)."""
+        with self._lock:
+            if self._state:
+                return False
+            self._state = "cancelled"
+            return True
 
 
 def _write_all(fd: int, data: bytes) -> None:

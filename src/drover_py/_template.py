@@ -21,8 +21,10 @@ workers are not its concern then (each has its own lifeline to the master).
 A forked child returns from `serve` with its request and becomes the worker: new
 session, signal dispositions and mask as the template found them, its own environment,
 fds, cwd and credentials, its process title (``DROVER_PY_PROCTITLE``, with setproctitle
-if installed), fresh random seed and logging handlers, then the script runs as
-``__main__``.
+if installed), fresh random seed and logging handlers, then ``runpy`` runs the script as
+``__main__``. The template forks each child ahead of its request (a `Spare` that
+detaches at once and waits for its job), so that a spawn only hands the request over;
+when there is no live spare, it forks on the request.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Job:
     """A spawn request, as the forked child sees it."""
 
     def __init__(self, message: dict[str, Any], fds: list[int]) -> None:
+        self.message = message
         self.id: int = message["spawn"]
         self.argv: list[str] = message["argv"]
         self.env: dict[str, str] = message["env"]
@@ -149,6 +152,37 @@ def preload(modules: list[str], script: str | None) -> list[str]:
 # -- the serving loop --------------------------------------------------------------------
 
 
+class Spare:
+    """A child forked ahead of its job (so the fork is off the spawn's critical path).
+
+    It waits for its job on a socket of its own: the request's message and fds, plus
+    the write end of the set-up error pipe. End of file there ends it.
+    """
+
+    def __init__(self, pid: int, pidfd: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.sock = sock
+
+    def hand(self, job: Job, err_w: int) -> bool:
+        """Give ``job`` to the spare; return False if it is gone."""
+        try:
+            socket.send_fds(self.sock, [json.dumps(job.message).encode()], [*job.all_fds, err_w])
+            return True
+        except OSError:
+            self.discard()
+            return False
+        finally:
+            self.sock.close()
+
+    def discard(self) -> None:
+        """Forget the spare (its exit is reaped as any child's, and not reported)."""
+        self.sock.close()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
 class Template:
     """The template's state: its control socket, SIGCHLD wake-up pipe, and baseline."""
 
@@ -160,9 +194,14 @@ class Template:
                 self.handlers[sig] = signal.getsignal(sig)
             except (OSError, ValueError):
                 continue
+        #: The handlers a forked child must restore: those the template changed (set in `serve`).
+        self.changed: dict[int, _Handler] = {}
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
+        self.spare: Spare | None = None
+        #: Spares discarded while alive: their exits are not the master's concern.
+        self.discarded: set[int] = set()
 
     def send(self, message: Mapping[str, object], fds: list[int] | None = None) -> None:
         data = json.dumps(message).encode()
@@ -175,6 +214,11 @@ class Template:
         """Serve requests until end of file (return None); in a forked child, return its job."""
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        # Nothing changes a handler while serving: compare once here, not in every child.
+        self.changed = {sig: h for sig, h in self.handlers.items() if h is not None and signal.getsignal(sig) is not h}
+        job = self.prefork()
+        if job is not None:
+            return job
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         poller.register(self.wake_r, select.POLLIN)
@@ -190,9 +234,13 @@ class Template:
             if self.sock.fileno() in ready:
                 data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_PACKET, MAX_FDS)
                 if not data:
+                    self.end_spare()
                     return None
                 job = Job(json.loads(data), fds)
                 if self.fork(job):
+                    return job
+                job = self.prefork()  # the next worker's fork, while this one starts
+                if job is not None:
                     return job
 
     def reap(self) -> None:
@@ -203,7 +251,64 @@ class Template:
                 return
             if pid == 0:
                 return
+            if self.spare is not None and pid == self.spare.pid:  # died waiting for a job
+                self.spare.discard()
+                self.spare = None
+                continue
+            if pid in self.discarded:
+                self.discarded.discard(pid)
+                continue
             self.send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+
+    def prefork(self) -> Job | None:
+        """Fork the spare the next job will use; in that child, wait for the job and return it."""
+        if self.spare is not None or thread_report() is not None:
+            return None  # a job then forks (or refuses to) itself
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        _flush_std_streams()
+        try:
+            pid = os.fork()
+        except OSError:
+            mine.close()
+            theirs.close()
+            return None
+        if pid == 0:
+            mine.close()
+            return self.wait_job(theirs)
+        theirs.close()
+        try:
+            pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else -1
+        except OSError:
+            pidfd = -1
+        self.spare = Spare(pid, pidfd, mine)
+        return None
+
+    def wait_job(self, sock: socket.socket) -> Job:
+        """In a spare: detach from the template, wait for the job, become its worker."""
+        try:
+            self.detach()
+            data, fds, _flags, _addr = socket.recv_fds(sock, MAX_PACKET, MAX_FDS + 1)
+        except BaseException:
+            os._exit(SETUP_FAILED)
+        if not data:
+            os._exit(0)  # the template ended
+        sock.close()
+        err_w = fds.pop()
+        job = Job(json.loads(data), fds)
+        self.start_worker(job, err_w)
+        return job
+
+    def end_spare(self) -> None:
+        """Kill and reap the spare, so that none outlives the template."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return
+        try:
+            os.kill(spare.pid, signal.SIGKILL)
+            os.waitpid(spare.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        spare.discard()
 
     def fork(self, job: Job) -> bool:
         """Fork the worker of ``job``; return True in the child, False in the template."""
@@ -212,35 +317,29 @@ class Template:
             self.send({"failed": job.id, "errno": errno.EAGAIN, "error": f"the template now runs {threads}"})
             return self.close_fds(job)
         err_r, err_w = os.pipe()
-        for stream in (sys.stdout, sys.stderr):
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.hand(job, err_w):
+            pid, pidfd = spare.pid, spare.pidfd
+        else:
+            if spare is not None:
+                self.discarded.add(spare.pid)
+            _flush_std_streams()
             try:
-                stream.flush()
-            except (OSError, ValueError, AttributeError):
-                pass
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            os.close(err_r)
-            os.close(err_w)
-            self.send({"failed": job.id, "errno": exc.errno or errno.EAGAIN, "error": str(exc)})
-            return self.close_fds(job)
-        if pid == 0:
-            os.close(err_r)
+                pid = os.fork()
+            except OSError as exc:
+                os.close(err_r)
+                os.close(err_w)
+                self.send({"failed": job.id, "errno": exc.errno or errno.EAGAIN, "error": str(exc)})
+                return self.close_fds(job)
+            if pid == 0:
+                os.close(err_r)
+                self.detach_and_start(job, err_w)
+                return True
             try:
-                self.become_worker(job)
-            except BaseException as exc:
-                report = {"errno": getattr(exc, "errno", None) or errno.EINVAL, "error": f"{type(exc).__name__}: {exc}"}
-                try:
-                    os.write(err_w, json.dumps(report).encode())
-                finally:
-                    os._exit(SETUP_FAILED)
-            os.close(err_w)
-            return True
+                pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else -1
+            except OSError:
+                pidfd = -1
         os.close(err_w)
-        try:
-            pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else -1
-        except OSError:
-            pidfd = -1
         try:
             failure = _read_all(err_r)
         finally:
@@ -261,20 +360,44 @@ class Template:
             os.close(fd)
         return False
 
-    def become_worker(self, job: Job) -> None:
-        """Turn this forked child into the worker of ``job`` (see the module docstring)."""
+    def detach_and_start(self, job: Job, err_w: int) -> None:
+        """In a child forked for ``job``: detach from the template, become the worker."""
+        try:
+            self.detach()
+        except BaseException:
+            os._exit(SETUP_FAILED)
+        self.start_worker(job, err_w)
+
+    def start_worker(self, job: Job, err_w: int) -> None:
+        """In a detached child: become the worker of ``job``, or report why not and exit."""
+        try:
+            self.become_worker(job)
+        except BaseException as exc:
+            report = {"errno": getattr(exc, "errno", None) or errno.EINVAL, "error": f"{type(exc).__name__}: {exc}"}
+            try:
+                os.write(err_w, json.dumps(report).encode())
+            finally:
+                os._exit(SETUP_FAILED)
+        os.close(err_w)
+
+    def detach(self) -> None:
+        """In a forked child: own session, the template's signal state undone, its fds closed."""
         os.setsid()
-        # First: setproctitle finds the command line through the environment it started
-        # with, and it must be importable before privileges are dropped.
-        set_title(job.env.pop(PROCTITLE_ENV, ""))
         signal.set_wakeup_fd(-1)
-        for sig, handler in self.handlers.items():
-            if handler is not None and signal.getsignal(sig) is not handler:
-                signal.signal(sig, handler)
+        for sig, handler in self.changed.items():
+            signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         self.sock.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
+        if self.spare is not None:  # the template's end of its other spare (none, as forks go)
+            self.spare.sock.close()
+
+    def become_worker(self, job: Job) -> None:
+        """Turn this detached child into the worker of ``job`` (see the module docstring)."""
+        # First: setproctitle finds the command line through the environment it started
+        # with, and it must be importable before privileges are dropped.
+        set_title(job.env.pop(PROCTITLE_ENV, ""))
         if job.stdout is not None:
             os.dup2(job.stdout, 1)
             os.close(job.stdout)
@@ -288,13 +411,26 @@ class Template:
                 env[name] = ",".join(renumber.get(part, part) for part in env[name].split(","))
         for fd in job.fds:
             os.set_inheritable(fd, True)
-        os.environ.clear()
-        os.environ.update(env)
+        set_environ(env)
         if job.cwd is not None:
             os.chdir(job.cwd)
         drop_privileges(job.uid, job.gid, job.groups)
         reset_modules()
         sys.argv = list(job.argv)
+
+
+def set_environ(env: dict[str, str]) -> None:
+    """Make `os.environ` (and the C environment) ``env``, touching only what differs.
+
+    The worker's environment is the template's plus a few variables: ``clear()`` then
+    ``update()`` would unset and set every one (clear is quadratic in `os.environ`).
+    """
+    environ = os.environ
+    for name in [name for name in environ if name not in env]:
+        del environ[name]
+    for name, value in env.items():
+        if environ.get(name) != value:
+            environ[name] = value
 
 
 def drop_privileges(uid: int | None, gid: int | None, groups: list[int] | None) -> None:
@@ -330,6 +466,14 @@ def reset_modules() -> None:
         root = logging.getLogger()
         for handler in list(root.handlers):
             root.removeHandler(handler)
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def _read_all(fd: int) -> bytes:
