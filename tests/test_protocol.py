@@ -183,3 +183,18 @@ def test_long_error_text_is_cut_to_fit_a_frame() -> None:
 def test_bad_request_name_is_refused() -> None:
     with pytest.raises(ValueError, match="request name"):
         proto.encode_request(1, "", None)
+
+
+def test_too_deeply_nested_payload_is_refused_by_the_sender() -> None:
+    payload: list[object] = []
+    for _ in range(100_000):
+        payload = [payload]
+    with pytest.raises(TypeError, match="not JSON-serialisable"):
+        proto.encode_message(payload)
+
+
+def test_deeply_nested_payload_is_a_protocol_error_not_a_crash() -> None:
+    nested = b"[" * 30_000 + b"]" * 30_000
+    for frame in (b'{"type":"message","data":' + nested + b"}\n", b'{"type":"request","id":1,"name":"a","data":' + nested + b"}\n"):
+        with pytest.raises(ProtocolError, match="malformed"):
+            proto.Decoder(proto.TO_MASTER).feed(frame)

@@ -111,7 +111,7 @@ def _json(value: object, what: str) -> bytes:
         assert encode is not None
     try:
         return encode(value).encode()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise TypeError(f"{what} is not JSON-serialisable: {exc}") from None
 
 
@@ -240,14 +240,14 @@ class Decoder:
             # JSON value, the frame is something else: the full parse below says what.
             try:
                 return Data(MESSAGE, payload=_Json.decode(line[len(_MESSAGE_HEAD) : -1].decode("utf-8", "surrogatepass")))
-            except (UnicodeDecodeError, ValueError):
+            except (UnicodeDecodeError, ValueError, RecursionError):
                 pass
         try:
             if line[:1] == b"{":  # what json.loads(line) does for UTF-8, minus its detection
                 obj = _Json.decode(line.decode("utf-8", "surrogatepass"))
             else:
                 obj = _Json.loads(line)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ProtocolError(f"malformed frame {_preview(line)}: {exc}") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
             raise ProtocolError(f"frame {_preview(line)} is not an object with a string 'type'")
