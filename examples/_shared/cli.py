@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
@@ -43,6 +44,25 @@ def parse_args(
         extra(parser)
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop of the masters")
     return parser.parse_args()
+
+
+def worker_count(text: str) -> int:
+    """Parse a number of workers (at least 1) for argparse."""
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
+    return count
+
+
+def add_worker_options(parser: argparse.ArgumentParser, kind: str) -> None:
+    """Add ``--workers`` (default: env WORKERS, else 2) and ``--preload``."""
+    parser.add_argument(
+        "--workers",
+        type=worker_count,
+        default=os.environ.get("WORKERS", "2"),  # a string default goes through `type` too
+        help=f"number of {kind} workers (default: env WORKERS, else 2)",
+    )
+    parser.add_argument("--preload", action="store_true", help="fork the workers from a warm template (preload mode)")
 
 
 def print_statuses(masters: Masters) -> None:

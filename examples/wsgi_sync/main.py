@@ -8,7 +8,7 @@ down gracefully (each answers the request in hand first); a second Ctrl-C kills 
 
 from __future__ import annotations
 
-import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -44,25 +44,8 @@ async def run(duration: float | None, workers: int, preload: bool) -> int:
     return await cli.run_masters(masters, duration, lambda: cli.show_statuses(masters))
 
 
-def worker_count(text: str) -> int:
-    count = int(text)
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
-    return count
-
-
-def add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--workers",
-        type=worker_count,
-        default=os.environ.get("WORKERS", "2"),  # a string default goes through `type` too
-        help="number of WSGI workers (default: env WORKERS, else 2)",
-    )
-    parser.add_argument("--preload", action="store_true", help="fork the workers from a warm template (preload mode)")
-
-
 def main() -> None:
-    args = cli.parse_args(__doc__, extra=add_options)
+    args = cli.parse_args(__doc__, extra=functools.partial(cli.add_worker_options, kind="WSGI"))
     sys.exit(anyio.run(run, args.duration, args.workers, args.preload, backend=args.backend))
 
 

@@ -69,6 +69,14 @@ class _Flow:
         self._held -= granted
         return granted
 
+    def _settle(self, name: str, result: list[proto.Data], timeout: float) -> object:
+        """Return the answer of a finished request, or raise why there is none."""
+        if result:
+            return _outcome(name, result[0])
+        if self._closed is not None:
+            raise self._closed
+        raise RequestTimeoutError(f"no response to request {name!r} from {self._peer} within {timeout:g} s")
+
     def _gone(self, why: str) -> PeerGoneError:
         return PeerGoneError(f"{self._peer} is gone: {why}")
 
@@ -242,11 +250,7 @@ class Conversation(_Flow):
                 await event.wait()
         finally:
             self._pending.pop(request_id, None)
-        if result:
-            return _outcome(name, result[0])
-        if self._closed is not None:
-            raise self._closed
-        raise RequestTimeoutError(f"no response to request {name!r} from {self._peer} within {timeout:g} s")
+        return self._settle(name, result, timeout)
 
 
 def _outcome(name: str, response: proto.Data) -> object:
@@ -363,11 +367,7 @@ class ThreadConversation(_Flow):
         finally:
             with self._cond:
                 self._pending.pop(request_id, None)
-        if result:
-            return _outcome(name, result[0])
-        if self._closed is not None:
-            raise self._closed
-        raise RequestTimeoutError(f"no response to request {name!r} from {self._peer} within {timeout:g} s")
+        return self._settle(name, result, timeout)
 
 
 def _deadline(timeout: float | None) -> float | None:
