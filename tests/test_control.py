@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 from collections.abc import AsyncIterator
@@ -27,7 +28,7 @@ from drover_py._commands import JSON
 from drover_py._openapi import openapi_document
 
 from .conftest import WORKER, MasterBuilder
-from .helpers import is_running
+from .helpers import EventLog, is_running
 
 pytestmark = pytest.mark.anyio
 KEY = "s3cret-key"
@@ -211,6 +212,29 @@ async def test_access_key_and_tcp(make_master: MasterBuilder, tmp_path: Path) ->
         assert document.body == openapi_document() == json.loads(OPENAPI.read_text()), (
             "docs/openapi.json is stale: python -m drover_py._openapi > docs/openapi.json"
         )
+
+
+async def test_healthz_probe_needs_no_key_and_says_only_healthy_or_not(make_master: MasterBuilder) -> None:
+    master = make_master(count=2)
+    log = EventLog(master)
+    async with master, open_control_server(master, tcp="127.0.0.1:0", access_key=KEY) as server:
+        assert server.url is not None
+        probe = ControlClient(url=server.url)  # no key, as a load balancer or kubelet
+        before = await probe.request("GET", "/healthz")
+        assert (before.status, before.body) == (503, {"healthy": False})  # not started yet
+        await master.start()
+        ready = await probe.request("GET", "/healthz")
+        assert (ready.status, ready.body) == (200, {"healthy": True})
+        victim = master.workers[0]
+        assert victim.pid is not None
+        os.kill(victim.pid, signal.SIGKILL)
+        await log.wait_for("worker-exit")
+        degraded = await probe.request("GET", "/healthz")
+        assert (degraded.status, degraded.body) == (503, {"healthy": False})
+        assert (await probe.request("POST", "/healthz")).status == 405
+        assert (await probe.request("GET", "/healthz?master=nope")).status == 404
+        assert (await probe.run("health")).status == 401  # the detailed command still needs the key
+        await master.graceful_shutdown()
 
 
 async def test_unix_socket_key_is_optional_and_enforced_when_set(make_master: MasterBuilder, tmp_path: Path) -> None:

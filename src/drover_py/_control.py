@@ -5,6 +5,7 @@ ctl``, curl, a dashboard) over a Unix socket (mode 0600) and optionally TCP, gua
 an access key. Routes (see ``openapi_document()``)::
 
     GET  /openapi.json           this API's OpenAPI document (no key needed)
+    GET  /healthz[?master=M]     200 or 503 with {"healthy": bool}, for probes (no key needed)
     GET  /masters                the masters served, by name
     GET  /commands[?master=M]    help for every command
     GET  /commands/NAME          help for one command
@@ -247,6 +248,11 @@ class ControlServer:
             if path == "/openapi.json":
                 self._allow(method, "GET")
                 return _Reply(200, openapi_document())
+            if path == "/healthz":  # for load balancers and Kubernetes probes: no key, no details
+                self._allow(method, "GET")
+                names = [self._pick_master(query["master"])] if "master" in query else list(self._masters)
+                healthy = all(_all_slots_started(self._masters[name]) for name in names)
+                return _Reply(200 if healthy else 503, {"healthy": healthy})
             self._authorize(request)
             reply = await self._route(method, path, query, body)
         except _HTTPError as exc:
@@ -449,7 +455,7 @@ class ControlServer:
             statuses = [w.status for w in master.workers]
             started = statuses.count(WorkerStatus.STARTED)
             return {
-                "healthy": started >= master.config.count,
+                "healthy": _all_slots_started(master),
                 "started": started,
                 "count": master.config.count,
                 "failed": statuses.count(WorkerStatus.FAILED),
@@ -748,3 +754,9 @@ async def open_control_server(
                 path.unlink()
             except FileNotFoundError:
                 pass
+
+
+def _all_slots_started(master: Master) -> bool:
+    """Return whether the master has as many started workers as it has slots."""
+    started = sum(w.status is WorkerStatus.STARTED for w in master.workers)
+    return started >= master.config.count

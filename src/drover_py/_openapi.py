@@ -68,6 +68,18 @@ def openapi_document() -> dict[str, JSON]:
                     "responses": {"200": _json({"type": "object"}, "The OpenAPI document")},
                 }
             },
+            "/healthz": {
+                "get": {
+                    "summary": "Probe: healthy when every slot of every master (or of ?master=) has a started worker",
+                    "security": [],
+                    "parameters": [_MASTER],
+                    "responses": {
+                        "200": _json(_ref("Health"), "Healthy"),
+                        "503": _json(_ref("Health"), "Not healthy"),
+                        **_errors("400", "404"),
+                    },
+                }
+            },
             "/masters": {
                 "get": {
                     "summary": "The masters this process serves",
@@ -126,6 +138,12 @@ def openapi_document() -> dict[str, JSON]:
                 }
             },
             "schemas": {
+                "Health": {
+                    "type": "object",
+                    "required": ["healthy"],
+                    "properties": {"healthy": {"type": "boolean"}},
+                    "additionalProperties": False,
+                },
                 "Error": {
                     "type": "object",
                     "required": ["ok", "error"],
