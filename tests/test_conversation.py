@@ -157,7 +157,7 @@ async def test_worker_requests_the_master(mode: str) -> None:
     log = EventLog(master)
 
     async def double(worker_id: int, payload: dict[str, int]) -> dict[str, int]:
-        await anyio.sleep(0)
+        await anyio.sleep(0)  # sync-ok: a checkpoint, so this handler really is async
         return {"worker": worker_id, "doubled": payload["n"] * 2}
 
     def broken(worker_id: int, payload: object) -> None:
@@ -189,7 +189,7 @@ async def test_flood_of_messages_does_not_delay_a_graceful_stop(mode: str) -> No
     log = EventLog(master)
 
     async def slow_consumer(worker_id: int, payload: object) -> None:
-        await anyio.sleep(0.001)  # the master handles messages slower than they come
+        await anyio.sleep(0.001)  # sync-ok: the master handles messages slower than they come
 
     master.on("message", slow_consumer)
     async with master:
