@@ -265,7 +265,7 @@ class MessageBus(_BusState):
 
     async def _answer(self, name: str, payload: object) -> object:
         result = self._request_handler(name)(payload)
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):  # None: a plain function, no await
             result = await result
         return result
 
@@ -317,7 +317,7 @@ class MessageBus(_BusState):
     @staticmethod
     async def _call(handler: Callable[..., object], *args: object) -> None:
         result = handler(*args)
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):  # None: a plain function, no await
             await result
 
     async def _default_stop(self) -> None:

@@ -52,7 +52,7 @@ class EventRegistry:
     async def _call(self, name: str, handler: EventHandler, args: tuple[object, ...]) -> None:
         try:
             result = handler(*args)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):  # None: a plain function, no await
                 await result
         except Exception:
             self._log.exception("event handler raised", event_name=name, handler=repr(handler))

@@ -178,7 +178,7 @@ class Master:
         if handler is None:
             raise NoHandler(f"the master has no handler for request {name!r}")
         result = handler(worker.id, payload)
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):  # None: a plain function, no await
             result = await result
         return result
 

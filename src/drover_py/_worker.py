@@ -309,6 +309,7 @@ class Worker:
     async def _read_loop(self) -> None:
         assert self._reader is not None
         reader = self._reader
+        watched = self.config.heartbeat_timeout is not None
         try:
             while True:
                 try:
@@ -321,7 +322,8 @@ class Worker:
                 if isinstance(message, str):
                     self._handle(message)
                     continue
-                self._last_message = anyio.current_time()
+                if watched:  # the heartbeat watchdog counts any message as a sign of life
+                    self._last_message = anyio.current_time()
                 assert self._conversation is not None
                 try:
                     self._conversation.feed(message)
