@@ -6,7 +6,6 @@ library, anyio and the pure protocol only. No attrs, no structlog, no master cod
 
 from __future__ import annotations
 
-import inspect
 import os
 import select
 import sys
@@ -23,8 +22,8 @@ if TYPE_CHECKING:
 
 from . import _protocol as proto
 from ._channel import ChannelReader, ChannelWriter
-from ._compat import BareThread, exit_task_group
-from ._conversation import DEFAULT_TIMEOUT, Conversation, NoHandler, ThreadConversation
+from ._compat import BareThread, call_maybe_async, exit_task_group
+from ._conversation import DEFAULT_TIMEOUT, Conversation, NoHandler, ThreadConversation, set_request_handler
 from ._exceptions import ChannelError, StateError
 
 #: Exit code of a worker whose master went away (its channel reached end of file).
@@ -134,14 +133,7 @@ class _BusState:
         with the exception's type name and text, and the worker goes on. One handler
         per name: a new one replaces the old, None removes it.
         """
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"request name must be a non-empty str, got {name!r}")
-        if handler is None:
-            self._request_handlers.pop(name, None)
-        elif not callable(handler):
-            raise TypeError(f"handler for request {name!r} must be callable, got {handler!r}")
-        else:
-            self._request_handlers[name] = handler
+        set_request_handler(self._request_handlers, name, handler)
 
     def _request_handler(self, name: str) -> RequestHandler:
         handler = self._request_handlers.get(name)
@@ -264,10 +256,7 @@ class MessageBus(_BusState):
             await self._call(handler, payload)
 
     async def _answer(self, name: str, payload: object) -> object:
-        result = self._request_handler(name)(payload)
-        if result is not None and inspect.isawaitable(result):  # None: a plain function, no await
-            result = await result
-        return result
+        return await call_maybe_async(self._request_handler(name), payload)
 
     def _talk(self) -> Conversation:
         if self._conversation is None:
@@ -316,9 +305,7 @@ class MessageBus(_BusState):
 
     @staticmethod
     async def _call(handler: Callable[..., object], *args: object) -> None:
-        result = handler(*args)
-        if result is not None and inspect.isawaitable(result):  # None: a plain function, no await
-            await result
+        await call_maybe_async(handler, *args)
 
     async def _default_stop(self) -> None:
         await self.send_stopped()

@@ -18,6 +18,7 @@ from typing import TypeVar, Union, get_args, get_origin
 
 import attrs
 
+from ._compat import call_maybe_async
 from ._exceptions import DroverError
 
 #: A command handler: a function, sync or async, with typed parameters.
@@ -144,10 +145,7 @@ class Command:
 
     async def call(self, kwargs: Mapping[str, JSON]) -> object:
         """Run the handler with ``kwargs``, awaiting it if it is async."""
-        result = self.handler(**kwargs)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        return await call_maybe_async(self.handler, **kwargs)
 
 
 def make_command(name: str, handler: CommandHandler, help: str | None = None) -> Command:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import inspect
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -33,6 +34,14 @@ async def exit_task_group(
         if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
             raise exc from group.__cause__
         raise
+
+
+async def call_maybe_async(function: Callable[..., object], *args: object, **kwargs: object) -> object:
+    """Call ``function``; if it returned an awaitable (a coroutine function), await it."""
+    result = function(*args, **kwargs)
+    if result is not None and inspect.isawaitable(result):  # None: a plain function, no await
+        result = await result
+    return result
 
 
 class BareThread:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Union
 
 import anyio.abc
 from structlog.typing import FilteringBoundLogger
+
+from ._compat import call_maybe_async
 
 #: A handler may be a plain function or a coroutine function.
 EventHandler = Callable[..., Union[Awaitable[None], None]]
@@ -51,8 +52,6 @@ class EventRegistry:
 
     async def _call(self, name: str, handler: EventHandler, args: tuple[object, ...]) -> None:
         try:
-            result = handler(*args)
-            if result is not None and inspect.isawaitable(result):  # None: a plain function, no await
-                await result
+            await call_maybe_async(handler, *args)
         except Exception:
             self._log.exception("event handler raised", event_name=name, handler=repr(handler))

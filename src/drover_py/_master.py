@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import inspect
 import itertools
 import math
 import random
@@ -19,9 +18,10 @@ import anyio.abc
 import attrs
 
 from ._commands import CommandRegistry, H, decorator
-from ._compat import exit_task_group
+from . import _protocol as proto
+from ._compat import call_maybe_async, exit_task_group
 from ._config import MasterConfig, check_count, check_env, check_script, check_seconds
-from ._conversation import DEFAULT_TIMEOUT, NoHandler
+from ._conversation import DEFAULT_TIMEOUT, NoHandler, set_request_handler
 from ._events import EventHandler, EventRegistry
 from ._exceptions import (
     DroverError,
@@ -97,6 +97,7 @@ class Master:
         self._notifier: Notifier | None = None
         self._spawners = Spawners(self._log, lambda: self._config)
         self._request_handlers: dict[str, RequestHandler] = {}
+        self._command_registry = CommandRegistry()
         self._output: OutputSink | None = None
         self._title_key = master_titles.new_key()
 
@@ -161,14 +162,7 @@ class Master:
         name: a new one replaces the old, None removes it. Without a handler a request
         fails with `RemoteError` (``error_type == "NoHandler"``).
         """
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"request name must be a non-empty str, got {name!r}")
-        if handler is None:
-            self._request_handlers.pop(name, None)
-            return
-        if not callable(handler):
-            raise TypeError(f"handler for request {name!r} must be callable, got {handler!r}")
-        self._request_handlers[name] = handler
+        set_request_handler(self._request_handlers, name, handler)
 
     async def _worker_message(self, worker: Worker, payload: object) -> None:
         await self._events.call("message", worker.id, payload)
@@ -177,10 +171,7 @@ class Master:
         handler = self._request_handlers.get(name)
         if handler is None:
             raise NoHandler(f"the master has no handler for request {name!r}")
-        result = handler(worker.id, payload)
-        if result is not None and inspect.isawaitable(result):  # None: a plain function, no await
-            result = await result
-        return result
+        return await call_maybe_async(handler, worker.id, payload)
 
     def _talk_to(self, worker_id: int) -> Worker:
         worker = self._workers.get(worker_id)
@@ -203,8 +194,6 @@ class Master:
 
         A worker that exits meanwhile is skipped; the others still get the message.
         """
-        from . import _protocol as proto
-
         proto.encode_message(payload)  # a bad payload fails here, before anything is sent
         targets = [w for w in self._ordered() if w.status is WorkerStatus.STARTED]
         reached: list[int] = []
@@ -238,13 +227,9 @@ class Master:
 
     # -- control commands ----------------------------------------------------------
 
-    _command_registry: CommandRegistry | None = None
-
     @property
     def commands(self) -> CommandRegistry:
         """Return this master's control commands: custom ones, overrides, disabled built-ins."""
-        if self._command_registry is None:
-            self._command_registry = CommandRegistry()
         return self._command_registry
 
     @overload
