@@ -317,6 +317,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: One plain HTTP/1.1 request for "/" on loopback.
+HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+
+def fetch_head(port: int, timeout: float) -> bytes:
+    """Send `HTTP_REQUEST` to 127.0.0.1:``port``; return what arrived up to the end of the headers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(HTTP_REQUEST)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

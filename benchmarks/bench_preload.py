@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -33,13 +32,12 @@ import time
 import anyio
 
 from _common import APPS, PYTHON, RESULTS, child_env, descendants_of, free_port, interleaved, log, parse_args, row
-from _common import stop_process, summary, write_result
+from _common import fetch_head, stop_process, summary, write_result
 from _spawn import tiny_master
 
 SPAWN_GOAL_MS = 5.0
 RELOAD_GOAL_MS = 200.0
 TINY_PRELOAD = ["anyio", "anyio._backends._asyncio", "drover_py"]
-REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
 
 # -- spawn and reload (masters in this process) ------------------------------------------
@@ -104,14 +102,7 @@ class Server:
 
     def fetch_pid(self, timeout: float = 10.0) -> int:
         """Return the pid of the worker that answers one request."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
-            sock.sendall(REQUEST)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+        data = fetch_head(self.port, timeout)
         for line in data.split(b"\r\n"):
             if line.lower().startswith(b"x-worker-pid:"):
                 return int(line.split(b":")[1])

@@ -17,18 +17,16 @@ were seen, bounded by a timeout. For drover-py the time at which ``start()`` ret
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import threading
 import time
 from typing import IO
 
 from _common import APPS, PYTHON, RESULTS, child_env, free_port, interleaved, log, parse_args, row, stop_process
-from _common import summary, write_result
+from _common import fetch_head, summary, write_result
 
 WORKERS = 4
 TIMEOUT = 60.0
-REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 PID_HEADER = re.compile(rb"(?:x-worker-pid: *|x-worker: [^\r\n]*pid=)(\d+)", re.IGNORECASE)
 CASES = {
     "drover-hypercorn": lambda port: [PYTHON, str(APPS / "serve_drover.py"), str(port), str(WORKERS), "hypercorn"],
@@ -59,15 +57,7 @@ class Poller:
             thread.start()
 
     def _fetch(self) -> int | None:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            sock.sendall(REQUEST)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        match = PID_HEADER.search(data)
+        match = PID_HEADER.search(fetch_head(self.port, timeout=5))
         return int(match.group(1)) if match else None
 
     def _loop(self) -> None:
