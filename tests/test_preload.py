@@ -142,6 +142,25 @@ async def test_forked_worker_looks_like_an_exec_worker(tmp_path: Path) -> None:
     assert forked[0]["random"] != forked[1]["random"]
 
 
+def maps_setproctitle(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as file:
+        return "_setproctitle" in file.read()
+
+
+@pytest.mark.parametrize("titles", [True, False])
+async def test_template_imports_setproctitle_only_for_titles(make_master: MasterBuilder, titles: bool) -> None:
+    pytest.importorskip("setproctitle")
+    master = make_master(count=1, preload=["json"], proctitle=titles)
+    async with master:
+        await master.start()
+        [template] = templates(master)
+        # imported once, ahead, so a forked worker's title costs no import of its own
+        assert maps_setproctitle(template) is titles
+        [worker] = master.workers
+        assert worker.pid is not None and maps_setproctitle(worker.pid) is titles
+        await master.graceful_shutdown()
+
+
 @pytest.mark.parametrize(
     ("module", "message"),
     [

@@ -162,7 +162,11 @@ class Template:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         process: anyio.abc.Process | None = None
         preload = self.config.preload
-        spec = {"modules": list(preload) if isinstance(preload, tuple) else [], "script_imports": preload is True}
+        spec = {
+            "modules": list(preload) if isinstance(preload, tuple) else [],
+            "script_imports": preload is True,
+            "titles": self.config.proctitle is not False,
+        }
         try:
             with self._scope:
                 try:
