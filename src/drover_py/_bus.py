@@ -255,8 +255,9 @@ class MessageBus(_BusState):
         for handler in list(self._handlers[proto.MESSAGE]):
             await self._call(handler, payload)
 
-    async def _answer(self, name: str, payload: object) -> object:
-        return await call_maybe_async(self._request_handler(name), payload)
+    def _answer(self, name: str, payload: object) -> object:
+        """Return the handler's result, or its awaitable (a coroutine function's)."""
+        return self._request_handler(name)(payload)
 
     def _talk(self) -> Conversation:
         if self._conversation is None:

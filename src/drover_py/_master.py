@@ -19,7 +19,7 @@ import attrs
 
 from ._commands import CommandRegistry, H, decorator
 from . import _protocol as proto
-from ._compat import call_maybe_async, exit_task_group
+from ._compat import exit_task_group
 from ._config import MasterConfig, check_count, check_env, check_script, check_seconds
 from ._conversation import DEFAULT_TIMEOUT, NoHandler, set_request_handler
 from ._events import EventHandler, EventRegistry
@@ -167,11 +167,12 @@ class Master:
     async def _worker_message(self, worker: Worker, payload: object) -> None:
         await self._events.call("message", worker.id, payload)
 
-    async def _worker_request(self, worker: Worker, name: str, payload: object) -> object:
+    def _worker_request(self, worker: Worker, name: str, payload: object) -> object:
+        """Return the handler's result, or its awaitable (a coroutine function's)."""
         handler = self._request_handlers.get(name)
         if handler is None:
             raise NoHandler(f"the master has no handler for request {name!r}")
-        return await call_maybe_async(handler, worker.id, payload)
+        return handler(worker.id, payload)
 
     def _talk_to(self, worker_id: int) -> Worker:
         worker = self._workers.get(worker_id)

@@ -82,7 +82,7 @@ class Worker:
         listen_fds: tuple[int, ...] = (),
         spawner: Spawner | None = None,
         on_message: Callable[[Worker, object], Awaitable[None]] | None = None,
-        on_request: Callable[[Worker, str, object], Awaitable[object]] | None = None,
+        on_request: Callable[[Worker, str, object], object] | None = None,
         output: OutputSink | None = None,
     ) -> None:
         self.id = worker_id
@@ -278,10 +278,11 @@ class Worker:
         if self._on_message is not None:
             await self._on_message(self, payload)
 
-    async def _answer(self, name: str, payload: object) -> object:
+    def _answer(self, name: str, payload: object) -> object:
+        """Return the master's answer to a request, or an awaitable of it."""
         if self._on_request is None:
             raise NoHandler(f"the master has no handler for request {name!r}")
-        return await self._on_request(self, name, payload)
+        return self._on_request(self, name, payload)
 
     def _spawn_error(self, exc: OSError) -> SpawnError:
         self._log.error("spawn failed", error=str(exc))
