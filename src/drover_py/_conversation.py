@@ -105,8 +105,9 @@ def error_frame(request_id: int, exc: BaseException) -> bytes:
 class Conversation(_Flow):
     """The async side: `send`, `request`, and `run` (dispatch what arrives, in order).
 
-    ``deliver(payload)`` is awaited for each message, one at a time and in order; it
-    must contain its own errors if they should not end `run`. ``answer(name, payload)``
+    ``deliver(payload)`` is called for each message, one at a time and in order, and
+    what it returns, if not None, awaited before the next; it must contain its own
+    errors if they should not end `run`. ``answer(name, payload)``
     returns a request's result or an awaitable of it (raise `NoHandler` for an unknown
     name). A result is answered at once, by the task that received the request; an
     awaitable is awaited in a task of its own, so such requests are answered concurrently.
@@ -117,7 +118,7 @@ class Conversation(_Flow):
         writer: ChannelWriter,
         *,
         peer: str,
-        deliver: Callable[[object], Awaitable[None]],
+        deliver: Callable[[object], Awaitable[None] | None],
         answer: Callable[[str, object], object],
     ) -> None:
         super().__init__(peer)
@@ -195,10 +196,10 @@ class Conversation(_Flow):
                     if data.type == proto.MESSAGE:
                         self._delivering = True
                         try:
-                            await self._deliver(data.payload)
-                            granted = self._credit_due()  # inline: no coroutine per message
-                            if granted:
-                                await self._write(proto.encode_credit(granted))
+                            waiting = self._deliver(data.payload)
+                            if waiting is not None:
+                                await waiting
+                            self._consumed_one()
                         finally:
                             self._delivering = False
                     else:
@@ -256,12 +257,6 @@ class Conversation(_Flow):
         except ChannelError:
             pass
 
-    async def _write(self, frame: bytes) -> None:
-        try:
-            await self._writer.send(frame)
-        except ChannelError:
-            pass  # the peer is gone: its reader reports that, not this write
-
     # -- sending --------------------------------------------------------------------------
 
     async def _take_credit(self) -> None:
@@ -283,9 +278,25 @@ class Conversation(_Flow):
             self._credit += 1  # cancelled before the frame went out
             raise
 
+    def _start_counted(self, frame: bytes) -> Coroutine[None, None, None] | None:
+        """Take a credit (there is one) and write ``frame``; return what finishes it, if it must wait."""
+        self._credit -= 1
+        try:
+            rest = self._writer.send_soon(frame)
+        except ChannelError as exc:
+            raise self._gone(str(exc)) from exc
+        return None if rest is None else self._finish_counted(rest)
+
     async def send(self, payload: object) -> None:
         """Send a message; wait while the peer has no room (backpressure)."""
-        await self._send_counted(proto.encode_message(payload))
+        frame = proto.encode_message(payload)
+        if self._credit > 0 and self._closed is None:
+            await self._check_cancelled()  # a cancelled send sends nothing
+            rest = self._start_counted(frame)
+            if rest is not None:
+                await rest
+            return
+        await self._send_counted(frame)
 
     async def request(self, name: str, payload: object, timeout: float) -> object:
         """Send a request and return the peer's answer.
@@ -303,16 +314,12 @@ class Conversation(_Flow):
             if self._expiring and self._credit > 0 and self._closed is None:
                 # Fast path: the frame goes out now, and `_expire_requests` keeps the deadline.
                 await self._check_cancelled()  # as a send: a cancelled request sends nothing
-                self._credit -= 1
-                try:
-                    rest = self._writer.send_soon(frame)
-                except ChannelError as exc:
-                    raise self._gone(str(exc)) from exc
+                rest = self._start_counted(frame)
                 if rest is None:
                     self._expire_at(anyio.current_time() + timeout, request_id)
                     await event.wait()
                     return self._settle(name, result, timeout)
-                sending = self._finish_counted(rest)
+                sending = rest
             else:
                 sending = self._send_counted(frame)
             with anyio.move_on_after(timeout):

@@ -8,7 +8,7 @@ import math
 import random
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import overload
@@ -158,14 +158,15 @@ class Master:
 
         The handler (sync or async) returns a JSON-serialisable result. If it raises, the
         worker's request raises `RemoteError` carrying the exception's type name and
-        text; the master goes on. Requests are answered concurrently. One handler per
+        text; the master goes on. A coroutine function's requests are answered
+        concurrently, each in a task; a plain function answers at once. One handler per
         name: a new one replaces the old, None removes it. Without a handler a request
         fails with `RemoteError` (``error_type == "NoHandler"``).
         """
         set_request_handler(self._request_handlers, name, handler)
 
-    async def _worker_message(self, worker: Worker, payload: object) -> None:
-        await self._events.call("message", worker.id, payload)
+    def _worker_message(self, worker: Worker, payload: object) -> Awaitable[None] | None:
+        return self._events.call_in_turn("message", worker.id, payload)
 
     def _worker_request(self, worker: Worker, name: str, payload: object) -> object:
         """Return the handler's result, or its awaitable (a coroutine function's)."""
