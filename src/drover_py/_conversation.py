@@ -107,10 +107,10 @@ class Conversation(_Flow):
 
     ``deliver(payload)`` is called for each message, one at a time and in order, and
     what it returns, if not None, awaited before the next; it must contain its own
-    errors if they should not end `run`. ``answer(name, payload)``
-    returns a request's result or an awaitable of it (raise `NoHandler` for an unknown
-    name). A result is answered at once, by the task that received the request; an
-    awaitable is awaited in a task of its own, so such requests are answered concurrently.
+    errors if they should not end `run`. ``answer(name, payload)`` returns a request's
+    result or an awaitable of it (raise `NoHandler` for an unknown name). A result is
+    answered at once, by the task that received the request; an awaitable is awaited in
+    a task of its own, so such requests are answered concurrently.
     """
 
     def __init__(
