@@ -129,6 +129,17 @@ async def test_request_timeout_leaves_no_stale_answer(mode: str) -> None:
         # the late answer of the timed-out request must not reach the next request
         assert await master.request(worker.id, "slow", {"seconds": 0.6}) == "late"
         assert await master.request(worker.id, "add", {"a": 1, "b": 1}) == 2
+        # a short timeout fires while a request with a longer one waits
+        answers: list[object] = []
+
+        async def long_request() -> None:
+            answers.append(await master.request(worker.id, "slow", {"seconds": 0.2}, timeout=60))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(long_request)
+            with anyio.fail_after(20), pytest.raises(RequestTimeoutError, match="'slow'"):
+                await master.request(worker.id, "slow", {"seconds": 0.2}, timeout=0.05)
+        assert answers == ["late"]
         await master.graceful_shutdown()
 
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 from . import _protocol as proto
 from ._channel import ChannelReader, ChannelWriter
-from ._compat import BareThread, call_maybe_async, exit_task_group
+from ._compat import BareThread, call_in_turn, call_maybe_async, exit_task_group
 from ._conversation import DEFAULT_TIMEOUT, Conversation, NoHandler, ThreadConversation, set_request_handler
 from ._exceptions import ChannelError, StateError
 
@@ -251,12 +251,13 @@ class MessageBus(_BusState):
             else:
                 self._conversation.feed(message)
 
-    async def _deliver(self, payload: object) -> None:
-        for handler in list(self._handlers[proto.MESSAGE]):
-            await self._call(handler, payload)
+    def _deliver(self, payload: object) -> Awaitable[None] | None:
+        """Run the message handlers in turn; return what is left to await, if anything."""
+        return call_in_turn(list(self._handlers[proto.MESSAGE]), payload)
 
-    async def _answer(self, name: str, payload: object) -> object:
-        return await call_maybe_async(self._request_handler(name), payload)
+    def _answer(self, name: str, payload: object) -> object:
+        """Return the handler's result, or its awaitable (a coroutine function's)."""
+        return self._request_handler(name)(payload)
 
     def _talk(self) -> Conversation:
         if self._conversation is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import os
+from collections.abc import Coroutine
 
 import anyio
 
@@ -23,13 +24,14 @@ STALL_TIMEOUT = 10.0
 class ChannelReader:
     """Receive messages from a pipe fd. Does not own the fd."""
 
-    __slots__ = ("_fd", "_decoder", "_queue")
+    __slots__ = ("_fd", "_decoder", "_queue", "_emptied")
 
     def __init__(self, fd: int, allowed: frozenset[str], max_size: int = MAX_FRAME_SIZE) -> None:
         os.set_blocking(fd, False)
         self._fd = fd
         self._decoder = Decoder(allowed, max_size)
         self._queue: collections.deque[str | Data] = collections.deque()
+        self._emptied = False  # the last read took less than asked: the pipe is likely empty
 
     async def receive(self) -> str | Data | None:
         """Return the next message (a lifecycle type or `Data`), or None at end of stream.
@@ -40,12 +42,17 @@ class ChannelReader:
         while not self._queue:
             if self._decoder.error is not None:
                 raise self._decoder.error
+            if self._emptied:  # wait first, rather than a read that fails
+                self._emptied = False
+                await anyio.wait_readable(self._fd)
+                waited = True
             try:
                 data = os.read(self._fd, _READ_SIZE)
             except BlockingIOError:
                 await anyio.wait_readable(self._fd)
                 waited = True
                 continue
+            self._emptied = len(data) < _READ_SIZE
             if not data:
                 if self._decoder.pending:
                     raise ProtocolError(f"stream ended inside a frame ({self._decoder.pending} bytes unterminated)")
@@ -90,11 +97,7 @@ class ChannelWriter:
                 return
             self._lock.acquire_nowait()  # free: only lock holders count in _turns
             self._turns += 1
-            try:
-                await self._finish(frame, written)
-            finally:
-                self._turns -= 1
-                self._lock.release()
+            await self._finish_held(frame, written)
             return
         self._turns += 1
         try:
@@ -104,6 +107,30 @@ class ChannelWriter:
                 await self._finish(frame, 0)
         finally:
             self._turns -= 1
+
+    def send_soon(self, frame: bytes) -> Coroutine[None, None, None] | None:
+        """Write ``frame`` now if that needs no wait and return None; else return what finishes it.
+
+        The returned coroutine (run it as a task) writes the rest of the frame; until it
+        is done, no other frame can come in between. Raise `ChannelError` as `send` does.
+        """
+        if self._broken is not None:
+            raise self._broken
+        if self._turns:
+            return self.send(frame)
+        written = self._write(frame)
+        if written == len(frame):
+            return None
+        self._lock.acquire_nowait()  # free, as in `send`'s fast path
+        self._turns += 1
+        return self._finish_held(frame, written)
+
+    async def _finish_held(self, frame: bytes, written: int) -> None:
+        try:
+            await self._finish(frame, written)
+        finally:
+            self._turns -= 1
+            self._lock.release()
 
     async def _finish(self, frame: bytes, written: int) -> None:
         """Write the rest of ``frame`` after its first ``written`` bytes (under the lock)."""

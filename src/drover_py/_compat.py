@@ -5,7 +5,7 @@ from __future__ import annotations
 import _thread
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -42,6 +42,47 @@ async def call_maybe_async(function: Callable[..., object], *args: object, **kwa
     if result is not None and inspect.isawaitable(result):  # None: a plain function, no await
         result = await result
     return result
+
+
+def call_in_turn(
+    handlers: Sequence[Callable[..., object]],
+    *args: object,
+    contain: Callable[[Callable[..., object]], None] | None = None,
+) -> Awaitable[None] | None:
+    """Call ``handlers`` with ``args`` one after the other, each after the last one ended.
+
+    Return None if every one returned without awaiting; else, at the first that returned
+    an awaitable, return an awaitable that awaits it and calls the rest the same way.
+    With ``contain``, an Exception of a handler is passed over: ``contain(handler)`` is
+    called inside the ``except`` block (to log it) and the next handler runs.
+    """
+    for index, handler in enumerate(handlers):
+        try:
+            result = handler(*args)
+        except Exception:
+            if contain is None:
+                raise
+            contain(handler)
+            continue
+        if result is not None and inspect.isawaitable(result):
+            return _call_rest(result, handlers[index:], args, contain)
+    return None
+
+
+async def _call_rest(
+    first: Awaitable[object],
+    handlers: Sequence[Callable[..., object]],
+    args: tuple[object, ...],
+    contain: Callable[[Callable[..., object]], None] | None,
+) -> None:
+    """Await ``first`` (what ``handlers[0]`` returned), then call the other handlers."""
+    for index, handler in enumerate(handlers):
+        try:
+            await (first if index == 0 else call_maybe_async(handler, *args))
+        except Exception:
+            if contain is None:
+                raise
+            contain(handler)
 
 
 class BareThread:

@@ -15,10 +15,13 @@ Responses and credit frames are not counted: they are consumed as they arrive.
 from __future__ import annotations
 
 import collections
+import heapq
+import inspect
 import itertools
+import math
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING
 
 import anyio
@@ -102,10 +105,12 @@ def error_frame(request_id: int, exc: BaseException) -> bytes:
 class Conversation(_Flow):
     """The async side: `send`, `request`, and `run` (dispatch what arrives, in order).
 
-    ``deliver(payload)`` is awaited for each message, one at a time and in order; it
-    must contain its own errors if they should not end `run`. ``answer(name, payload)``
-    returns a request's result (raise `NoHandler` for an unknown name); requests are
-    answered concurrently, each in its own task.
+    ``deliver(payload)`` is called for each message, one at a time and in order, and
+    what it returns, if not None, awaited before the next; it must contain its own
+    errors if they should not end `run`. ``answer(name, payload)`` returns a request's
+    result or an awaitable of it (raise `NoHandler` for an unknown name). A result is
+    answered at once, by the task that received the request; an awaitable is awaited in
+    a task of its own, so such requests are answered concurrently.
     """
 
     def __init__(
@@ -113,8 +118,8 @@ class Conversation(_Flow):
         writer: ChannelWriter,
         *,
         peer: str,
-        deliver: Callable[[object], Awaitable[None]],
-        answer: Callable[[str, object], Awaitable[object]],
+        deliver: Callable[[object], Awaitable[None] | None],
+        answer: Callable[[str, object], object],
     ) -> None:
         super().__init__(peer)
         self._writer = writer
@@ -128,6 +133,14 @@ class Conversation(_Flow):
         self._delivering = False  # `run` is delivering a message
         self._tg: anyio.abc.TaskGroup | None = None  # `run`'s, for the requests
         self._pending: dict[int, tuple[anyio.Event, list[proto.Data]]] = {}
+        # Request deadlines, kept by one task of `run` instead of a cancel scope per request.
+        self._deadlines: list[tuple[float, int]] = []  # heap of (deadline, request id)
+        self._expiring = False  # that task runs
+        self._expiry_at = math.inf  # when it wakes next
+        self._expiry_moved: anyio.Event | None = None  # set to wake it earlier
+        import anyio.lowlevel  # here, not at import time: a worker's import stays light
+
+        self._check_cancelled = anyio.lowlevel.checkpoint_if_cancelled
 
     # -- receiving (called by the channel's reader, never blocks) -------------------------
 
@@ -148,7 +161,7 @@ class Conversation(_Flow):
             if data.type == proto.REQUEST and self._tg is not None and not self._inbox and not self._delivering:
                 # Nothing received earlier is still to be delivered: answer it now, without
                 # a trip through `run` (the order is the same).
-                self._tg.start_soon(self._respond, data)
+                self._respond(data)
                 return
             self._inbox.append(data)
             if self._arrived is not None:
@@ -170,6 +183,7 @@ class Conversation(_Flow):
         """Deliver messages in order and answer requests, until cancelled."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            tg.start_soon(self._expire_requests)
             try:
                 while True:
                     while not self._inbox:
@@ -182,14 +196,14 @@ class Conversation(_Flow):
                     if data.type == proto.MESSAGE:
                         self._delivering = True
                         try:
-                            await self._deliver(data.payload)
-                            granted = self._credit_due()  # inline: no coroutine per message
-                            if granted:
-                                await self._write(proto.encode_credit(granted))
+                            waiting = self._deliver(data.payload)
+                            if waiting is not None:
+                                await waiting
+                            self._consumed_one()
                         finally:
                             self._delivering = False
                     else:
-                        tg.start_soon(self._respond, data)
+                        self._respond(data)
             finally:
                 self._tg = None
 
@@ -200,24 +214,48 @@ class Conversation(_Flow):
                 self._drained = anyio.Event()
             await self._drained.wait()
 
-    async def _respond(self, data: proto.Data) -> None:
+    def _respond(self, data: proto.Data) -> None:
+        """Answer a request now, or start a task that awaits its handler's awaitable."""
         try:
-            frame = proto.encode_response(data.id, await self._answer(data.name, data.payload))
+            result = self._answer(data.name, data.payload)
+            if result is not None and inspect.isawaitable(result):
+                assert self._tg is not None  # only `run` and what it lets in call this
+                self._tg.start_soon(self._respond_later, data.id, result)
+                return
+            frame = proto.encode_response(data.id, result)
         except Exception as exc:  # the caller gets it as a RemoteError
             frame = error_frame(data.id, exc)
-        await self._write(frame)
-        await self._consumed_one()
+        self._post(frame)
+        self._consumed_one()
 
-    async def _consumed_one(self) -> None:
+    async def _respond_later(self, request_id: int, result: Awaitable[object]) -> None:
+        try:
+            frame = proto.encode_response(request_id, await result)
+        except Exception as exc:
+            frame = error_frame(request_id, exc)
+        self._post(frame)
+        self._consumed_one()
+
+    def _consumed_one(self) -> None:
         granted = self._credit_due()
         if granted:
-            await self._write(proto.encode_credit(granted))
+            self._post(proto.encode_credit(granted))
 
-    async def _write(self, frame: bytes) -> None:
+    def _post(self, frame: bytes) -> None:
+        """Write ``frame`` without waiting; if it must wait, a task of `run` finishes it."""
         try:
-            await self._writer.send(frame)
+            rest = self._writer.send_soon(frame)
         except ChannelError:
-            pass  # the peer is gone: its reader reports that, not this write
+            return  # the peer is gone: its reader reports that, not this write
+        if rest is not None:
+            assert self._tg is not None
+            self._tg.start_soon(self._write_rest, rest)
+
+    async def _write_rest(self, rest: Coroutine[None, None, None]) -> None:
+        try:
+            await rest
+        except ChannelError:
+            pass
 
     # -- sending --------------------------------------------------------------------------
 
@@ -240,9 +278,25 @@ class Conversation(_Flow):
             self._credit += 1  # cancelled before the frame went out
             raise
 
+    def _start_counted(self, frame: bytes) -> Coroutine[None, None, None] | None:
+        """Take a credit (there is one) and write ``frame``; return what finishes it, if it must wait."""
+        self._credit -= 1
+        try:
+            rest = self._writer.send_soon(frame)
+        except ChannelError as exc:
+            raise self._gone(str(exc)) from exc
+        return None if rest is None else self._finish_counted(rest)
+
     async def send(self, payload: object) -> None:
         """Send a message; wait while the peer has no room (backpressure)."""
-        await self._send_counted(proto.encode_message(payload))
+        frame = proto.encode_message(payload)
+        if self._credit > 0 and self._closed is None:
+            await self._check_cancelled()  # a cancelled send sends nothing
+            rest = self._start_counted(frame)
+            if rest is not None:
+                await rest
+            return
+        await self._send_counted(frame)
 
     async def request(self, name: str, payload: object, timeout: float) -> object:
         """Send a request and return the peer's answer.
@@ -257,12 +311,68 @@ class Conversation(_Flow):
         result: list[proto.Data] = []
         self._pending[request_id] = (event, result)
         try:
+            if self._expiring and self._credit > 0 and self._closed is None:
+                # Fast path: the frame goes out now, and `_expire_requests` keeps the deadline.
+                await self._check_cancelled()  # as a send: a cancelled request sends nothing
+                rest = self._start_counted(frame)
+                if rest is None:
+                    self._expire_at(anyio.current_time() + timeout, request_id)
+                    await event.wait()
+                    return self._settle(name, result, timeout)
+                sending = rest
+            else:
+                sending = self._send_counted(frame)
             with anyio.move_on_after(timeout):
-                await self._send_counted(frame)
+                await sending
                 await event.wait()
         finally:
             self._pending.pop(request_id, None)
         return self._settle(name, result, timeout)
+
+    async def _finish_counted(self, rest: Coroutine[None, None, None]) -> None:
+        """Await the rest of a counted frame's send (see `ChannelWriter.send_soon`)."""
+        try:
+            await rest
+        except ChannelError as exc:
+            raise self._gone(str(exc)) from exc
+        except BaseException:
+            self._credit += 1  # cancelled before the frame went out
+            raise
+
+    def _expire_at(self, deadline: float, request_id: int) -> None:
+        """Have `_expire_requests` end request ``request_id`` at ``deadline`` if unanswered."""
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, (deadline, request_id))
+        if len(deadlines) > 2 * len(self._pending) + WINDOW:  # answered ones pile up: drop them
+            deadlines[:] = [entry for entry in deadlines if entry[1] in self._pending]
+            heapq.heapify(deadlines)
+        if deadline < self._expiry_at and self._expiry_moved is not None:
+            self._expiry_moved.set()
+            self._expiry_moved = None
+
+    async def _expire_requests(self) -> None:
+        """Wake each request whose deadline passed unanswered (it raises RequestTimeoutError)."""
+        self._expiring = True
+        deadlines = self._deadlines
+        try:
+            while True:
+                now = anyio.current_time()
+                while deadlines:
+                    deadline, request_id = deadlines[0]
+                    waiter = self._pending.get(request_id)
+                    if waiter is not None and deadline > now:
+                        break
+                    heapq.heappop(deadlines)
+                    if waiter is not None:
+                        waiter[0].set()  # with no result: the request timed out
+                self._expiry_at = deadlines[0][0] if deadlines else math.inf
+                self._expiry_moved = moved = anyio.Event()
+                with anyio.move_on_after(self._expiry_at - now):
+                    await moved.wait()
+        finally:
+            self._expiring = False
+            if self._pending:  # nothing would answer or expire them any more
+                self.close("the conversation ended")
 
 
 def _outcome(name: str, response: proto.Data) -> object:

@@ -8,7 +8,7 @@ from typing import Union
 import anyio.abc
 from structlog.typing import FilteringBoundLogger
 
-from ._compat import call_maybe_async
+from ._compat import call_in_turn, call_maybe_async
 
 #: A handler may be a plain function or a coroutine function.
 EventHandler = Callable[..., Union[Awaitable[None], None]]
@@ -45,10 +45,17 @@ class EventRegistry:
         for handler in self._handlers[name]:
             tg.start_soon(self._call, name, handler, args, name=f"drover-py {name} handler")
 
-    async def call(self, name: str, *args: object) -> None:
-        """Run every handler of ``name`` with ``args`` one after the other, errors contained."""
-        for handler in list(self._handlers[name]):
-            await self._call(name, handler, args)
+    def call_in_turn(self, name: str, *args: object) -> Awaitable[None] | None:
+        """Run every handler of ``name`` with ``args`` one after the other, errors contained.
+
+        Return None when they all returned without awaiting, else an awaitable that
+        awaits the first one that did not and runs the rest; await it before the next call.
+        """
+
+        def contain(handler: Callable[..., object]) -> None:
+            self._log.exception("event handler raised", event_name=name, handler=repr(handler))
+
+        return call_in_turn(list(self._handlers[name]), *args, contain=contain)
 
     async def _call(self, name: str, handler: EventHandler, args: tuple[object, ...]) -> None:
         try:

@@ -8,7 +8,7 @@ import math
 import random
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import overload
@@ -19,7 +19,7 @@ import attrs
 
 from ._commands import CommandRegistry, H, decorator
 from . import _protocol as proto
-from ._compat import call_maybe_async, exit_task_group
+from ._compat import exit_task_group
 from ._config import MasterConfig, check_count, check_env, check_script, check_seconds
 from ._conversation import DEFAULT_TIMEOUT, NoHandler, set_request_handler
 from ._events import EventHandler, EventRegistry
@@ -158,20 +158,22 @@ class Master:
 
         The handler (sync or async) returns a JSON-serialisable result. If it raises, the
         worker's request raises `RemoteError` carrying the exception's type name and
-        text; the master goes on. Requests are answered concurrently. One handler per
+        text; the master goes on. A coroutine function's requests are answered
+        concurrently, each in a task; a plain function answers at once. One handler per
         name: a new one replaces the old, None removes it. Without a handler a request
         fails with `RemoteError` (``error_type == "NoHandler"``).
         """
         set_request_handler(self._request_handlers, name, handler)
 
-    async def _worker_message(self, worker: Worker, payload: object) -> None:
-        await self._events.call("message", worker.id, payload)
+    def _worker_message(self, worker: Worker, payload: object) -> Awaitable[None] | None:
+        return self._events.call_in_turn("message", worker.id, payload)
 
-    async def _worker_request(self, worker: Worker, name: str, payload: object) -> object:
+    def _worker_request(self, worker: Worker, name: str, payload: object) -> object:
+        """Return the handler's result, or its awaitable (a coroutine function's)."""
         handler = self._request_handlers.get(name)
         if handler is None:
             raise NoHandler(f"the master has no handler for request {name!r}")
-        return await call_maybe_async(handler, worker.id, payload)
+        return handler(worker.id, payload)
 
     def _talk_to(self, worker_id: int) -> Worker:
         worker = self._workers.get(worker_id)

@@ -85,20 +85,51 @@ class Data:
         return f"Data({self.type!r}, id={self.id}, name={self.name!r}, payload={self.payload!r}, error={self.error!r})"
 
 
+def _scan_whole(text: str) -> object:
+    """Return the JSON value that is all of ``text`` (no whitespace); raise ValueError if none is."""
+    assert _Json.scan is not None
+    try:
+        value, end = _Json.scan(text, 0)
+    except StopIteration:
+        raise ValueError("no JSON value") from None
+    if end != len(text):
+        raise ValueError("more than one JSON value")
+    return value
+
+
 class _Json:
     """The json functions, made on first use: this module does not import json up front."""
 
     encode: Callable[[object], str] | None = None
     decode: Callable[[str], object] | None = None
     loads: Callable[[bytes], object] | None = None
+    #: ``scan(text, 0)`` returns (value, end) for the JSON value at the start of ``text``:
+    #: decode's own scanner, without its whitespace handling (frames have none).
+    scan: Callable[[str, int], tuple[object, int]] | None = None
 
     @classmethod
     def load(cls) -> None:
         import json
+        import json.encoder
+        import json.scanner
 
-        # One encoder for every frame: json.dumps with options builds a new one per call.
-        cls.encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-        cls.decode = json.JSONDecoder().decode
+        # One encoder for every frame: json.dumps with options builds a new one per call,
+        # and so does JSONEncoder.encode with the C encoder inside it.
+        encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+        make_c_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in the type stubs
+        if make_c_encoder is None:  # pragma: no cover (CPython has it)
+            cls.encode = encoder.encode
+        else:
+            # No circular check: a cycle ends in RecursionError, which `_json` reports.
+            chunks = make_c_encoder(None, encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
+
+            def encode(value: object) -> str:
+                return "".join(chunks(value, 0))
+
+            cls.encode = encode
+        decoder = json.JSONDecoder()
+        cls.decode = decoder.decode
+        cls.scan = json.scanner.make_scanner(decoder)  # type: ignore[arg-type]  # typeshed's stub wants a scanner, not the decoder
         cls.loads = json.loads
 
 
@@ -239,12 +270,16 @@ class Decoder:
             # The usual message frame: decode just its payload. If that is not exactly one
             # JSON value, the frame is something else: the full parse below says what.
             try:
-                return Data(MESSAGE, payload=_Json.decode(line[len(_MESSAGE_HEAD) : -1].decode("utf-8", "surrogatepass")))
+                return Data(MESSAGE, payload=_scan_whole(line[len(_MESSAGE_HEAD) : -1].decode("utf-8", "surrogatepass")))
             except (UnicodeDecodeError, ValueError, RecursionError):
                 pass
         try:
             if line[:1] == b"{":  # what json.loads(line) does for UTF-8, minus its detection
-                obj = _Json.decode(line.decode("utf-8", "surrogatepass"))
+                text = line.decode("utf-8", "surrogatepass")
+                try:
+                    obj = _scan_whole(text)
+                except ValueError:  # say what is wrong the way json does
+                    obj = _Json.decode(text)
             else:
                 obj = _Json.loads(line)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -81,8 +81,8 @@ class Worker:
         on_exit: Callable[[Worker], None],
         listen_fds: tuple[int, ...] = (),
         spawner: Spawner | None = None,
-        on_message: Callable[[Worker, object], Awaitable[None]] | None = None,
-        on_request: Callable[[Worker, str, object], Awaitable[object]] | None = None,
+        on_message: Callable[[Worker, object], Awaitable[None] | None] | None = None,
+        on_request: Callable[[Worker, str, object], object] | None = None,
         output: OutputSink | None = None,
     ) -> None:
         self.id = worker_id
@@ -274,14 +274,15 @@ class Worker:
         )
         return process
 
-    async def _deliver(self, payload: object) -> None:
-        if self._on_message is not None:
-            await self._on_message(self, payload)
+    def _deliver(self, payload: object) -> Awaitable[None] | None:
+        """Run the master's message handlers; return what is left to await, if anything."""
+        return None if self._on_message is None else self._on_message(self, payload)
 
-    async def _answer(self, name: str, payload: object) -> object:
+    def _answer(self, name: str, payload: object) -> object:
+        """Return the master's answer to a request, or an awaitable of it."""
         if self._on_request is None:
             raise NoHandler(f"the master has no handler for request {name!r}")
-        return await self._on_request(self, name, payload)
+        return self._on_request(self, name, payload)
 
     def _spawn_error(self, exc: OSError) -> SpawnError:
         self._log.error("spawn failed", error=str(exc))
@@ -412,13 +413,13 @@ class Worker:
             raise PeerGoneError(f"worker {self.id} has no channel yet")
         return self._conversation
 
-    async def send_message(self, payload: object) -> None:
-        """Send a custom message (see `Master.send`)."""
-        await self._talk().send(payload)
+    def send_message(self, payload: object) -> Awaitable[None]:
+        """Send a custom message (see `Master.send`); await the result."""
+        return self._talk().send(payload)  # the conversation's coroutine: no frame of our own
 
-    async def request(self, name: str, payload: object, timeout: float = DEFAULT_TIMEOUT) -> object:
-        """Send a request to the worker and return its answer (see `Master.request`)."""
-        return await self._talk().request(name, payload, timeout)
+    def request(self, name: str, payload: object, timeout: float = DEFAULT_TIMEOUT) -> Awaitable[object]:
+        """Send a request to the worker and return its answer (see `Master.request`); await it."""
+        return self._talk().request(name, payload, timeout)
 
     async def _send(self, message: str) -> bool:
         assert self._writer is not None
