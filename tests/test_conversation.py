@@ -191,6 +191,11 @@ async def test_worker_requests_the_master(mode: str) -> None:
             await master.request(by_slot[0], "relay", {"name": "double", "payload": {"n": 1}})
         assert missing.value.error_type == "RemoteError"  # the worker's request failed with NoHandler
         assert "NoHandler" in missing.value.remote_message
+        for bad in (None, 0, "5"):  # the worker's request refuses a bad timeout, naming it
+            with pytest.raises(RemoteError) as refused:
+                await master.request(by_slot[0], "relay", {"name": "double", "timeout": bad})
+            assert refused.value.error_type == "ConfigError"
+            assert "option 'timeout'" in refused.value.remote_message
         await master.graceful_shutdown()
 
 

@@ -24,7 +24,7 @@ from . import _protocol as proto
 from ._channel import ChannelReader, ChannelWriter
 from ._compat import BareThread, call_in_turn, call_maybe_async, exit_task_group
 from ._conversation import DEFAULT_TIMEOUT, Conversation, NoHandler, ThreadConversation, set_request_handler
-from ._exceptions import ChannelError, StateError
+from ._exceptions import ChannelError, StateError, check_seconds
 
 #: Exit code of a worker whose master went away (its channel reached end of file).
 LIFELINE_EXIT_CODE = 70
@@ -279,9 +279,10 @@ class MessageBus(_BusState):
 
         Raise `RemoteError` if the handler raised or there is none,
         `RequestTimeoutError` after ``timeout`` seconds and `PeerGoneError` if the
-        master goes away meanwhile.
+        master goes away meanwhile; `ConfigError` for a ``timeout`` that is not a
+        finite number of seconds > 0.
         """
-        return await self._talk().request(name, payload, timeout)
+        return await self._talk().request(name, payload, check_seconds("timeout", timeout))
 
     async def _heartbeat(self, interval: float) -> None:
         """Prove the event loop runs: a frozen or blocked loop misses its beats."""
@@ -483,11 +484,11 @@ class SyncMessageBus(_BusState):
         Block while the master has no room, at most ``timeout`` seconds (then raise
         `RequestTimeoutError`).
         """
-        self._talk().send(payload, timeout)
+        self._talk().send(payload, None if timeout is None else check_seconds("timeout", timeout))
 
     def request(self, name: str, payload: object = None, timeout: float = DEFAULT_TIMEOUT) -> object:
         """Ask the master's handler for ``name`` and block for its answer (see `MessageBus.request`)."""
-        return self._talk().request(name, payload, timeout)
+        return self._talk().request(name, payload, check_seconds("timeout", timeout))
 
     def _dispatch(self, message: str) -> None:
         with self._state_lock:

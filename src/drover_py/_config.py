@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ._exceptions import ConfigError
+from ._exceptions import check_seconds as check_seconds
 from ._proctitle import PROCTITLE_ENV, worker_title
 
 if TYPE_CHECKING:
@@ -47,16 +47,6 @@ def check_count(value: object, option: str = "count") -> int:
     if value < 1:
         raise ConfigError(option, f"must be >= 1, got {value}")
     return value
-
-
-def check_seconds(option: str, value: object) -> float:
-    """Return ``value`` as a finite, positive number of seconds."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(option, f"expected seconds as a number, got {value!r}")
-    seconds = float(value)
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise ConfigError(option, f"must be a finite number of seconds > 0, got {value!r}")
-    return seconds
 
 
 def check_env(value: object) -> dict[str, str]:

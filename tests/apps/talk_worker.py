@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Any
 
 import anyio
 
@@ -59,6 +60,11 @@ def write_raw(count: int) -> None:
         os.write(write_fd, frame)
 
 
+def timeout_of(payload: dict[str, Any]) -> dict[str, Any]:
+    """The "relay" request's own timeout, if the master gave one (even a bad one)."""
+    return {"timeout": payload["timeout"]} if "timeout" in payload else {}
+
+
 def outcome(name: str, call: object) -> dict[str, object]:
     return {"asked": name, "result": call}
 
@@ -73,7 +79,7 @@ async def run_async() -> None:
             return "late"
 
         async def relay(payload: dict[str, object]) -> object:
-            return await mb.request(str(payload["name"]), payload.get("payload"))
+            return await mb.request(str(payload["name"]), payload.get("payload"), **timeout_of(payload))
 
         mb.on("message", echo)
         mb.handle("add", add)
@@ -108,7 +114,7 @@ def run_sync() -> None:
         mb.handle("fail", fail)
         mb.handle("slow", slow_sync)
         mb.handle("die", die)
-        mb.handle("relay", lambda payload: mb.request(payload["name"], payload.get("payload")))
+        mb.handle("relay", lambda payload: mb.request(payload["name"], payload.get("payload"), **timeout_of(payload)))
         mb.send_started()
         if "hello" in FLAGS:
             mb.send({"hello": int(SLOT or 0)})
