@@ -162,7 +162,13 @@ class Template:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         process: anyio.abc.Process | None = None
         preload = self.config.preload
-        spec = {"modules": list(preload) if isinstance(preload, tuple) else [], "script_imports": preload is True}
+        spec = {
+            "modules": list(preload) if isinstance(preload, tuple) else [],
+            "script_imports": preload is True,
+            # Each worker's first step sets its title: import setproctitle (and the logging
+            # it imports) once here, shared, instead of in every worker on its way to serving.
+            "optional": ["setproctitle"] if self.config.title_name() is not None else [],
+        }
         try:
             with self._scope:
                 try:

@@ -42,7 +42,7 @@ import select
 import signal
 import socket
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
 MAX_PACKET = 1 << 20
@@ -111,11 +111,12 @@ def thread_report() -> str | None:
     return f"{native} native thread(s)"
 
 
-def preload(modules: list[str], script: str | None) -> list[str]:
-    """Import ``modules`` (and the script's imports); return their names.
+def preload(modules: list[str], script: str | None, optional: Sequence[str] = ()) -> list[str]:
+    """Import ``modules``, then the script's imports and ``optional``; return their names.
 
     Raise RuntimeError naming the module that failed to import or started a thread.
-    The script's own imports are best effort: one that fails is left for the worker.
+    The script's own imports and ``optional`` are best effort: one that fails is left
+    for the worker.
     """
     import importlib
 
@@ -123,6 +124,7 @@ def preload(modules: list[str], script: str | None) -> list[str]:
     wanted = [(name, True) for name in modules]
     if script is not None:
         wanted += [(name, False) for name in script_imports(script)]
+    wanted += [(name, False) for name in optional]
     for name, required in wanted:
         try:
             try:
@@ -492,7 +494,7 @@ def main(argv: list[str]) -> Job | None:
     spec = json.loads(argv[3])
     template = Template(sock)
     try:
-        modules = preload(spec["modules"], script if spec["script_imports"] else None)
+        modules = preload(spec["modules"], script if spec["script_imports"] else None, spec.get("optional", []))
     except RuntimeError as exc:
         template.send({"error": str(exc)})
         return None
