@@ -24,7 +24,9 @@ fds, cwd and credentials, its process title (``DROVER_PY_PROCTITLE``, with setpr
 if installed), fresh random seed and logging handlers, then ``runpy`` runs the script as
 ``__main__``. The template forks each child ahead of its request (a `Spare` that
 detaches at once and waits for its job), so that a spawn only hands the request over;
-when there is no live spare, it forks on the request.
+when there is no live spare, it forks on the request. The next spare is forked once the
+template has been idle for `SPARE_DELAY` after a spawn, so that fork (and the spare's
+set-up) does not take the CPU from the worker that was just handed its job.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import json
 import select
 import signal
 import socket
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
@@ -49,6 +52,8 @@ MAX_PACKET = 1 << 20
 MAX_FDS = 256
 #: Exit code of a forked child that failed before it became the worker.
 SETUP_FAILED = 127
+#: Seconds of idleness after a spawn before the template forks the next spare.
+SPARE_DELAY = 0.05
 #: The title the master chose for the worker (see drover_py._proctitle).
 PROCTITLE_ENV = "DROVER_PY_PROCTITLE"
 
@@ -224,8 +229,10 @@ class Template:
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         poller.register(self.wake_r, select.POLLIN)
+        spare_due: float | None = None  # when to fork the next spare
         while True:
-            ready = {fd for fd, _ in poller.poll()}
+            timeout = None if spare_due is None else max(0.0, spare_due - time.monotonic()) * 1000
+            ready = {fd for fd, _ in poller.poll(timeout)}
             if self.wake_r in ready:
                 try:
                     while os.read(self.wake_r, 512):
@@ -241,7 +248,10 @@ class Template:
                 job = Job(json.loads(data), fds)
                 if self.fork(job):
                     return job
-                job = self.prefork()  # the next worker's fork, while this one starts
+                spare_due = time.monotonic() + SPARE_DELAY  # not now: this worker is starting
+            elif spare_due is not None and time.monotonic() >= spare_due:
+                spare_due = None
+                job = self.prefork()
                 if job is not None:
                     return job
 
