@@ -277,8 +277,9 @@ class Template:
         """Ask the template to fork the worker of ``request``; raise OSError on failure."""
         self._spawning += 1
         try:
-            with anyio.move_on_after(self.config.start_timeout):
-                await self._ready.wait()
+            if not self._ready.is_set():
+                with anyio.move_on_after(self.config.start_timeout):
+                    await self._ready.wait()
             if not self._ready.is_set():
                 self._fail(TemplateError(f"the {self._where()} did not get ready within {self.config.start_timeout:g} s"))
                 self.close()
