@@ -63,8 +63,10 @@ _Handler = Union[Callable[[int, Any], Any], int, signal.Handlers, None]
 class Job:
     """A spawn request, as the forked child sees it."""
 
-    def __init__(self, message: dict[str, Any], fds: list[int]) -> None:
+    def __init__(self, message: dict[str, Any], fds: list[int], data: bytes = b"") -> None:
         self.message = message
+        #: The message as it arrived (handed on to a spare as is).
+        self.data = data
         self.id: int = message["spawn"]
         self.argv: list[str] = message["argv"]
         self.env: dict[str, str] = message["env"]
@@ -174,7 +176,7 @@ class Spare:
     def hand(self, job: Job, err_w: int) -> bool:
         """Give ``job`` to the spare; return False if it is gone."""
         try:
-            socket.send_fds(self.sock, [json.dumps(job.message).encode()], [*job.all_fds, err_w])
+            socket.send_fds(self.sock, [job.data or json.dumps(job.message).encode()], [*job.all_fds, err_w])
             return True
         except OSError:
             self.discard()
@@ -245,7 +247,7 @@ class Template:
                 if not data:
                     self.end_spare()
                     return None
-                job = Job(json.loads(data), fds)
+                job = Job(json.loads(data), fds, data)
                 if self.fork(job):
                     return job
                 spare_due = time.monotonic() + SPARE_DELAY  # not now: this worker is starting
@@ -296,9 +298,15 @@ class Template:
         return None
 
     def wait_job(self, sock: socket.socket) -> Job:
-        """In a spare: detach from the template, wait for the job, become its worker."""
+        """In a spare: detach from the template, wait for the job, become its worker.
+
+        What needs no job is done before it arrives: resetting modules, reading the
+        environment `set_environ` compares with.
+        """
         try:
             self.detach()
+            reset_modules()
+            environ = dict(os.environ)
             data, fds, _flags, _addr = socket.recv_fds(sock, MAX_PACKET, MAX_FDS + 1)
         except BaseException:
             os._exit(SETUP_FAILED)
@@ -307,7 +315,7 @@ class Template:
         sock.close()
         err_w = fds.pop()
         job = Job(json.loads(data), fds)
-        self.start_worker(job, err_w)
+        self.start_worker(job, err_w, environ)
         return job
 
     def end_spare(self) -> None:
@@ -380,10 +388,10 @@ class Template:
             os._exit(SETUP_FAILED)
         self.start_worker(job, err_w)
 
-    def start_worker(self, job: Job, err_w: int) -> None:
+    def start_worker(self, job: Job, err_w: int, environ: dict[str, str] | None = None) -> None:
         """In a detached child: become the worker of ``job``, or report why not and exit."""
         try:
-            self.become_worker(job)
+            self.become_worker(job, environ)
         except BaseException as exc:
             report = {"errno": getattr(exc, "errno", None) or errno.EINVAL, "error": f"{type(exc).__name__}: {exc}"}
             try:
@@ -405,8 +413,12 @@ class Template:
         if self.spare is not None:  # the template's end of its other spare (none, as forks go)
             self.spare.sock.close()
 
-    def become_worker(self, job: Job) -> None:
-        """Turn this detached child into the worker of ``job`` (see the module docstring)."""
+    def become_worker(self, job: Job, environ: dict[str, str] | None = None) -> None:
+        """Turn this detached child into the worker of ``job`` (see the module docstring).
+
+        ``environ`` is a copy of `os.environ` taken by a spare, which also reset the
+        modules already (see `wait_job`).
+        """
         # First: setproctitle finds the command line through the environment it started
         # with, and it must be importable before privileges are dropped.
         set_title(job.env.pop(PROCTITLE_ENV, ""))
@@ -423,25 +435,30 @@ class Template:
                 env[name] = ",".join(renumber.get(part, part) for part in env[name].split(","))
         for fd in job.fds:
             os.set_inheritable(fd, True)
-        set_environ(env)
+        set_environ(env, environ)
         if job.cwd is not None:
             os.chdir(job.cwd)
         drop_privileges(job.uid, job.gid, job.groups)
-        reset_modules()
+        if environ is None:
+            reset_modules()
         sys.argv = list(job.argv)
 
 
-def set_environ(env: dict[str, str]) -> None:
+def set_environ(env: dict[str, str], current: dict[str, str] | None = None) -> None:
     """Make `os.environ` (and the C environment) ``env``, touching only what differs.
 
     The worker's environment is the template's plus a few variables: ``clear()`` then
     ``update()`` would unset and set every one (clear is quadratic in `os.environ`).
+    ``current`` is a copy of `os.environ` taken ahead, to compare with (a plain dict:
+    no encoding and decoding per variable).
     """
     environ = os.environ
-    for name in [name for name in environ if name not in env]:
+    if current is None:
+        current = dict(environ)
+    for name in current.keys() - env.keys():
         del environ[name]
     for name, value in env.items():
-        if environ.get(name) != value:
+        if current.get(name) != value:
             environ[name] = value
 
 
