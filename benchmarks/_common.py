@@ -129,11 +129,17 @@ def row(
     }
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, parts: Sequence[str] = ()) -> argparse.Namespace:
+    """Parse the options every benchmark takes; with ``parts``, also ``--part`` (all by default)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller sizes")
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON result")
-    return parser.parse_args()
+    if parts:
+        parser.add_argument("--part", action="append", choices=parts, help="run only this part (repeatable)")
+    args = parser.parse_args()
+    if parts and not args.part:
+        args.part = list(parts)
+    return args
 
 
 def write_result(path: Path, name: str, rows: list[Json], raw: Json, notes: Iterable[str] = ()) -> None:

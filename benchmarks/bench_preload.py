@@ -38,6 +38,8 @@ from _spawn import tiny_master
 SPAWN_GOAL_MS = 5.0
 RELOAD_GOAL_MS = 200.0
 TINY_PRELOAD = ["anyio", "anyio._backends._asyncio", "drover_py"]
+#: What ``--part`` may name (all four by default), e.g. ``--part crash`` alone.
+PARTS = ["spawn", "crash", "reload", "memory"]
 
 
 # -- spawn and reload (masters in this process) ------------------------------------------
@@ -199,69 +201,73 @@ def versus(value: dict[str, float], reference: dict[str, float], unit: str) -> s
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
+    args = parse_args(__doc__ or "", parts=PARTS)
     (RESULTS / "logs").mkdir(parents=True, exist_ok=True)
     spawn_reps, crash_reps, reload_reps, memory_reps = (8, 5, 2, 1) if args.quick else (30, 15, 5, 3)
     rows, raw, notes = [], {}, []
 
-    spawn = anyio.run(spawn_samples, spawn_reps, backend="asyncio")
-    s_pre, s_exec = summary(spawn["preload"], 1e3), summary(spawn["exec"], 1e3)
-    r = row(
-        "preload", "spawn, tiny worker", "scale(+1) to started", "ms", s_pre, s_exec, "exec mode",
-        goal=f"<= {SPAWN_GOAL_MS:g} ms", paired=list(zip(spawn["preload"], spawn["exec"])),
-    )  # fmt: skip
-    r["ok"] = s_pre["median"] <= SPAWN_GOAL_MS
-    rows.append(r)
-    raw["spawn_s"] = spawn
-    log(f"spawn: preload {s_pre['median']:.2f} ms, exec {s_exec['median']:.1f} ms")
-
-    crash = crash_samples(crash_reps)
-    c = {kind: summary(values, 1e3) for kind, values in crash.items()}
-    for worker in ("sync", "uvicorn"):
-        pre, exe = f"{worker}-preload", f"{worker}-exec"
+    if "spawn" in args.part:
+        spawn = anyio.run(spawn_samples, spawn_reps, backend="asyncio")
+        s_pre, s_exec = summary(spawn["preload"], 1e3), summary(spawn["exec"], 1e3)
         r = row(
-            "preload", f"crash, 1 {worker} worker", "SIGKILL to new answer", "ms", c[pre], c["gunicorn"],
-            "gunicorn sync", paired=list(zip(crash[pre], crash["gunicorn"])), goal="< gunicorn",
-            note=f"exec mode {versus(c[exe], c['gunicorn'], 'ms')}",
+            "preload", "spawn, tiny worker", "scale(+1) to started", "ms", s_pre, s_exec, "exec mode",
+            goal=f"<= {SPAWN_GOAL_MS:g} ms", paired=list(zip(spawn["preload"], spawn["exec"])),
         )  # fmt: skip
-        r["ok"] = c[pre]["median"] < c["gunicorn"]["median"]
+        r["ok"] = s_pre["median"] <= SPAWN_GOAL_MS
         rows.append(r)
-    raw["crash_s"] = crash
-    log("crash: " + ", ".join(f"{k} {v['median']:.1f} ms" for k, v in c.items()))
+        raw["spawn_s"] = spawn
+        log(f"spawn: preload {s_pre['median']:.2f} ms, exec {s_exec['median']:.1f} ms")
 
-    reload: dict[str, list[float]] = {"preload": [], "exec": []}
-    for _, mode in interleaved(reload_reps, ["preload", "exec"]):
-        reload[mode].append(anyio.run(reload_once, mode, 16, backend="asyncio"))
-    g_pre, g_exec = summary(reload["preload"], 1e3), summary(reload["exec"], 1e3)
-    r = row(
-        "preload", "reload, 16 tiny workers", "graceful_reload()", "ms", g_pre, g_exec, "exec mode",
-        goal=f"<= {RELOAD_GOAL_MS:g} ms", note="includes the new template's start-up (imports)",
-    )  # fmt: skip
-    r["ok"] = g_pre["median"] <= RELOAD_GOAL_MS
-    rows.append(r)
-    raw["reload_s"] = reload
-    log(f"reload: preload {g_pre['median']:.0f} ms, exec {g_exec['median']:.0f} ms")
+    if "crash" in args.part:
+        crash = crash_samples(crash_reps)
+        c = {kind: summary(values, 1e3) for kind, values in crash.items()}
+        for worker in ("sync", "uvicorn"):
+            pre, exe = f"{worker}-preload", f"{worker}-exec"
+            r = row(
+                "preload", f"crash, 1 {worker} worker", "SIGKILL to new answer", "ms", c[pre], c["gunicorn"],
+                "gunicorn sync", paired=list(zip(crash[pre], crash["gunicorn"])), goal="< gunicorn",
+                note=f"exec mode {versus(c[exe], c['gunicorn'], 'ms')}",
+            )  # fmt: skip
+            r["ok"] = c[pre]["median"] < c["gunicorn"]["median"]
+            rows.append(r)
+        raw["crash_s"] = crash
+        log("crash: " + ", ".join(f"{k} {v['median']:.1f} ms" for k, v in c.items()))
 
-    memory, per_worker = memory_samples(memory_reps, 16)
-    m = {kind: summary(values) for kind, values in memory.items()}
-    w = {kind: summary(values) for kind, values in per_worker.items()}
-    for worker in ("sync", "uvicorn"):
-        pre, exe = f"{worker}-preload", f"{worker}-exec"
-        split = (
-            f"; one worker {w[pre]['median']:.2f} MB (gunicorn's {w['gunicorn']['median']:.2f}), the rest "
-            f"(master and template; gunicorn's arbiter) {m[pre]['median'] - 16 * w[pre]['median']:.1f} MB "
-            f"({m['gunicorn']['median'] - 16 * w['gunicorn']['median']:.1f})"
-        )
+    if "reload" in args.part:
+        reload: dict[str, list[float]] = {"preload": [], "exec": []}
+        for _, mode in interleaved(reload_reps, ["preload", "exec"]):
+            reload[mode].append(anyio.run(reload_once, mode, 16, backend="asyncio"))
+        g_pre, g_exec = summary(reload["preload"], 1e3), summary(reload["exec"], 1e3)
         r = row(
-            "preload", f"memory, 16 idle {worker} workers", "tree PSS", "MB", m[pre], m["gunicorn"],
-            "gunicorn sync", paired=list(zip(memory[pre], memory["gunicorn"])), goal="<= gunicorn",
-            note=f"exec mode {versus(m[exe], m['gunicorn'], 'MB')}{split}",
+            "preload", "reload, 16 tiny workers", "graceful_reload()", "ms", g_pre, g_exec, "exec mode",
+            goal=f"<= {RELOAD_GOAL_MS:g} ms", note="includes the new template's start-up (imports)",
         )  # fmt: skip
-        r["ok"] = m[pre]["median"] <= m["gunicorn"]["median"]
+        r["ok"] = g_pre["median"] <= RELOAD_GOAL_MS
         rows.append(r)
-    raw["memory_mb"] = memory
-    raw["memory_per_worker_mb"] = per_worker
-    log("memory: " + ", ".join(f"{k} {v['median']:.0f} MB" for k, v in m.items()))
+        raw["reload_s"] = reload
+        log(f"reload: preload {g_pre['median']:.0f} ms, exec {g_exec['median']:.0f} ms")
+
+    if "memory" in args.part:
+        memory, per_worker = memory_samples(memory_reps, 16)
+        m = {kind: summary(values) for kind, values in memory.items()}
+        w = {kind: summary(values) for kind, values in per_worker.items()}
+        for worker in ("sync", "uvicorn"):
+            pre, exe = f"{worker}-preload", f"{worker}-exec"
+            split = (
+                f"; one worker {w[pre]['median']:.2f} MB (gunicorn's {w['gunicorn']['median']:.2f}), the rest "
+                f"(master and template; gunicorn's arbiter) {m[pre]['median'] - 16 * w[pre]['median']:.1f} MB "
+                f"({m['gunicorn']['median'] - 16 * w['gunicorn']['median']:.1f})"
+            )
+            r = row(
+                "preload", f"memory, 16 idle {worker} workers", "tree PSS", "MB", m[pre], m["gunicorn"],
+                "gunicorn sync", paired=list(zip(memory[pre], memory["gunicorn"])), goal="<= gunicorn",
+                note=f"exec mode {versus(m[exe], m['gunicorn'], 'MB')}{split}",
+            )  # fmt: skip
+            r["ok"] = m[pre]["median"] <= m["gunicorn"]["median"]
+            rows.append(r)
+        raw["memory_mb"] = memory
+        raw["memory_per_worker_mb"] = per_worker
+        log("memory: " + ", ".join(f"{k} {v['median']:.0f} MB" for k, v in m.items()))
 
     notes.append(
         "preload: the sync rows run the same stack as gunicorn's sync workers (one blocking WSGI server per "

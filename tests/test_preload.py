@@ -12,6 +12,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from drover_py import ConfigError, ExitReasons, Master, MasterFactory, PreloadError, ReloadError, WorkerStatus
@@ -252,11 +253,12 @@ async def test_a_spawn_forks_itself_when_the_spare_is_gone(make_master: MasterBu
         await master.scale(2)
         [template] = templates(master)
         workers = {w.pid for w in master.workers}
-        spares = [pid for pid in children_of(template) if pid not in workers]
-        assert len(spares) <= 1  # the next one may still be being forked: then none yet
-        for spare in spares:
-            os.kill(spare, signal.SIGKILL)
-            await wait_process_gone(spare, 10)
+        with anyio.fail_after(10):  # the next spare comes once the template is idle: no event to wait on
+            while not (spares := [pid for pid in children_of(template) if pid not in workers]):
+                await anyio.sleep(0.01)
+        [spare] = spares
+        os.kill(spare, signal.SIGKILL)
+        await wait_process_gone(spare, 10)
         await master.scale(4)
         assert [w.status for w in master.workers] == [WorkerStatus.STARTED] * 4
         assert all(w.pid is not None and parent_of(w.pid) == template for w in master.workers)

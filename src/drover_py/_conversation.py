@@ -385,8 +385,8 @@ class ThreadConversation(_Flow):
     """The thread side, for `SyncMessageBus`: the same protocol with blocking calls.
 
     ``write(frame)`` writes a whole frame (thread-safe, raising ChannelError). Messages
-    and requests are handled one at a time, in order, in a dispatcher thread, so the
-    reader thread stays free for the lifecycle messages.
+    and requests are handled one at a time, in order, in a dispatcher thread (started
+    by the first of them), so the reader thread stays free for the lifecycle messages.
     """
 
     def __init__(
@@ -404,7 +404,8 @@ class ThreadConversation(_Flow):
         self._cond = threading.Condition()
         self._inbox: collections.deque[proto.Data | None] = collections.deque()
         self._pending: dict[int, list[proto.Data]] = {}
-        self._thread = BareThread(self._dispatch)
+        #: Started by the first message or request: a worker that gets none never pays for it.
+        self._thread: BareThread | None = None
 
     def feed(self, data: proto.Data) -> None:
         """Take a conversation frame from the reader thread."""
@@ -417,6 +418,8 @@ class ThreadConversation(_Flow):
             else:
                 self._accept(data)
                 self._inbox.append(data)
+                if self._thread is None:
+                    self._thread = BareThread(self._dispatch)
             self._cond.notify_all()
 
     def close(self, why: str) -> None:

@@ -724,7 +724,8 @@ class Master:
                 self._give_up(decision.why)
                 return
             self._log.info("restarting worker", worker_id=worker_id, slot=worker.slot, delay=decision.delay)
-            await anyio.sleep(decision.delay)
+            if decision.delay > 0:  # with no delay, straight on: every loop iteration delays the replacement
+                await anyio.sleep(decision.delay)
             try:
                 await self.restart_worker_by_id(worker_id)
                 return

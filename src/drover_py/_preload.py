@@ -165,7 +165,9 @@ class Template:
         spec = {
             "modules": list(preload) if isinstance(preload, tuple) else [],
             "script_imports": preload is True,
-            "titles": self.config.proctitle is not False,
+            # Each worker's first step sets its title: import setproctitle (and the logging
+            # it imports) once here, shared, instead of in every worker on its way to serving.
+            "optional": ["setproctitle"] if self.config.title_name() is not None else [],
         }
         try:
             with self._scope:
@@ -275,8 +277,9 @@ class Template:
         """Ask the template to fork the worker of ``request``; raise OSError on failure."""
         self._spawning += 1
         try:
-            with anyio.move_on_after(self.config.start_timeout):
-                await self._ready.wait()
+            if not self._ready.is_set():
+                with anyio.move_on_after(self.config.start_timeout):
+                    await self._ready.wait()
             if not self._ready.is_set():
                 self._fail(TemplateError(f"the {self._where()} did not get ready within {self.config.start_timeout:g} s"))
                 self.close()

@@ -24,7 +24,9 @@ fds, cwd and credentials, its process title (``DROVER_PY_PROCTITLE``, with setpr
 if installed), fresh random seed and logging handlers, then ``runpy`` runs the script as
 ``__main__``. The template forks each child ahead of its request (a `Spare` that
 detaches at once and waits for its job), so that a spawn only hands the request over;
-when there is no live spare, it forks on the request.
+when there is no live spare, it forks on the request. The next spare is forked once the
+template has been idle for `SPARE_DELAY` after a spawn, so that fork (and the spare's
+set-up) does not take the CPU from the worker that was just handed its job.
 """
 
 from __future__ import annotations
@@ -41,14 +43,17 @@ import json
 import select
 import signal
 import socket
+import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
 MAX_PACKET = 1 << 20
 MAX_FDS = 256
 #: Exit code of a forked child that failed before it became the worker.
 SETUP_FAILED = 127
+#: Seconds of idleness after a spawn before the template forks the next spare.
+SPARE_DELAY = 0.05
 #: The title the master chose for the worker (see drover_py._proctitle).
 PROCTITLE_ENV = "DROVER_PY_PROCTITLE"
 
@@ -58,8 +63,10 @@ _Handler = Union[Callable[[int, Any], Any], int, signal.Handlers, None]
 class Job:
     """A spawn request, as the forked child sees it."""
 
-    def __init__(self, message: dict[str, Any], fds: list[int]) -> None:
+    def __init__(self, message: dict[str, Any], fds: list[int], data: bytes = b"") -> None:
         self.message = message
+        #: The message as it arrived (handed on to a spare as is).
+        self.data = data
         self.id: int = message["spawn"]
         self.argv: list[str] = message["argv"]
         self.env: dict[str, str] = message["env"]
@@ -111,11 +118,12 @@ def thread_report() -> str | None:
     return f"{native} native thread(s)"
 
 
-def preload(modules: list[str], script: str | None) -> list[str]:
-    """Import ``modules`` (and the script's imports); return their names.
+def preload(modules: list[str], script: str | None, optional: Sequence[str] = ()) -> list[str]:
+    """Import ``modules``, then the script's imports and ``optional``; return their names.
 
     Raise RuntimeError naming the module that failed to import or started a thread.
-    The script's own imports are best effort: one that fails is left for the worker.
+    The script's own imports and ``optional`` are best effort: one that fails is left
+    for the worker.
     """
     import importlib
 
@@ -123,6 +131,7 @@ def preload(modules: list[str], script: str | None) -> list[str]:
     wanted = [(name, True) for name in modules]
     if script is not None:
         wanted += [(name, False) for name in script_imports(script)]
+    wanted += [(name, False) for name in optional]
     for name, required in wanted:
         try:
             try:
@@ -167,7 +176,7 @@ class Spare:
     def hand(self, job: Job, err_w: int) -> bool:
         """Give ``job`` to the spare; return False if it is gone."""
         try:
-            socket.send_fds(self.sock, [json.dumps(job.message).encode()], [*job.all_fds, err_w])
+            socket.send_fds(self.sock, [job.data or json.dumps(job.message).encode()], [*job.all_fds, err_w])
             return True
         except OSError:
             self.discard()
@@ -222,8 +231,10 @@ class Template:
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         poller.register(self.wake_r, select.POLLIN)
+        spare_due: float | None = None  # when to fork the next spare
         while True:
-            ready = {fd for fd, _ in poller.poll()}
+            timeout = None if spare_due is None else max(0.0, spare_due - time.monotonic()) * 1000
+            ready = {fd for fd, _ in poller.poll(timeout)}
             if self.wake_r in ready:
                 try:
                     while os.read(self.wake_r, 512):
@@ -236,10 +247,13 @@ class Template:
                 if not data:
                     self.end_spare()
                     return None
-                job = Job(json.loads(data), fds)
+                job = Job(json.loads(data), fds, data)
                 if self.fork(job):
                     return job
-                job = self.prefork()  # the next worker's fork, while this one starts
+                spare_due = time.monotonic() + SPARE_DELAY  # not now: this worker is starting
+            elif spare_due is not None and time.monotonic() >= spare_due:
+                spare_due = None
+                job = self.prefork()
                 if job is not None:
                     return job
 
@@ -284,9 +298,15 @@ class Template:
         return None
 
     def wait_job(self, sock: socket.socket) -> Job:
-        """In a spare: detach from the template, wait for the job, become its worker."""
+        """In a spare: detach from the template, wait for the job, become its worker.
+
+        What needs no job is done before it arrives: resetting modules, reading the
+        environment `set_environ` compares with.
+        """
         try:
             self.detach()
+            reset_modules()
+            environ = dict(os.environ)
             data, fds, _flags, _addr = socket.recv_fds(sock, MAX_PACKET, MAX_FDS + 1)
         except BaseException:
             os._exit(SETUP_FAILED)
@@ -295,7 +315,7 @@ class Template:
         sock.close()
         err_w = fds.pop()
         job = Job(json.loads(data), fds)
-        self.start_worker(job, err_w)
+        self.start_worker(job, err_w, environ)
         return job
 
     def end_spare(self) -> None:
@@ -368,10 +388,10 @@ class Template:
             os._exit(SETUP_FAILED)
         self.start_worker(job, err_w)
 
-    def start_worker(self, job: Job, err_w: int) -> None:
+    def start_worker(self, job: Job, err_w: int, environ: dict[str, str] | None = None) -> None:
         """In a detached child: become the worker of ``job``, or report why not and exit."""
         try:
-            self.become_worker(job)
+            self.become_worker(job, environ)
         except BaseException as exc:
             report = {"errno": getattr(exc, "errno", None) or errno.EINVAL, "error": f"{type(exc).__name__}: {exc}"}
             try:
@@ -393,8 +413,12 @@ class Template:
         if self.spare is not None:  # the template's end of its other spare (none, as forks go)
             self.spare.sock.close()
 
-    def become_worker(self, job: Job) -> None:
-        """Turn this detached child into the worker of ``job`` (see the module docstring)."""
+    def become_worker(self, job: Job, environ: dict[str, str] | None = None) -> None:
+        """Turn this detached child into the worker of ``job`` (see the module docstring).
+
+        ``environ`` is a copy of `os.environ` taken by a spare, which also reset the
+        modules already (see `wait_job`).
+        """
         # First: setproctitle finds the command line through the environment it started
         # with, and it must be importable before privileges are dropped.
         set_title(job.env.pop(PROCTITLE_ENV, ""))
@@ -411,25 +435,30 @@ class Template:
                 env[name] = ",".join(renumber.get(part, part) for part in env[name].split(","))
         for fd in job.fds:
             os.set_inheritable(fd, True)
-        set_environ(env)
+        set_environ(env, environ)
         if job.cwd is not None:
             os.chdir(job.cwd)
         drop_privileges(job.uid, job.gid, job.groups)
-        reset_modules()
+        if environ is None:
+            reset_modules()
         sys.argv = list(job.argv)
 
 
-def set_environ(env: dict[str, str]) -> None:
+def set_environ(env: dict[str, str], current: dict[str, str] | None = None) -> None:
     """Make `os.environ` (and the C environment) ``env``, touching only what differs.
 
     The worker's environment is the template's plus a few variables: ``clear()`` then
     ``update()`` would unset and set every one (clear is quadratic in `os.environ`).
+    ``current`` is a copy of `os.environ` taken ahead, to compare with (a plain dict:
+    no encoding and decoding per variable).
     """
     environ = os.environ
-    for name in [name for name in environ if name not in env]:
+    if current is None:
+        current = dict(environ)
+    for name in current.keys() - env.keys():
         del environ[name]
     for name, value in env.items():
-        if environ.get(name) != value:
+        if current.get(name) != value:
             environ[name] = value
 
 
@@ -441,17 +470,6 @@ def drop_privileges(uid: int | None, gid: int | None, groups: list[int] | None) 
         os.setgid(gid)
     if uid is not None:
         os.setuid(uid)
-
-
-def import_title_module() -> None:
-    """Import setproctitle (if installed) here, once, rather than in every forked worker.
-
-    Its import (it imports `logging`) dirties about 2 MB of a child's copied memory.
-    """
-    try:
-        import setproctitle  # noqa: F401
-    except ImportError:
-        pass
 
 
 def set_title(title: str) -> None:
@@ -503,12 +521,10 @@ def main(argv: list[str]) -> Job | None:
     spec = json.loads(argv[3])
     template = Template(sock)
     try:
-        modules = preload(spec["modules"], script if spec["script_imports"] else None)
+        modules = preload(spec["modules"], script if spec["script_imports"] else None, spec.get("optional", []))
     except RuntimeError as exc:
         template.send({"error": str(exc)})
         return None
-    if spec.get("titles"):
-        import_title_module()
     global _code
     try:  # compiled once here, not in every worker; a syntax error is the worker's to report
         with open(script, "rb") as file:

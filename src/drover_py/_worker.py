@@ -191,8 +191,9 @@ class Worker:
                 await process.wait()
                 self._process_ended.set()
                 with anyio.move_on_after(DRAIN_TIMEOUT):
-                    await self._output_done.wait()
-                    await self._reader_done.wait()
+                    for done in (self._output_done, self._reader_done):
+                        if not done.is_set():  # waiting on a set Event is still a trip through the loop
+                            await done.wait()
                     self._conversation.close(f"worker {self.id} exited")
                     await self._conversation.wait_drained()  # what it said before exiting
                 tg.cancel_scope.cancel()
