@@ -46,8 +46,10 @@ async def run(jobs: int, workers: int) -> None:
         for worker in master.workers:
             stats = await master.request(worker.id, "stats", timeout=5)
             print(f"worker {worker.id} (slot {worker.slot}): {stats}", flush=True)
-        print(f"{len(results)} jobs done by {workers} workers", flush=True)
         await master.graceful_shutdown()
+    # Printed after the master closed: by then every captured line of the workers has
+    # been written (they travel apart from the messages, so one may still be on its way).
+    print(f"{len(results)} jobs done by {workers} workers", flush=True)
 
 
 def main() -> None:
