@@ -321,6 +321,8 @@ class Template:
                     break
                 except BlockingIOError:
                     await anyio.wait_writable(sock)
+                except OSError as exc:  # died before its end of file reached our reader
+                    raise TemplateError(exc.errno, f"the {self._where()} is gone: {exc.strerror or exc}") from exc
             await pending.done.wait()
         finally:
             del self._pending[rid]
