@@ -45,10 +45,14 @@ class EventLog:
         return result
 
     async def wait_for(self, name: str, count: int = 1, timeout: float = 15.0) -> list[tuple[object, ...]]:
-        with anyio.fail_after(timeout):
-            while len(self.of(name)) < count:
-                await self._changed.wait()
+        await self.wait_until(lambda: len(self.of(name)) >= count, timeout)
         return self.of(name)
+
+    async def wait_until(self, done: Callable[[], bool], timeout: float = 15.0) -> None:
+        """Wait until ``done()`` holds, checking it after each event."""
+        with anyio.fail_after(timeout):
+            while not done():
+                await self._changed.wait()
 
 
 async def wait_process_gone(pid: int, timeout: float) -> None:

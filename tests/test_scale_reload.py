@@ -239,6 +239,33 @@ async def test_policy_restarts_a_crashed_worker(make_master: MasterBuilder) -> N
         await master.supervise()  # returns: the master shut down without giving up
 
 
+@BOTH_SPAWN_MODES
+async def test_simultaneous_crashes_are_replaced_concurrently(make_master: MasterBuilder, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    master = make_master(f"gate={gate}", count=3, restart=RestartPolicy(delay=0))
+    log = EventLog(master)
+    async with master:
+        await master.start()
+        first = {w.id for w in master.workers}
+        (tmp_path / "gate.armed").touch()  # from now on a worker waits at the gate before "started"
+        for victim in master.workers[:2]:
+            assert victim.pid is not None
+            os.kill(victim.pid, signal.SIGKILL)
+
+        def spawned() -> set[object]:
+            return {wid for wid, status in log.of("status-changed") if status is S.STARTING and wid not in first}
+
+        # Neither replacement can be ready before the gate opens: serial restarts would
+        # spawn the second only after the first's readiness (start_timeout, 20 s).
+        await log.wait_until(lambda: len(spawned()) == 2, timeout=10)
+        gate.touch()
+        await log.wait_for("worker-started", count=5)
+        started = [w for w in master.workers if w.status is S.STARTED]
+        assert [w.slot for w in started] == [0, 1, 2]
+        assert {w.id for w in started[:2]} == spawned()
+        await master.graceful_shutdown()
+
+
 async def test_policy_gives_up_on_a_crash_loop(make_master: MasterBuilder) -> None:
     policy = RestartPolicy(delay=0.01, max_restarts=3, within=60)
     master = make_master("exit_after_start@0=1", count=2, restart=policy)

@@ -65,6 +65,14 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
+class _Restart:
+    """A crashed worker's automatic replacement, waiting for the operation lock."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.error: DroverError | None = None
+
+
 class Master:
     """Supervise ``config.count`` worker processes of one script.
 
@@ -74,7 +82,9 @@ class Master:
 
     Lifecycle operations (`start`, `scale`, `graceful_reload`, `restart_worker_by_id`)
     run one at a time, in call order; a shutdown interrupts the one in progress, which
-    then raises `OperationInterruptedError` (a `StateError`).
+    then raises `OperationInterruptedError` (a `StateError`). Automatic restarts of
+    crashed workers form one such operation together: crashes of the same moment are
+    replaced concurrently, not one after another's readiness.
     """
 
     def __init__(self, config: MasterConfig) -> None:
@@ -83,6 +93,10 @@ class Master:
         self._events = EventRegistry(EVENTS, self._log)
         self._workers: dict[int, Worker] = {}
         self._replaced: dict[int, int] = {}
+        #: Crashed workers' automatic restarts waiting for the lock, by worker id.
+        self._crashed: dict[int, _Restart] = {}
+        #: The task group of the automatic restarts running now, which later crashes join.
+        self._restarting: anyio.abc.TaskGroup | None = None
         self._ids = itertools.count(1)
         self._state = _State.NEW
         self._started = False
@@ -473,13 +487,59 @@ class Master:
         Raise `UnknownWorkerError` for an id the master never had or already retired.
         """
         async with self._operation("restart_worker_by_id"):
-            if worker_id in self._replaced:
-                return self._replaced[worker_id]
-            old = self._workers.get(worker_id)
-            if old is None:
-                raise UnknownWorkerError(worker_id)
-            [new] = await self._replace([old.slot], self._config, olds=[old])
-            return new.id
+            return await self._restart_one(worker_id)
+
+    async def _restart_one(self, worker_id: int) -> int:
+        if worker_id in self._replaced:
+            return self._replaced[worker_id]
+        old = self._workers.get(worker_id)
+        if old is None:
+            raise UnknownWorkerError(worker_id)
+        [new] = await self._replace([old.slot], self._config, olds=[old])
+        return new.id
+
+    async def _restart_crashed(self, worker_id: int) -> None:
+        """Replace crashed worker ``worker_id`` alongside the other crashes of the moment.
+
+        Automatic restarts take the operation lock together: the first one to get it
+        replaces every crash waiting for it, and a crash noticed while those run joins
+        them, each replaced concurrently and on its own (one failing undoes no other),
+        so simultaneous crashes do not queue behind one another's readiness. Raise
+        what `restart_worker_by_id` would.
+        """
+        mine = _Restart()
+        if self._restarting is not None:
+            self._restarting.start_soon(self._settle_restart, worker_id, mine)
+            await mine.done.wait()
+        else:
+            self._crashed[worker_id] = mine
+            try:
+                async with self._operation("restart_worker_by_id"):
+                    if not mine.done.is_set():
+                        try:
+                            async with anyio.create_task_group() as tg:
+                                self._restarting = tg
+                                batch, self._crashed = self._crashed, {}
+                                for crashed_id, restart in batch.items():
+                                    tg.start_soon(self._settle_restart, crashed_id, restart)
+                        finally:
+                            self._restarting = None
+            finally:
+                if self._crashed.get(worker_id) is mine:  # cancelled before anyone took it
+                    del self._crashed[worker_id]
+        if mine.error is not None:
+            raise mine.error
+
+    async def _settle_restart(self, worker_id: int, restart: _Restart) -> None:
+        try:
+            await self._restart_one(worker_id)
+        except DroverError as exc:
+            restart.error = exc
+        except anyio.get_cancelled_exc_class():
+            restart.error = OperationInterruptedError("restart_worker_by_id() was interrupted by a shutdown")
+            raise
+        finally:
+            restart.done.set()
 
     async def stop_worker_by_id(self, worker_id: int) -> None:
         """Retire worker ``worker_id`` gracefully without a replacement; its slot stays empty.
@@ -727,7 +787,7 @@ class Master:
             if decision.delay > 0:  # with no delay, straight on: every loop iteration delays the replacement
                 await anyio.sleep(decision.delay)
             try:
-                await self.restart_worker_by_id(worker_id)
+                await self._restart_crashed(worker_id)
                 return
             except WorkerStartError as exc:
                 self._log.warning("restart failed", worker_id=worker_id, error=str(exc))

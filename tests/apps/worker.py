@@ -14,6 +14,7 @@ TEST_BEHAVIOUR is a comma-separated list of flags; "flag@N" applies only in slot
   grandchild        spawn a sleeping grandchild in the worker's process group
   trio              run on the trio backend
   default_handlers  register no handlers: use the bus's defaults
+  gate=PATH         if PATH.armed exists at boot, send "started" only once PATH exists
 TEST_RECORD is a file to which the worker appends "<pid> <event> <slot>" lines.
 TEST_TAG, if set, is recorded at boot as the event "tag:<TEST_TAG>".
 """
@@ -91,6 +92,9 @@ async def main() -> None:
         record("boot")
         if "hang_boot" in FLAGS:
             await anyio.sleep_forever()
+        if "gate" in FLAGS and os.path.exists(FLAGS["gate"] + ".armed"):
+            while not os.path.exists(FLAGS["gate"]):  # the test opens the gate when it has seen enough
+                await anyio.sleep(0.01)  # sync-ok: polls a condition (the master bounds it: start_timeout)
         record("started")  # before sending: the master may answer at once
         await mb.send_started()
         if "exit_after_start" in FLAGS:
