@@ -143,6 +143,16 @@ async def test_forked_worker_looks_like_an_exec_worker(tmp_path: Path) -> None:
     assert forked[0]["random"] != forked[1]["random"]
 
 
+async def test_spawn_requests_wait_their_turn_when_the_template_lags(make_master: MasterBuilder) -> None:
+    # Requests this big fill the template's socket buffer after one or two: the others
+    # wait until it is writable, one at a time (anyio allows one waiter per socket).
+    master = make_master(count=8, preload=["json"], env={"BIG1": "x" * 100_000, "BIG2": "y" * 100_000})
+    async with master:
+        await master.start()
+        assert master.get_workers_statuses() == [WorkerStatus.STARTED] * 8
+        await master.graceful_shutdown()
+
+
 def maps_setproctitle(pid: int) -> bool:
     with open(f"/proc/{pid}/maps") as file:
         return "_setproctitle" in file.read()

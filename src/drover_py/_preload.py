@@ -126,6 +126,7 @@ class Template:
         self._env = env
         self._log = log
         self._sock: socket.socket | None = None
+        self._send_lock = anyio.Lock()
         self._ready = anyio.Event()
         self._error: TemplateError | None = None
         self._pending: dict[int, _Pending] = {}
@@ -315,14 +316,10 @@ class Template:
         data = json.dumps(message).encode()
         pending = self._pending[rid] = _Pending()
         try:
-            while True:
-                try:
-                    socket.send_fds(sock, [data], fds)
-                    break
-                except BlockingIOError:
-                    await anyio.wait_writable(sock)
-                except OSError as exc:  # died before its end of file reached our reader
-                    raise TemplateError(exc.errno, f"the {self._where()} is gone: {exc.strerror or exc}") from exc
+            if not self._send(sock, data, fds):  # the template lags: its socket buffer is full
+                async with self._send_lock:  # one waiter at a time (anyio allows no more)
+                    while not self._send(sock, data, fds):
+                        await anyio.wait_writable(sock)
             await pending.done.wait()
         finally:
             del self._pending[rid]
@@ -330,6 +327,17 @@ class Template:
             raise pending.error
         assert pending.process is not None
         return pending.process
+
+
+    def _send(self, sock: socket.socket, data: bytes, fds: list[int]) -> bool:
+        """Send a request; return False if the socket has no room for it now."""
+        try:
+            socket.send_fds(sock, [data], fds)
+            return True
+        except BlockingIOError:
+            return False
+        except OSError as exc:  # died before its end of file reached our reader
+            raise TemplateError(exc.errno, f"the {self._where()} is gone: {exc.strerror or exc}") from exc
 
 
 class _TemplateSpawner:
