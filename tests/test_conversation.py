@@ -17,6 +17,7 @@ from drover_py import (
     RequestTimeoutError,
     UnknownWorkerError,
 )
+from drover_py._conversation import WINDOW
 
 from .conftest import APPS
 from .helpers import EventLog
@@ -72,10 +73,12 @@ async def test_messages_to_a_worker_arrive_in_order_past_the_credit_window(mode:
     async with master:
         await master.start()
         [worker] = master.workers
-        for i in range(300):  # several times the window: the sender waits for credit
-            await master.send(worker.id, {"i": i, "text": "é\n\u2028"})
+        filler = "x" * 2000
+        for i in range(300):  # 600 kB, over twice the window: the sender waits for credit
+            await master.send(worker.id, {"i": i, "text": "é\n\u2028", "filler": filler})
         echoes = await wait_messages(log, "echo", 300)
-        assert [payload for _, payload in echoes] == [{"i": i, "text": "é\n\u2028"} for i in range(300)]
+        expected = [{"i": i, "text": "é\n\u2028", "filler": filler} for i in range(300)]
+        assert [payload for _, payload in echoes] == expected
         await master.graceful_shutdown()
 
 
@@ -243,7 +246,7 @@ async def test_bad_payloads_are_refused_and_the_worker_lives_on() -> None:
 
 
 async def test_worker_ignoring_credit_is_stopped_and_others_are_kept() -> None:
-    master = talker("rawflood@0=65", count=2)
+    master = talker(f"rawflood@0={WINDOW // 4096 + 1}", count=2)  # frames of over 4 KiB: past the window
     log = EventLog(master)
     blocked = anyio.Event()
 

@@ -52,7 +52,8 @@ def test_partial_frame_waits_for_the_rest() -> None:
         (b'{"type":"request","id":1,"name":"","data":1}\n', "'name' must be a non-empty str"),
         (b'{"type":"response","id":1,"error":"boom"}\n', "'error' must be"),
         (b'{"type":"response","id":1,"data":1,"error":{"type":"E","message":"m"}}\n', "'response' frame"),
-        (b'{"type":"credit","n":0}\n', "credit must be an int >= 1"),
+        (b'{"type":"credit","bytes":0}\n', "credit must be an int >= 1"),
+        (b'{"type":"credit","n":32}\n', "'credit' frame has the keys"),  # the earlier form, counted in frames
         (b'{"type":"reboot"}\n', "unknown message type 'reboot'"),
         (b'{"type":"stop"}\n', "unknown message type 'stop'"),  # master-bound only
     ],
@@ -157,6 +158,9 @@ def test_conversation_frames_round_trip(payload: object, request_id: int, name: 
     assert isinstance(error, proto.Data) and error.error == ("ValueError", name)
     assert isinstance(credit, proto.Data) and credit.n == request_id % 1000 + 1
     assert stop == proto.STOP
+    # each data frame knows its length, newline included: what it costs in credit
+    sizes = [len(proto.encode_message(payload)), len(proto.encode_request(request_id, name, payload))]
+    assert [message.size, request.size] == sizes
 
 
 def test_payload_that_is_not_json_is_refused_by_name() -> None:

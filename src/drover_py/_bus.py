@@ -267,8 +267,8 @@ class MessageBus(_BusState):
     async def send(self, payload: object) -> None:
         """Send ``payload`` (JSON-serialisable) to the master's "message" handlers.
 
-        Messages arrive in order. When the master has `WINDOW` of this worker's messages
-        not yet handled, this waits (backpressure). Raise TypeError for a payload that
+        Messages arrive in order. When the master has `WINDOW` bytes (256 KiB) of this
+        worker's messages and requests not yet handled, this waits (backpressure). Raise TypeError for a payload that
         is not JSON, `ProtocolError` for one over the size limit, `PeerGoneError` once
         the master is gone.
         """

@@ -184,8 +184,8 @@ class Master:
     async def send(self, worker_id: int, payload: object) -> None:
         """Send ``payload`` (JSON-serialisable) to a worker's ``mb.on("message", ...)``.
 
-        Messages arrive in order. When the worker has `WINDOW` messages it has not
-        consumed yet, this waits (backpressure). Raise `UnknownWorkerError` for an
+        Messages arrive in order. When the worker has `WINDOW` bytes (256 KiB) of
+        messages and requests it has not consumed yet, this waits (backpressure). Raise `UnknownWorkerError` for an
         unknown id, `PeerGoneError` once the worker has exited, TypeError for a payload
         that is not JSON and `ProtocolError` for one over the size limit.
         """

@@ -5,8 +5,9 @@ A frame is one JSON object on one line, ``{"type": "<name>", ...}``, terminated 
 worker sends "started", "stopped", "shut_down" and, when the master asked for it,
 "heartbeat" every few seconds. Conversation frames travel both ways and carry data
 (`Data`): "message" (a JSON payload), "request" (id, name, payload), "response" (id and
-a payload or an error) and "credit" (flow control: how many more messages and requests
-the receiver has room for). Anything else, a frame that is not a JSON object of one of
+a payload or an error) and "credit" (flow control: how many more bytes of messages and
+requests the receiver has room for, ``{"type": "credit", "bytes": n}``; each decoded
+frame carries its length, newline included, in `Data.size`). Anything else, a frame that is not a JSON object of one of
 those forms, or a frame longer than the size limit raises `ProtocolError`. After an
 error the decoder is unusable: the stream has lost its framing.
 
@@ -48,7 +49,7 @@ _DATA_KEYS: dict[str, tuple[frozenset[str], ...]] = {
     MESSAGE: (frozenset({"type", "data"}),),
     REQUEST: (frozenset({"type", "id", "name", "data"}),),
     RESPONSE: (frozenset({"type", "id", "data"}), frozenset({"type", "id", "error"})),
-    CREDIT: (frozenset({"type", "n"}),),
+    CREDIT: (frozenset({"type", "bytes"}),),
 }
 #: Longest request name accepted.
 MAX_NAME_LENGTH = 200
@@ -57,7 +58,7 @@ MAX_NAME_LENGTH = 200
 class Data:
     """A decoded conversation frame: "message", "request", "response" or "credit"."""
 
-    __slots__ = ("type", "id", "name", "payload", "error", "n")
+    __slots__ = ("type", "id", "name", "payload", "error", "n", "size")
 
     def __init__(
         self,
@@ -68,6 +69,7 @@ class Data:
         payload: object = None,
         error: tuple[str, str] | None = None,
         n: int = 0,
+        size: int = 0,
     ) -> None:
         self.type = type
         #: Request id, echoed by its response.
@@ -78,8 +80,10 @@ class Data:
         self.payload = payload
         #: (exception type name, message) of a failed response.
         self.error = error
-        #: Credit granted by a "credit" frame.
+        #: Credit granted by a "credit" frame, in bytes.
         self.n = n
+        #: Length of the frame this was decoded from, newline included (what it costs in credit).
+        self.size = size
 
     def __repr__(self) -> str:
         return f"Data({self.type!r}, id={self.id}, name={self.name!r}, payload={self.payload!r}, error={self.error!r})"
@@ -185,8 +189,8 @@ def encode_error(request_id: int, error_type: str, message: str) -> bytes:
 
 
 def encode_credit(n: int) -> bytes:
-    """Return a "credit" frame granting ``n`` more messages or requests."""
-    return b'{"type":"credit","n":%d}\n' % n
+    """Return a "credit" frame granting ``n`` more bytes of messages and requests."""
+    return b'{"type":"credit","bytes":%d}\n' % n
 
 
 def encode(message_type: str) -> bytes:
@@ -270,7 +274,8 @@ class Decoder:
             # The usual message frame: decode just its payload. If that is not exactly one
             # JSON value, the frame is something else: the full parse below says what.
             try:
-                return Data(MESSAGE, payload=_scan_whole(line[len(_MESSAGE_HEAD) : -1].decode("utf-8", "surrogatepass")))
+                payload = _scan_whole(line[len(_MESSAGE_HEAD) : -1].decode("utf-8", "surrogatepass"))
+                return Data(MESSAGE, payload=payload, size=len(line) + 1)
             except (UnicodeDecodeError, ValueError, RecursionError):
                 pass
         try:
@@ -288,7 +293,9 @@ class Decoder:
             raise ProtocolError(f"frame {_preview(line)} is not an object with a string 'type'")
         message_type: str = obj["type"]
         if message_type in _DATA_KEYS:
-            return _parse_data(obj, line)
+            data = _parse_data(obj, line)
+            data.size = len(line) + 1
+            return data
         if message_type not in self._allowed:
             expected = ", ".join(sorted(self._allowed | _DATA_KEYS.keys()))
             raise ProtocolError(f"unknown message type {message_type!r} (expected one of {expected})")
@@ -310,7 +317,7 @@ def _parse_data(obj: dict[str, object], line: bytes) -> Data:
     if kind == MESSAGE:
         return Data(MESSAGE, payload=obj["data"])
     if kind == CREDIT:
-        n = obj["n"]
+        n = obj["bytes"]
         if not _is_id(n) or not isinstance(n, int) or n < 1:
             raise ProtocolError(f"frame {_preview(line)}: credit must be an int >= 1")
         return Data(CREDIT, n=n)
