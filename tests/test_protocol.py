@@ -163,6 +163,60 @@ def test_conversation_frames_round_trip(payload: object, request_id: int, name: 
     assert [message.size, request.size] == sizes
 
 
+def _message_frames(payload: object, variant: int) -> bytes:
+    """A message frame as we encode it, or as another encoder might, or broken."""
+    if variant == 0:
+        return proto.encode_message(payload)
+    text = json.dumps(payload, ensure_ascii=variant != 1)
+    if variant == 1:  # raw UTF-8, not escaped
+        return ('{"type":"message","data":' + text + "}\n").encode("utf-8", "surrogatepass")
+    if variant == 2:  # spaces
+        return ('{"type": "message", "data": ' + text + " }\n").encode()
+    if variant == 3:  # junk after the payload
+        return ('{"type":"message","data":' + text + ",1}\n").encode()
+    return ('{"type":"message","data":' + text + ',"data":1}\n').encode()  # duplicate key: the last counts
+
+
+def _reference(frame: bytes) -> object:
+    """What one message frame decodes to, by json.loads; raise ValueError if it is not one."""
+    obj = json.loads(frame)
+    if not isinstance(obj, dict) or set(obj) != {"type", "data"} or obj["type"] != "message":
+        raise ValueError("not a message frame")
+    return obj["data"]
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    frames=st.lists(st.tuples(JSON, st.integers(min_value=0, max_value=4)), min_size=1, max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=6),
+)
+def test_message_frames_decode_as_json_does_in_any_split(frames: list[tuple[object, int]], cuts: list[int]) -> None:
+    # The decoder takes the ASCII frames of a read at once; it must agree with json.loads
+    # frame by frame, whatever the split, for frames of other encoders and broken ones too.
+    encoded = [_message_frames(payload, variant) for payload, variant in frames]
+    expected: list[tuple[object, int]] = []
+    for frame in encoded:
+        try:
+            expected.append((_reference(frame), len(frame)))
+        except ValueError:
+            break
+    stream = b"".join(encoded)
+    bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    decoder = proto.Decoder(proto.TO_MASTER)
+    decoded: list[tuple[object, int]] = []
+    try:
+        for start, end in zip(bounds, bounds[1:]):
+            for data in decoder.feed(stream[start:end]):
+                assert isinstance(data, proto.Data) and data.type == proto.MESSAGE
+                decoded.append((data.payload, data.size))
+        decoder.feed(b"")
+    except ProtocolError:
+        assert len(expected) < len(encoded)  # a frame json.loads refuses too
+    else:
+        assert len(expected) == len(encoded)
+    assert decoded == expected
+
+
 def test_payload_that_is_not_json_is_refused_by_name() -> None:
     with pytest.raises(TypeError, match="message payload is not JSON-serialisable"):
         proto.encode_message({1, 2})
