@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from drover_py import (
@@ -79,6 +80,42 @@ async def test_messages_to_a_worker_arrive_in_order_past_the_credit_window(mode:
         echoes = await wait_messages(log, "echo", 300)
         expected = [{"i": i, "text": "é\n\u2028", "filler": filler} for i in range(300)]
         assert [payload for _, payload in echoes] == expected
+        await master.graceful_shutdown()
+
+
+@pytest.mark.parametrize("handlers", ["plain", "coroutine", "both"])
+async def test_a_raising_message_handler_is_contained_and_the_next_message_delivered(handlers: str) -> None:
+    master = talker()
+    seen: list[tuple[str, object]] = []
+    all_seen = anyio.Event()
+
+    def record(kind: str, payload: object) -> None:
+        seen.append((kind, payload))
+        if len(seen) == (6 if handlers == "both" else 3):
+            all_seen.set()
+        if payload == {"echo": 0}:
+            raise RuntimeError("handler bug")
+
+    def plain(worker_id: int, payload: object) -> None:
+        record("plain", payload)
+
+    async def coroutine(worker_id: int, payload: object) -> None:
+        await anyio.lowlevel.checkpoint()
+        record("coroutine", payload)
+
+    if handlers in ("plain", "both"):
+        master.on("message", plain)
+    if handlers in ("coroutine", "both"):
+        master.on("message", coroutine)
+    async with master:
+        await master.start()
+        [worker] = master.workers
+        for i in range(3):
+            await master.send(worker.id, i)  # echoed back as {"echo": i}
+        with anyio.fail_after(15):
+            await all_seen.wait()
+        kinds = ["plain", "coroutine"] if handlers == "both" else [handlers]
+        assert seen == [(kind, {"echo": i}) for i in range(3) for kind in kinds]
         await master.graceful_shutdown()
 
 

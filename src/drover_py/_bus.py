@@ -241,15 +241,17 @@ class MessageBus(_BusState):
 
     async def _read_loop(self, reader: ChannelReader) -> None:
         assert self._conversation is not None
+        feed = self._conversation.feed
         while True:
-            message = await reader.receive()
-            if message is None:
+            messages = await reader.receive_batch()
+            if messages is None:
                 self._conversation.close("its channel ended")
                 return  # the master is gone: the lifeline thread ends the process
-            if isinstance(message, str):
-                self._dispatch(message)
-            else:
-                self._conversation.feed(message)
+            for message in messages:
+                if isinstance(message, str):
+                    self._dispatch(message)
+                else:
+                    feed(message)
 
     def _deliver(self, payload: object) -> Awaitable[None] | None:
         """Run the message handlers in turn; return what is left to await, if anything."""

@@ -81,17 +81,21 @@ class _Flow:
         """Count a received message or request; raise ProtocolError past the window."""
         self._held += data.size
         if self._held > WINDOW:
-            raise ProtocolError(f"{self._peer} sent more than {WINDOW} bytes of messages or requests without credit")
+            self._overflow()
+
+    def _overflow(self) -> None:
+        raise ProtocolError(f"{self._peer} sent more than {WINDOW} bytes of messages or requests without credit")
 
     def _credit_due(self, size: int) -> int:
         """Count a consumed frame of ``size`` bytes; return how much credit to grant now (or 0)."""
-        consumed = self._consumed + size
-        if consumed < CREDIT_STEP:
-            self._consumed = consumed
-            return 0
-        self._consumed = 0
-        self._held -= consumed
-        return consumed
+        self._consumed += size
+        return self._grant() if self._consumed >= CREDIT_STEP else 0
+
+    def _grant(self) -> int:
+        """Return the credit to grant for what was consumed (`CREDIT_STEP` or more), and reset."""
+        granted, self._consumed = self._consumed, 0
+        self._held -= granted
+        return granted
 
     def _settle(self, name: str, result: list[proto.Data], timeout: float) -> object:
         """Return the answer of a finished request, or raise why there is none."""
@@ -155,7 +159,15 @@ class Conversation(_Flow):
 
     def feed(self, data: proto.Data) -> None:
         """Take a conversation frame from the reader; raise ProtocolError for a violation."""
-        if data.type == proto.RESPONSE:
+        if data.type == proto.MESSAGE:  # the usual frame, in as few steps as it takes
+            self._held += data.size
+            if self._held > WINDOW:
+                self._overflow()
+            self._inbox.append(data)
+            if self._arrived is not None:
+                self._arrived.set()
+                self._arrived = None
+        elif data.type == proto.RESPONSE:
             waiter = self._pending.pop(data.id, None)
             if waiter is not None:  # else the request timed out already
                 waiter[1].append(data)
@@ -190,27 +202,32 @@ class Conversation(_Flow):
 
     async def run(self) -> None:
         """Deliver messages in order and answer requests, until cancelled."""
+        inbox, deliver = self._inbox, self._deliver
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._expire_requests)
             try:
                 while True:
-                    while not self._inbox:
+                    while not inbox:
                         if self._drained is not None:
                             self._drained.set()
                             self._drained = None
                         self._arrived = arrived = anyio.Event()
                         await arrived.wait()
-                    data = self._inbox.popleft()
+                    data = inbox.popleft()
                     if data.type == proto.MESSAGE:
-                        self._delivering = True
-                        try:
-                            waiting = self._deliver(data.payload)
-                            if waiting is not None:
+                        waiting = deliver(data.payload)
+                        if waiting is not None:
+                            # Only while this waits can another task see the message
+                            # half-delivered (a plain handler is done before anyone looks).
+                            self._delivering = True
+                            try:
                                 await waiting
-                            self._consumed_one(data.size)
-                        finally:
-                            self._delivering = False
+                            finally:
+                                self._delivering = False
+                        self._consumed += data.size
+                        if self._consumed >= CREDIT_STEP:
+                            self._post(proto.encode_credit(self._grant()))
                     else:
                         self._respond(data)
             finally:
