@@ -266,15 +266,16 @@ class MessageBus(_BusState):
             raise StateError("use the MessageBus inside 'async with MessageBus() as mb:'")
         return self._conversation
 
-    async def send(self, payload: object) -> None:
-        """Send ``payload`` (JSON-serialisable) to the master's "message" handlers.
+    def send(self, payload: object) -> Awaitable[None]:
+        """Send ``payload`` (JSON-serialisable) to the master's "message" handlers; await it.
 
         Messages arrive in order. When the master has `WINDOW` bytes (256 KiB) of this
-        worker's messages and requests not yet handled, this waits (backpressure). Raise TypeError for a payload that
-        is not JSON, `ProtocolError` for one over the size limit, `PeerGoneError` once
-        the master is gone.
+        worker's messages and requests not yet handled, this waits (backpressure).
+        Raise TypeError for a payload that is not JSON, `ProtocolError` for one over
+        the size limit, `PeerGoneError` once the master is gone.
         """
-        await self._talk().send(payload)
+        # The conversation's own coroutine, not one of ours around it: this runs per message.
+        return self._talk().send(payload)
 
     async def request(self, name: str, payload: object = None, *, timeout: float = DEFAULT_TIMEOUT) -> object:
         """Ask the master's ``master.handle(name, ...)`` handler and return its answer.

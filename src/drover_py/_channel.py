@@ -136,7 +136,13 @@ class ChannelWriter:
             raise self._broken
         if self._turns:
             return self.send(frame)
-        written = self._write(frame)
+        try:  # `_write`, inlined: this runs once per frame
+            written = os.write(self._fd, frame)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            self._broken = ChannelError(f"channel closed: {exc}")
+            raise self._broken from exc
         if written == len(frame):
             return None
         self._lock.acquire_nowait()  # free, as in `send`'s fast path

@@ -316,11 +316,17 @@ class Conversation(_Flow):
     async def send(self, payload: object) -> None:
         """Send a message; wait while the peer has no room (backpressure)."""
         frame = proto.encode_message(payload)
-        if self._credit >= len(frame) and self._closed is None:
+        size = len(frame)
+        if self._credit >= size and self._closed is None:
             await self._check_cancelled()  # a cancelled send sends nothing
-            rest = self._start_counted(frame)
+            # `_start_counted`, inlined: this runs once per message.
+            self._credit -= size
+            try:
+                rest = self._writer.send_soon(frame)
+            except ChannelError as exc:
+                raise self._gone(str(exc)) from exc
             if rest is not None:
-                await rest
+                await self._finish_counted(rest, size)
             return
         await self._send_counted(frame)
 

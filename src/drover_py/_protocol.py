@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from ._exceptions import ProtocolError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 #: Largest frame accepted, newline included.
 MAX_FRAME_SIZE = 64 * 1024
@@ -121,6 +121,8 @@ class _Json:
     """The json functions, made on first use: this module does not import json up front."""
 
     encode: Callable[[object], str] | None = None
+    #: ``"".join(chunks(value, 0))`` is ``encode(value)``, one call less (for each message).
+    chunks: Callable[[object, int], Sequence[str]] | None = None
     decode: Callable[[str], object] | None = None
     loads: Callable[[bytes], object] | None = None
     #: ``scan(text, 0)`` returns (value, end) for the JSON value at the start of ``text``:
@@ -139,36 +141,41 @@ class _Json:
         make_c_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in the type stubs
         if make_c_encoder is None:  # pragma: no cover (CPython has it)
             cls.encode = encoder.encode
+            cls.chunks = lambda value, _level: (encoder.encode(value),)
         else:
-            # No circular check: a cycle ends in RecursionError, which `_json` reports.
+            # No circular check: a cycle ends in RecursionError, which `_frame` reports.
             chunks = make_c_encoder(None, encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
 
             def encode(value: object) -> str:
                 return "".join(chunks(value, 0))
 
             cls.encode = encode
+            cls.chunks = chunks
         decoder = json.JSONDecoder()
         cls.decode = decoder.decode
         cls.scan = json.scanner.make_scanner(decoder)  # type: ignore[arg-type]  # typeshed's stub wants a scanner, not the decoder
         cls.loads = json.loads
 
 
-def _json(value: object, what: str) -> bytes:
-    """Return ``value`` as compact JSON; raise TypeError if it is not JSON-serialisable."""
-    encode = _Json.encode
-    if encode is None:
+def _encoder() -> Callable[[object], str]:
+    """Return the JSON encoder, made on first use."""
+    if _Json.encode is None:
         _Json.load()
-        encode = _Json.encode
-        assert encode is not None
+        assert _Json.encode is not None
+    return _Json.encode
+
+
+def _frame(head: str, value: object, what: str, max_size: int) -> bytes:
+    """Return ``head`` + the JSON of ``value`` + ``}\\n``, checked against ``max_size``.
+
+    Raise TypeError if ``value`` is not JSON-serialisable, ProtocolError if the frame is
+    too big. The frame is ASCII: the encoder escapes every other character.
+    """
+    encode = _Json.encode or _encoder()
     try:
-        return encode(value).encode()
+        frame = (head + encode(value) + "}\n").encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise TypeError(f"{what} is not JSON-serialisable: {exc}") from None
-
-
-def _frame(head: bytes, value: object, what: str, max_size: int) -> bytes:
-    """Return ``head`` + the JSON of ``value`` + ``}\\n``, checked against ``max_size``."""
-    frame = head + _json(value, what) + b"}\n"
     if len(frame) > max_size:
         raise ProtocolError(f"{what} makes a frame of {len(frame)} bytes, over the limit of {max_size}")
     return frame
@@ -180,20 +187,32 @@ _MESSAGE_HEAD_TEXT = _MESSAGE_HEAD.decode()
 
 def encode_message(payload: object, max_size: int = MAX_FRAME_SIZE) -> bytes:
     """Return a "message" frame; raise TypeError if ``payload`` is not JSON, ProtocolError if too big."""
-    return _frame(_MESSAGE_HEAD, payload, "message payload", max_size)
+    # `_frame`, inlined: this runs once per message sent.
+    chunks = _Json.chunks
+    if chunks is None:
+        _encoder()
+        chunks = _Json.chunks
+        assert chunks is not None
+    try:
+        frame = (_MESSAGE_HEAD_TEXT + "".join(chunks(payload, 0)) + "}\n").encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise TypeError(f"message payload is not JSON-serialisable: {exc}") from None
+    if len(frame) > max_size:
+        raise ProtocolError(f"message payload makes a frame of {len(frame)} bytes, over the limit of {max_size}")
+    return frame
 
 
 def encode_request(request_id: int, name: str, payload: object, max_size: int = MAX_FRAME_SIZE) -> bytes:
     """Return a "request" frame (see `encode_message` for the errors)."""
     if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"request name must be a non-empty str of at most {MAX_NAME_LENGTH} characters, got {name!r}")
-    head = b'{"type":"request","id":%d,"name":%s,"data":' % (request_id, _json(name, "request name"))
+    head = '{"type":"request","id":%d,"name":%s,"data":' % (request_id, (_Json.encode or _encoder())(name))
     return _frame(head, payload, f"payload of request {name!r}", max_size)
 
 
 def encode_response(request_id: int, payload: object, max_size: int = MAX_FRAME_SIZE) -> bytes:
     """Return a successful "response" frame (see `encode_message` for the errors)."""
-    return _frame(b'{"type":"response","id":%d,"data":' % request_id, payload, "response", max_size)
+    return _frame('{"type":"response","id":%d,"data":' % request_id, payload, "response", max_size)
 
 
 def encode_error(request_id: int, error_type: str, message: str) -> bytes:
@@ -202,7 +221,7 @@ def encode_error(request_id: int, error_type: str, message: str) -> bytes:
     if len(message) > limit:
         message = message[:limit] + "..."
     error = {"type": error_type, "message": message}
-    return _frame(b'{"type":"response","id":%d,"error":' % request_id, error, "error", MAX_FRAME_SIZE)
+    return _frame('{"type":"response","id":%d,"error":' % request_id, error, "error", MAX_FRAME_SIZE)
 
 
 def encode_credit(n: int) -> bytes:
