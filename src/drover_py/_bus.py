@@ -448,12 +448,18 @@ class SyncMessageBus(_BusState):
                 assert self._conversation is not None
                 self._conversation.close("its channel ended")
                 return  # the master is gone: the lifeline thread ends the process
+            assert self._conversation is not None
+            batch: list[proto.Data] = []  # conversation frames, handed over together
             for message in decoder.feed(data):
                 if isinstance(message, str):
+                    if batch:
+                        self._conversation.feed_many(batch)
+                        batch = []
                     self._dispatch(message)
                 else:
-                    assert self._conversation is not None
-                    self._conversation.feed(message)
+                    batch.append(message)
+            if batch:
+                self._conversation.feed_many(batch)
 
     def _deliver(self, payload: object) -> None:
         for handler in list(self._handlers[proto.MESSAGE]):
@@ -469,12 +475,14 @@ class SyncMessageBus(_BusState):
 
     def _write_frame(self, frame: bytes) -> None:
         with self._write_lock:
-            view = memoryview(frame)
-            while view:
-                try:
-                    view = view[os.write(self._write_fd, view) :]
-                except OSError as exc:
-                    raise ChannelError(f"channel closed: {exc}") from exc
+            try:
+                written = os.write(self._write_fd, frame)  # the whole frame, nearly always
+                if written < len(frame):
+                    view = memoryview(frame)[written:]
+                    while view:
+                        view = view[os.write(self._write_fd, view) :]
+            except OSError as exc:
+                raise ChannelError(f"channel closed: {exc}") from exc
 
     def _talk(self) -> ThreadConversation:
         if self._conversation is None:

@@ -24,7 +24,7 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -440,15 +440,20 @@ class ThreadConversation(_Flow):
 
     def feed(self, data: proto.Data) -> None:
         """Take a conversation frame from the reader thread."""
+        self.feed_many((data,))
+
+    def feed_many(self, batch: Iterable[proto.Data]) -> None:
+        """Take the conversation frames of one read: one lock and one wake-up for them all."""
         with self._cond:
-            if data.type == proto.RESPONSE:
-                if data.id in self._pending:
-                    self._pending[data.id].append(data)
-            elif data.type == proto.CREDIT:
-                self._credit += data.n
-            else:
-                self._accept(data)
-                self._inbox.append(data)
+            for data in batch:
+                if data.type == proto.MESSAGE or data.type == proto.REQUEST:
+                    self._accept(data)
+                    self._inbox.append(data)
+                elif data.type == proto.RESPONSE:
+                    if data.id in self._pending:
+                        self._pending[data.id].append(data)
+                else:  # credit
+                    self._credit += data.n
             self._cond.notify_all()
 
     def close(self, why: str) -> None:
@@ -460,25 +465,28 @@ class ThreadConversation(_Flow):
             self._cond.notify_all()
 
     def _dispatch(self) -> None:
+        deliver = self._deliver
         while True:
-            with self._cond:
+            with self._cond:  # take all that arrived: one lock per batch, not per message
                 while not self._inbox:
                     self._cond.wait()
-                data = self._inbox.popleft()
-            if data is None:
-                return
-            if data.type == proto.MESSAGE:
-                self._deliver(data.payload)
-            else:
-                try:
-                    frame = proto.encode_response(data.id, self._answer(data.name, data.payload))
-                except Exception as exc:
-                    frame = error_frame(data.id, exc)
-                self._try_write(frame)
-            with self._cond:
-                granted = self._credit_due(data.size)
-            if granted:
-                self._try_write(proto.encode_credit(granted))
+                batch, self._inbox = self._inbox, collections.deque()
+            for data in batch:
+                if data is None:
+                    return
+                if data.type == proto.MESSAGE:
+                    deliver(data.payload)
+                else:
+                    try:
+                        frame = proto.encode_response(data.id, self._answer(data.name, data.payload))
+                    except Exception as exc:
+                        frame = error_frame(data.id, exc)
+                    self._try_write(frame)
+                self._consumed += data.size  # only this thread counts consumption
+                if self._consumed >= CREDIT_STEP:
+                    with self._cond:  # the reader counts what it holds under the lock
+                        granted = self._grant()
+                    self._try_write(proto.encode_credit(granted))
 
     def _try_write(self, frame: bytes) -> None:
         try:
