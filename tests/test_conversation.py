@@ -18,7 +18,7 @@ from drover_py import (
     RequestTimeoutError,
     UnknownWorkerError,
 )
-from drover_py._conversation import WINDOW
+from drover_py._conversation import WINDOW, YIELD_EVERY
 
 from .conftest import APPS
 from .helpers import EventLog
@@ -265,6 +265,23 @@ async def test_flood_of_messages_does_not_delay_a_graceful_stop(mode: str) -> No
         assert sorted(worker_id for _, worker_id in retired) == ids
         for reason, _ in retired:  # stopped and quit in time: no escalation
             assert isinstance(reason, ExitReasons.NormalExit) and reason.detail is None
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+async def test_a_sender_that_never_has_to_wait_still_lets_other_tasks_run(backend: str) -> None:
+    # The window holds thousands of small messages: a send loop must not hold the
+    # worker's event loop (its reader, its other tasks) until the credit runs out.
+    master = talker("fairness" + (",trio" if backend == "trio" else ""))
+    log = EventLog(master)
+    async with master:
+        await master.start()
+        [(_, sent)] = await wait_messages(log, "sends_before_another_task_ran", 1)
+        # Without the periodic yield it is thousands (until the credit runs out). The
+        # task runs at the first yield (after YIELD_EVERY = 64 sends), or on trio, which
+        # runs a task started meanwhile in its next batch, at the second.
+        assert YIELD_EVERY == 64
+        assert 1 <= sent <= 2 * YIELD_EVERY
+        await master.graceful_shutdown()
 
 
 async def test_bad_payloads_are_refused_and_the_worker_lives_on() -> None:

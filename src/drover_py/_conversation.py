@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 #: Bytes of message and request frames one side may have unconsumed at the other side.
 WINDOW = 256 * 1024
+#: A send that needs no wait still lets other tasks run at least once per this many sends.
+YIELD_EVERY = 64
 #: Consumed bytes that make the receiver grant credit back (half the window).
 CREDIT_STEP = WINDOW // 2
 # A sender that waits for credit for a frame of the largest size must get it back once
@@ -154,6 +156,8 @@ class Conversation(_Flow):
         import anyio.lowlevel  # here, not at import time: a worker's import stays light
 
         self._check_cancelled = anyio.lowlevel.checkpoint_if_cancelled
+        self._checkpoint = anyio.lowlevel.checkpoint
+        self._sends_unyielded = 0  # sends since one of them let other tasks run
 
     # -- receiving (called by the channel's reader, never blocks) -------------------------
 
@@ -318,7 +322,18 @@ class Conversation(_Flow):
         frame = proto.encode_message(payload)
         size = len(frame)
         if self._credit >= size and self._closed is None:
-            await self._check_cancelled()  # a cancelled send sends nothing
+            # A cancelled send sends nothing. And a send that needs no wait still lets
+            # other tasks run every `YIELD_EVERY` sends: with credit in bytes, a flood of
+            # small messages could otherwise hold the event loop for thousands of them.
+            self._sends_unyielded += 1
+            if self._sends_unyielded < YIELD_EVERY:
+                await self._check_cancelled()
+            else:
+                self._sends_unyielded = 0
+                await self._checkpoint()
+                if self._credit < size or self._closed is not None:  # changed meanwhile
+                    await self._send_counted(frame)
+                    return
             # `_start_counted`, inlined: this runs once per message.
             self._credit -= size
             try:
