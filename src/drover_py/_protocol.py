@@ -287,7 +287,7 @@ class Decoder:
         buffer = self._buffer + data
         start = 0
         last = buffer.rfind(b"\n")
-        if last >= 0:
+        if last > buffer.find(b"\n"):  # several frames (a single one, say a response, is cheaper below)
             try:
                 text = str(memoryview(buffer)[: last + 1], "ascii")
             except UnicodeDecodeError:
