@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from drover_py import (
@@ -17,6 +18,7 @@ from drover_py import (
     RequestTimeoutError,
     UnknownWorkerError,
 )
+from drover_py._conversation import WINDOW, YIELD_EVERY
 
 from .conftest import APPS
 from .helpers import EventLog
@@ -72,10 +74,48 @@ async def test_messages_to_a_worker_arrive_in_order_past_the_credit_window(mode:
     async with master:
         await master.start()
         [worker] = master.workers
-        for i in range(300):  # several times the window: the sender waits for credit
-            await master.send(worker.id, {"i": i, "text": "é\n\u2028"})
+        filler = "x" * 2000
+        for i in range(300):  # 600 kB, over twice the window: the sender waits for credit
+            await master.send(worker.id, {"i": i, "text": "é\n\u2028", "filler": filler})
         echoes = await wait_messages(log, "echo", 300)
-        assert [payload for _, payload in echoes] == [{"i": i, "text": "é\n\u2028"} for i in range(300)]
+        expected = [{"i": i, "text": "é\n\u2028", "filler": filler} for i in range(300)]
+        assert [payload for _, payload in echoes] == expected
+        await master.graceful_shutdown()
+
+
+@pytest.mark.parametrize("handlers", ["plain", "coroutine", "both"])
+async def test_a_raising_message_handler_is_contained_and_the_next_message_delivered(handlers: str) -> None:
+    master = talker()
+    seen: list[tuple[str, object]] = []
+    all_seen = anyio.Event()
+
+    def record(kind: str, payload: object) -> None:
+        seen.append((kind, payload))
+        if len(seen) == (6 if handlers == "both" else 3):
+            all_seen.set()
+        if payload == {"echo": 0}:
+            raise RuntimeError("handler bug")
+
+    def plain(worker_id: int, payload: object) -> None:
+        record("plain", payload)
+
+    async def coroutine(worker_id: int, payload: object) -> None:
+        await anyio.lowlevel.checkpoint()
+        record("coroutine", payload)
+
+    if handlers in ("plain", "both"):
+        master.on("message", plain)
+    if handlers in ("coroutine", "both"):
+        master.on("message", coroutine)
+    async with master:
+        await master.start()
+        [worker] = master.workers
+        for i in range(3):
+            await master.send(worker.id, i)  # echoed back as {"echo": i}
+        with anyio.fail_after(15):
+            await all_seen.wait()
+        kinds = ["plain", "coroutine"] if handlers == "both" else [handlers]
+        assert seen == [(kind, {"echo": i}) for i in range(3) for kind in kinds]
         await master.graceful_shutdown()
 
 
@@ -227,6 +267,23 @@ async def test_flood_of_messages_does_not_delay_a_graceful_stop(mode: str) -> No
             assert isinstance(reason, ExitReasons.NormalExit) and reason.detail is None
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+async def test_a_sender_that_never_has_to_wait_still_lets_other_tasks_run(backend: str) -> None:
+    # The window holds thousands of small messages: a send loop must not hold the
+    # worker's event loop (its reader, its other tasks) until the credit runs out.
+    master = talker("fairness" + (",trio" if backend == "trio" else ""))
+    log = EventLog(master)
+    async with master:
+        await master.start()
+        [(_, sent)] = await wait_messages(log, "sends_before_another_task_ran", 1)
+        # Without the periodic yield it is thousands (until the credit runs out). The
+        # task runs at the first yield (after YIELD_EVERY = 64 sends), or on trio, which
+        # runs a task started meanwhile in its next batch, at the second.
+        assert YIELD_EVERY == 64
+        assert 1 <= sent <= 2 * YIELD_EVERY
+        await master.graceful_shutdown()
+
+
 async def test_bad_payloads_are_refused_and_the_worker_lives_on() -> None:
     master = talker()
     async with master:
@@ -243,7 +300,7 @@ async def test_bad_payloads_are_refused_and_the_worker_lives_on() -> None:
 
 
 async def test_worker_ignoring_credit_is_stopped_and_others_are_kept() -> None:
-    master = talker("rawflood@0=65", count=2)
+    master = talker(f"rawflood@0={WINDOW // 4096 + 1}", count=2)  # frames of over 4 KiB: past the window
     log = EventLog(master)
     blocked = anyio.Event()
 

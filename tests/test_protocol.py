@@ -52,7 +52,8 @@ def test_partial_frame_waits_for_the_rest() -> None:
         (b'{"type":"request","id":1,"name":"","data":1}\n', "'name' must be a non-empty str"),
         (b'{"type":"response","id":1,"error":"boom"}\n', "'error' must be"),
         (b'{"type":"response","id":1,"data":1,"error":{"type":"E","message":"m"}}\n', "'response' frame"),
-        (b'{"type":"credit","n":0}\n', "credit must be an int >= 1"),
+        (b'{"type":"credit","bytes":0}\n', "credit must be an int >= 1"),
+        (b'{"type":"credit","n":32}\n', "'credit' frame has the keys"),  # the earlier form, counted in frames
         (b'{"type":"reboot"}\n', "unknown message type 'reboot'"),
         (b'{"type":"stop"}\n', "unknown message type 'stop'"),  # master-bound only
     ],
@@ -157,6 +158,63 @@ def test_conversation_frames_round_trip(payload: object, request_id: int, name: 
     assert isinstance(error, proto.Data) and error.error == ("ValueError", name)
     assert isinstance(credit, proto.Data) and credit.n == request_id % 1000 + 1
     assert stop == proto.STOP
+    # each data frame knows its length, newline included: what it costs in credit
+    sizes = [len(proto.encode_message(payload)), len(proto.encode_request(request_id, name, payload))]
+    assert [message.size, request.size] == sizes
+
+
+def _message_frames(payload: object, variant: int) -> bytes:
+    """A message frame as we encode it, or as another encoder might, or broken."""
+    if variant == 0:
+        return proto.encode_message(payload)
+    text = json.dumps(payload, ensure_ascii=variant != 1)
+    if variant == 1:  # raw UTF-8, not escaped
+        return ('{"type":"message","data":' + text + "}\n").encode("utf-8", "surrogatepass")
+    if variant == 2:  # spaces
+        return ('{"type": "message", "data": ' + text + " }\n").encode()
+    if variant == 3:  # junk after the payload
+        return ('{"type":"message","data":' + text + ",1}\n").encode()
+    return ('{"type":"message","data":' + text + ',"data":1}\n').encode()  # duplicate key: the last counts
+
+
+def _reference(frame: bytes) -> object:
+    """What one message frame decodes to, by json.loads; raise ValueError if it is not one."""
+    obj = json.loads(frame)
+    if not isinstance(obj, dict) or set(obj) != {"type", "data"} or obj["type"] != "message":
+        raise ValueError("not a message frame")
+    return obj["data"]
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    frames=st.lists(st.tuples(JSON, st.integers(min_value=0, max_value=4)), min_size=1, max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=6),
+)
+def test_message_frames_decode_as_json_does_in_any_split(frames: list[tuple[object, int]], cuts: list[int]) -> None:
+    # The decoder takes the ASCII frames of a read at once; it must agree with json.loads
+    # frame by frame, whatever the split, for frames of other encoders and broken ones too.
+    encoded = [_message_frames(payload, variant) for payload, variant in frames]
+    expected: list[tuple[object, int]] = []
+    for frame in encoded:
+        try:
+            expected.append((_reference(frame), len(frame)))
+        except ValueError:
+            break
+    stream = b"".join(encoded)
+    bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    decoder = proto.Decoder(proto.TO_MASTER)
+    decoded: list[tuple[object, int]] = []
+    try:
+        for start, end in zip(bounds, bounds[1:]):
+            for data in decoder.feed(stream[start:end]):
+                assert isinstance(data, proto.Data) and data.type == proto.MESSAGE
+                decoded.append((data.payload, data.size))
+        decoder.feed(b"")
+    except ProtocolError:
+        assert len(expected) < len(encoded)  # a frame json.loads refuses too
+    else:
+        assert len(expected) == len(encoded)
+    assert decoded == expected
 
 
 def test_payload_that_is_not_json_is_refused_by_name() -> None:

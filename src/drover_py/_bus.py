@@ -241,15 +241,17 @@ class MessageBus(_BusState):
 
     async def _read_loop(self, reader: ChannelReader) -> None:
         assert self._conversation is not None
+        feed = self._conversation.feed
         while True:
-            message = await reader.receive()
-            if message is None:
+            messages = await reader.receive_batch()
+            if messages is None:
                 self._conversation.close("its channel ended")
                 return  # the master is gone: the lifeline thread ends the process
-            if isinstance(message, str):
-                self._dispatch(message)
-            else:
-                self._conversation.feed(message)
+            for message in messages:
+                if isinstance(message, str):
+                    self._dispatch(message)
+                else:
+                    feed(message)
 
     def _deliver(self, payload: object) -> Awaitable[None] | None:
         """Run the message handlers in turn; return what is left to await, if anything."""
@@ -264,15 +266,16 @@ class MessageBus(_BusState):
             raise StateError("use the MessageBus inside 'async with MessageBus() as mb:'")
         return self._conversation
 
-    async def send(self, payload: object) -> None:
-        """Send ``payload`` (JSON-serialisable) to the master's "message" handlers.
+    def send(self, payload: object) -> Awaitable[None]:
+        """Send ``payload`` (JSON-serialisable) to the master's "message" handlers; await it.
 
-        Messages arrive in order. When the master has `WINDOW` of this worker's messages
-        not yet handled, this waits (backpressure). Raise TypeError for a payload that
-        is not JSON, `ProtocolError` for one over the size limit, `PeerGoneError` once
-        the master is gone.
+        Messages arrive in order. When the master has `WINDOW` bytes (256 KiB) of this
+        worker's messages and requests not yet handled, this waits (backpressure).
+        Raise TypeError for a payload that is not JSON, `ProtocolError` for one over
+        the size limit, `PeerGoneError` once the master is gone.
         """
-        await self._talk().send(payload)
+        # The conversation's own coroutine, not one of ours around it: this runs per message.
+        return self._talk().send(payload)
 
     async def request(self, name: str, payload: object = None, *, timeout: float = DEFAULT_TIMEOUT) -> object:
         """Ask the master's ``master.handle(name, ...)`` handler and return its answer.
@@ -445,12 +448,18 @@ class SyncMessageBus(_BusState):
                 assert self._conversation is not None
                 self._conversation.close("its channel ended")
                 return  # the master is gone: the lifeline thread ends the process
+            assert self._conversation is not None
+            batch: list[proto.Data] = []  # conversation frames, handed over together
             for message in decoder.feed(data):
                 if isinstance(message, str):
+                    if batch:
+                        self._conversation.feed_many(batch)
+                        batch = []
                     self._dispatch(message)
                 else:
-                    assert self._conversation is not None
-                    self._conversation.feed(message)
+                    batch.append(message)
+            if batch:
+                self._conversation.feed_many(batch)
 
     def _deliver(self, payload: object) -> None:
         for handler in list(self._handlers[proto.MESSAGE]):
@@ -466,12 +475,14 @@ class SyncMessageBus(_BusState):
 
     def _write_frame(self, frame: bytes) -> None:
         with self._write_lock:
-            view = memoryview(frame)
-            while view:
-                try:
-                    view = view[os.write(self._write_fd, view) :]
-                except OSError as exc:
-                    raise ChannelError(f"channel closed: {exc}") from exc
+            try:
+                written = os.write(self._write_fd, frame)  # the whole frame, nearly always
+                if written < len(frame):
+                    view = memoryview(frame)[written:]
+                    while view:
+                        view = view[os.write(self._write_fd, view) :]
+            except OSError as exc:
+                raise ChannelError(f"channel closed: {exc}") from exc
 
     def _talk(self) -> ThreadConversation:
         if self._conversation is None:

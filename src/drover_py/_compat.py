@@ -6,7 +6,8 @@ import _thread
 import inspect
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from types import CoroutineType
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -56,6 +57,7 @@ def call_in_turn(
     With ``contain``, an Exception of a handler is passed over: ``contain(handler)`` is
     called inside the ``except`` block (to log it) and the next handler runs.
     """
+    last = len(handlers) - 1
     for index, handler in enumerate(handlers):
         try:
             result = handler(*args)
@@ -64,7 +66,9 @@ def call_in_turn(
                 raise
             contain(handler)
             continue
-        if result is not None and inspect.isawaitable(result):
+        if result is not None and (type(result) is CoroutineType or inspect.isawaitable(result)):
+            if index == last and contain is None:
+                return cast("Awaitable[None]", result)  # nothing to run after it: no coroutine of ours
             return _call_rest(result, handlers[index:], args, contain)
     return None
 

@@ -3,13 +3,16 @@
 Used by the master (one `Conversation` per worker) and by the child's buses, so it is
 light: the standard library, anyio and the pure protocol.
 
-Flow control is by credit. Each side may have at most `WINDOW` messages and requests
-that the other side has not yet consumed; the receiver grants credit back (a "credit"
-frame) as it consumes them. So a receiver never buffers more than `WINDOW` frames, a
-sender that outruns its receiver waits instead of filling memory, and the reader of a
-channel never has to stop reading: the lifecycle frames ("stop", "stopped", ...) that
-share the pipe are always handled at once, however many custom messages are queued.
-Responses and credit frames are not counted: they are consumed as they arrive.
+Flow control is by credit, counted in bytes (as HTTP/2 does). Each side may have at
+most `WINDOW` bytes of message and request frames that the other side has not yet
+consumed; the receiver grants credit back (a "credit" frame) each time it has consumed
+half the window. So a receiver never buffers more than `WINDOW` bytes of frames, a
+sender that outruns its receiver waits instead of filling memory, small messages
+rarely wait or cost a credit frame, and the reader of a channel never has to stop
+reading: the lifecycle frames ("stop", "stopped", ...) that share the pipe are always
+handled at once, however many custom messages are queued. Responses and credit frames
+are not counted: they are consumed as they arrive (a response answers a request that
+was counted).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -34,8 +37,15 @@ from ._exceptions import ChannelError, PeerGoneError, ProtocolError, RemoteError
 if TYPE_CHECKING:
     import anyio.abc
 
-#: Messages and requests one side may have unconsumed at the other side.
-WINDOW = 64
+#: Bytes of message and request frames one side may have unconsumed at the other side.
+WINDOW = 256 * 1024
+#: A send that needs no wait still lets other tasks run at least once per this many sends.
+YIELD_EVERY = 64
+#: Consumed bytes that make the receiver grant credit back (half the window).
+CREDIT_STEP = WINDOW // 2
+# A sender that waits for credit for a frame of the largest size must get it back once
+# what is in flight is consumed: half the window must hold the largest frame.
+assert CREDIT_STEP >= proto.MAX_FRAME_SIZE
 #: Error type of a response to a request that no handler is registered for.
 NO_HANDLER = "NoHandler"
 #: Seconds a request waits for its response unless told otherwise.
@@ -63,23 +73,28 @@ class _Flow:
 
     def __init__(self, peer: str) -> None:
         self._peer = peer
-        self._credit = WINDOW  # frames we may still send
-        self._held = 0  # frames received and not credited back yet
+        self._credit = WINDOW  # bytes of frames we may still send
+        self._held = 0  # bytes received and not credited back yet
         self._consumed = 0  # of those, how many were consumed
         self._ids = itertools.count(1)
         self._closed: PeerGoneError | None = None
 
     def _accept(self, data: proto.Data) -> None:
         """Count a received message or request; raise ProtocolError past the window."""
-        if self._held >= WINDOW:
-            raise ProtocolError(f"{self._peer} sent more than {WINDOW} messages or requests without credit")
-        self._held += 1
+        self._held += data.size
+        if self._held > WINDOW:
+            self._overflow()
 
-    def _credit_due(self) -> int:
-        """Count one consumed frame; return how much credit to grant now (or 0)."""
-        self._consumed += 1
-        if self._consumed < WINDOW // 2:
-            return 0
+    def _overflow(self) -> None:
+        raise ProtocolError(f"{self._peer} sent more than {WINDOW} bytes of messages or requests without credit")
+
+    def _credit_due(self, size: int) -> int:
+        """Count a consumed frame of ``size`` bytes; return how much credit to grant now (or 0)."""
+        self._consumed += size
+        return self._grant() if self._consumed >= CREDIT_STEP else 0
+
+    def _grant(self) -> int:
+        """Return the credit to grant for what was consumed (`CREDIT_STEP` or more), and reset."""
         granted, self._consumed = self._consumed, 0
         self._held -= granted
         return granted
@@ -141,12 +156,22 @@ class Conversation(_Flow):
         import anyio.lowlevel  # here, not at import time: a worker's import stays light
 
         self._check_cancelled = anyio.lowlevel.checkpoint_if_cancelled
+        self._checkpoint = anyio.lowlevel.checkpoint
+        self._sends_unyielded = 0  # sends since one of them let other tasks run
 
     # -- receiving (called by the channel's reader, never blocks) -------------------------
 
     def feed(self, data: proto.Data) -> None:
         """Take a conversation frame from the reader; raise ProtocolError for a violation."""
-        if data.type == proto.RESPONSE:
+        if data.type == proto.MESSAGE:  # the usual frame, in as few steps as it takes
+            self._held += data.size
+            if self._held > WINDOW:
+                self._overflow()
+            self._inbox.append(data)
+            if self._arrived is not None:
+                self._arrived.set()
+                self._arrived = None
+        elif data.type == proto.RESPONSE:
             waiter = self._pending.pop(data.id, None)
             if waiter is not None:  # else the request timed out already
                 waiter[1].append(data)
@@ -181,27 +206,32 @@ class Conversation(_Flow):
 
     async def run(self) -> None:
         """Deliver messages in order and answer requests, until cancelled."""
+        inbox, deliver = self._inbox, self._deliver
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._expire_requests)
             try:
                 while True:
-                    while not self._inbox:
+                    while not inbox:
                         if self._drained is not None:
                             self._drained.set()
                             self._drained = None
                         self._arrived = arrived = anyio.Event()
                         await arrived.wait()
-                    data = self._inbox.popleft()
+                    data = inbox.popleft()
                     if data.type == proto.MESSAGE:
-                        self._delivering = True
-                        try:
-                            waiting = self._deliver(data.payload)
-                            if waiting is not None:
+                        waiting = deliver(data.payload)
+                        if waiting is not None:
+                            # Only while this waits can another task see the message
+                            # half-delivered (a plain handler is done before anyone looks).
+                            self._delivering = True
+                            try:
                                 await waiting
-                            self._consumed_one()
-                        finally:
-                            self._delivering = False
+                            finally:
+                                self._delivering = False
+                        self._consumed += data.size
+                        if self._consumed >= CREDIT_STEP:
+                            self._post(proto.encode_credit(self._grant()))
                     else:
                         self._respond(data)
             finally:
@@ -220,24 +250,24 @@ class Conversation(_Flow):
             result = self._answer(data.name, data.payload)
             if result is not None and inspect.isawaitable(result):
                 assert self._tg is not None  # only `run` and what it lets in call this
-                self._tg.start_soon(self._respond_later, data.id, result)
+                self._tg.start_soon(self._respond_later, data, result)
                 return
             frame = proto.encode_response(data.id, result)
         except Exception as exc:  # the caller gets it as a RemoteError
             frame = error_frame(data.id, exc)
         self._post(frame)
-        self._consumed_one()
+        self._consumed_one(data.size)
 
-    async def _respond_later(self, request_id: int, result: Awaitable[object]) -> None:
+    async def _respond_later(self, data: proto.Data, result: Awaitable[object]) -> None:
         try:
-            frame = proto.encode_response(request_id, await result)
+            frame = proto.encode_response(data.id, await result)
         except Exception as exc:
-            frame = error_frame(request_id, exc)
+            frame = error_frame(data.id, exc)
         self._post(frame)
-        self._consumed_one()
+        self._consumed_one(data.size)
 
-    def _consumed_one(self) -> None:
-        granted = self._credit_due()
+    def _consumed_one(self, size: int) -> None:
+        granted = self._credit_due(size)
         if granted:
             self._post(proto.encode_credit(granted))
 
@@ -259,42 +289,59 @@ class Conversation(_Flow):
 
     # -- sending --------------------------------------------------------------------------
 
-    async def _take_credit(self) -> None:
-        while self._credit <= 0 and self._closed is None:
+    async def _take_credit(self, size: int) -> None:
+        while self._credit < size and self._closed is None:
             if self._credited is None:
                 self._credited = anyio.Event()
             await self._credited.wait()
         if self._closed is not None:
             raise self._closed
-        self._credit -= 1
+        self._credit -= size
 
     async def _send_counted(self, frame: bytes) -> None:
-        await self._take_credit()
+        await self._take_credit(len(frame))
         try:
             await self._writer.send(frame)
         except ChannelError as exc:
             raise self._gone(str(exc)) from exc
         except BaseException:
-            self._credit += 1  # cancelled before the frame went out
+            self._credit += len(frame)  # cancelled before the frame went out
             raise
 
     def _start_counted(self, frame: bytes) -> Coroutine[None, None, None] | None:
-        """Take a credit (there is one) and write ``frame``; return what finishes it, if it must wait."""
-        self._credit -= 1
+        """Take the credit (there is enough) and write ``frame``; return what finishes it, if it must wait."""
+        self._credit -= len(frame)
         try:
             rest = self._writer.send_soon(frame)
         except ChannelError as exc:
             raise self._gone(str(exc)) from exc
-        return None if rest is None else self._finish_counted(rest)
+        return None if rest is None else self._finish_counted(rest, len(frame))
 
     async def send(self, payload: object) -> None:
         """Send a message; wait while the peer has no room (backpressure)."""
         frame = proto.encode_message(payload)
-        if self._credit > 0 and self._closed is None:
-            await self._check_cancelled()  # a cancelled send sends nothing
-            rest = self._start_counted(frame)
+        size = len(frame)
+        if self._credit >= size and self._closed is None:
+            # A cancelled send sends nothing. And a send that needs no wait still lets
+            # other tasks run every `YIELD_EVERY` sends: with credit in bytes, a flood of
+            # small messages could otherwise hold the event loop for thousands of them.
+            self._sends_unyielded += 1
+            if self._sends_unyielded < YIELD_EVERY:
+                await self._check_cancelled()
+            else:
+                self._sends_unyielded = 0
+                await self._checkpoint()
+                if self._credit < size or self._closed is not None:  # changed meanwhile
+                    await self._send_counted(frame)
+                    return
+            # `_start_counted`, inlined: this runs once per message.
+            self._credit -= size
+            try:
+                rest = self._writer.send_soon(frame)
+            except ChannelError as exc:
+                raise self._gone(str(exc)) from exc
             if rest is not None:
-                await rest
+                await self._finish_counted(rest, size)
             return
         await self._send_counted(frame)
 
@@ -311,7 +358,7 @@ class Conversation(_Flow):
         result: list[proto.Data] = []
         self._pending[request_id] = (event, result)
         try:
-            if self._expiring and self._credit > 0 and self._closed is None:
+            if self._expiring and self._credit >= len(frame) and self._closed is None:
                 # Fast path: the frame goes out now, and `_expire_requests` keeps the deadline.
                 await self._check_cancelled()  # as a send: a cancelled request sends nothing
                 rest = self._start_counted(frame)
@@ -329,21 +376,21 @@ class Conversation(_Flow):
             self._pending.pop(request_id, None)
         return self._settle(name, result, timeout)
 
-    async def _finish_counted(self, rest: Coroutine[None, None, None]) -> None:
+    async def _finish_counted(self, rest: Coroutine[None, None, None], size: int) -> None:
         """Await the rest of a counted frame's send (see `ChannelWriter.send_soon`)."""
         try:
             await rest
         except ChannelError as exc:
             raise self._gone(str(exc)) from exc
         except BaseException:
-            self._credit += 1  # cancelled before the frame went out
+            self._credit += size  # cancelled before the frame went out
             raise
 
     def _expire_at(self, deadline: float, request_id: int) -> None:
         """Have `_expire_requests` end request ``request_id`` at ``deadline`` if unanswered."""
         deadlines = self._deadlines
         heapq.heappush(deadlines, (deadline, request_id))
-        if len(deadlines) > 2 * len(self._pending) + WINDOW:  # answered ones pile up: drop them
+        if len(deadlines) > 2 * len(self._pending) + 64:  # answered ones pile up: drop them
             deadlines[:] = [entry for entry in deadlines if entry[1] in self._pending]
             heapq.heapify(deadlines)
         if deadline < self._expiry_at and self._expiry_moved is not None:
@@ -409,17 +456,22 @@ class ThreadConversation(_Flow):
 
     def feed(self, data: proto.Data) -> None:
         """Take a conversation frame from the reader thread."""
+        self.feed_many((data,))
+
+    def feed_many(self, batch: Iterable[proto.Data]) -> None:
+        """Take the conversation frames of one read: one lock and one wake-up for them all."""
         with self._cond:
-            if data.type == proto.RESPONSE:
-                if data.id in self._pending:
-                    self._pending[data.id].append(data)
-            elif data.type == proto.CREDIT:
-                self._credit += data.n
-            else:
-                self._accept(data)
-                self._inbox.append(data)
-                if self._thread is None:
-                    self._thread = BareThread(self._dispatch)
+            for data in batch:
+                if data.type == proto.MESSAGE or data.type == proto.REQUEST:
+                    self._accept(data)
+                    self._inbox.append(data)
+                elif data.type == proto.RESPONSE:
+                    if data.id in self._pending:
+                        self._pending[data.id].append(data)
+                else:  # credit
+                    self._credit += data.n
+            if self._thread is None and self._inbox:
+                self._thread = BareThread(self._dispatch)
             self._cond.notify_all()
 
     def close(self, why: str) -> None:
@@ -431,25 +483,28 @@ class ThreadConversation(_Flow):
             self._cond.notify_all()
 
     def _dispatch(self) -> None:
+        deliver = self._deliver
         while True:
-            with self._cond:
+            with self._cond:  # take all that arrived: one lock per batch, not per message
                 while not self._inbox:
                     self._cond.wait()
-                data = self._inbox.popleft()
-            if data is None:
-                return
-            if data.type == proto.MESSAGE:
-                self._deliver(data.payload)
-            else:
-                try:
-                    frame = proto.encode_response(data.id, self._answer(data.name, data.payload))
-                except Exception as exc:
-                    frame = error_frame(data.id, exc)
-                self._try_write(frame)
-            with self._cond:
-                granted = self._credit_due()
-            if granted:
-                self._try_write(proto.encode_credit(granted))
+                batch, self._inbox = self._inbox, collections.deque()
+            for data in batch:
+                if data is None:
+                    return
+                if data.type == proto.MESSAGE:
+                    deliver(data.payload)
+                else:
+                    try:
+                        frame = proto.encode_response(data.id, self._answer(data.name, data.payload))
+                    except Exception as exc:
+                        frame = error_frame(data.id, exc)
+                    self._try_write(frame)
+                self._consumed += data.size  # only this thread counts consumption
+                if self._consumed >= CREDIT_STEP:
+                    with self._cond:  # the reader counts what it holds under the lock
+                        granted = self._grant()
+                    self._try_write(proto.encode_credit(granted))
 
     def _try_write(self, frame: bytes) -> None:
         try:
@@ -459,12 +514,12 @@ class ThreadConversation(_Flow):
 
     def _send_counted(self, frame: bytes, deadline: float | None) -> None:
         with self._cond:
-            while self._credit <= 0 and self._closed is None:
+            while self._credit < len(frame) and self._closed is None:
                 if not self._cond.wait(_remaining(deadline)) and _remaining(deadline) == 0:
                     raise RequestTimeoutError(f"{self._peer} gave no credit in time (it is not reading)")
             if self._closed is not None:
                 raise self._closed
-            self._credit -= 1
+            self._credit -= len(frame)
         try:
             self._write_frame(frame)
         except ChannelError as exc:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Awaitable, Callable, Iterable
+from types import CoroutineType
 from typing import Union
 
 import anyio.abc
@@ -51,11 +54,30 @@ class EventRegistry:
         Return None when they all returned without awaiting, else an awaitable that
         awaits the first one that did not and runs the rest; await it before the next call.
         """
+        handlers = self._handlers[name]
+        if len(handlers) != 1:
+            return call_in_turn(list(handlers), *args, contain=functools.partial(self._contain, name))
+        # One handler, the usual case (a message handler is called per message): no copy,
+        # no closure, and one coroutine of ours only if the handler's result must be awaited.
+        handler = handlers[0]
+        try:
+            result = handler(*args)
+        except Exception:
+            self._contain(name, handler)
+            return None
+        if result is None or not (type(result) is CoroutineType or inspect.isawaitable(result)):
+            return None
+        return self._await_contained(name, handler, result)
 
-        def contain(handler: Callable[..., object]) -> None:
-            self._log.exception("event handler raised", event_name=name, handler=repr(handler))
+    def _contain(self, name: str, handler: Callable[..., object]) -> None:
+        """Log the exception being handled, raised by ``handler`` of event ``name``."""
+        self._log.exception("event handler raised", event_name=name, handler=repr(handler))
 
-        return call_in_turn(list(self._handlers[name]), *args, contain=contain)
+    async def _await_contained(self, name: str, handler: Callable[..., object], result: Awaitable[object]) -> None:
+        try:
+            await result
+        except Exception:
+            self._contain(name, handler)
 
     async def _call(self, name: str, handler: EventHandler, args: tuple[object, ...]) -> None:
         try:

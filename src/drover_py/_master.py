@@ -195,15 +195,17 @@ class Master:
             raise UnknownWorkerError(worker_id)
         return worker
 
-    async def send(self, worker_id: int, payload: object) -> None:
-        """Send ``payload`` (JSON-serialisable) to a worker's ``mb.on("message", ...)``.
+    def send(self, worker_id: int, payload: object) -> Awaitable[None]:
+        """Send ``payload`` (JSON-serialisable) to a worker's ``mb.on("message", ...)``; await it.
 
-        Messages arrive in order. When the worker has `WINDOW` messages it has not
-        consumed yet, this waits (backpressure). Raise `UnknownWorkerError` for an
-        unknown id, `PeerGoneError` once the worker has exited, TypeError for a payload
-        that is not JSON and `ProtocolError` for one over the size limit.
+        Messages arrive in order. When the worker has `WINDOW` bytes (256 KiB) of
+        messages and requests it has not consumed yet, this waits (backpressure). Raise
+        `UnknownWorkerError` for an unknown id (at the call), `PeerGoneError` once the
+        worker has exited, TypeError for a payload that is not JSON and `ProtocolError`
+        for one over the size limit.
         """
-        await self._talk_to(worker_id).send_message(payload)
+        # The conversation's own coroutine, not one of ours around it: this runs per message.
+        return self._talk_to(worker_id).send_message(payload)
 
     async def broadcast(self, payload: object) -> list[int]:
         """Send ``payload`` to every started worker at once; return their ids.

@@ -5,8 +5,9 @@ A frame is one JSON object on one line, ``{"type": "<name>", ...}``, terminated 
 worker sends "started", "stopped", "shut_down" and, when the master asked for it,
 "heartbeat" every few seconds. Conversation frames travel both ways and carry data
 (`Data`): "message" (a JSON payload), "request" (id, name, payload), "response" (id and
-a payload or an error) and "credit" (flow control: how many more messages and requests
-the receiver has room for). Anything else, a frame that is not a JSON object of one of
+a payload or an error) and "credit" (flow control: how many more bytes of messages and
+requests the receiver has room for, ``{"type": "credit", "bytes": n}``; each decoded
+frame carries its length, newline included, in `Data.size`). Anything else, a frame that is not a JSON object of one of
 those forms, or a frame longer than the size limit raises `ProtocolError`. After an
 error the decoder is unusable: the stream has lost its framing.
 
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 from ._exceptions import ProtocolError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 #: Largest frame accepted, newline included.
 MAX_FRAME_SIZE = 64 * 1024
@@ -48,7 +49,7 @@ _DATA_KEYS: dict[str, tuple[frozenset[str], ...]] = {
     MESSAGE: (frozenset({"type", "data"}),),
     REQUEST: (frozenset({"type", "id", "name", "data"}),),
     RESPONSE: (frozenset({"type", "id", "data"}), frozenset({"type", "id", "error"})),
-    CREDIT: (frozenset({"type", "n"}),),
+    CREDIT: (frozenset({"type", "bytes"}),),
 }
 #: Longest request name accepted.
 MAX_NAME_LENGTH = 200
@@ -57,7 +58,7 @@ MAX_NAME_LENGTH = 200
 class Data:
     """A decoded conversation frame: "message", "request", "response" or "credit"."""
 
-    __slots__ = ("type", "id", "name", "payload", "error", "n")
+    __slots__ = ("type", "id", "name", "payload", "error", "n", "size")
 
     def __init__(
         self,
@@ -68,6 +69,7 @@ class Data:
         payload: object = None,
         error: tuple[str, str] | None = None,
         n: int = 0,
+        size: int = 0,
     ) -> None:
         self.type = type
         #: Request id, echoed by its response.
@@ -78,11 +80,29 @@ class Data:
         self.payload = payload
         #: (exception type name, message) of a failed response.
         self.error = error
-        #: Credit granted by a "credit" frame.
+        #: Credit granted by a "credit" frame, in bytes.
         self.n = n
+        #: Length of the frame this was decoded from, newline included (what it costs in credit).
+        self.size = size
 
     def __repr__(self) -> str:
         return f"Data({self.type!r}, id={self.id}, name={self.name!r}, payload={self.payload!r}, error={self.error!r})"
+
+
+class MessageData(Data):
+    """A decoded "message" frame: the same fields as `Data`, made cheaply (one per message)."""
+
+    __slots__ = ()
+    # Class-level values for what a message does not carry: only two fields are set per frame.
+    type = MESSAGE
+    id = 0
+    name = ""
+    error = None
+    n = 0
+
+    def __init__(self, payload: object, size: int) -> None:
+        self.payload = payload
+        self.size = size
 
 
 def _scan_whole(text: str) -> object:
@@ -101,6 +121,8 @@ class _Json:
     """The json functions, made on first use: this module does not import json up front."""
 
     encode: Callable[[object], str] | None = None
+    #: ``"".join(chunks(value, 0))`` is ``encode(value)``, one call less (for each message).
+    chunks: Callable[[object, int], Sequence[str]] | None = None
     decode: Callable[[str], object] | None = None
     loads: Callable[[bytes], object] | None = None
     #: ``scan(text, 0)`` returns (value, end) for the JSON value at the start of ``text``:
@@ -119,60 +141,78 @@ class _Json:
         make_c_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in the type stubs
         if make_c_encoder is None:  # pragma: no cover (CPython has it)
             cls.encode = encoder.encode
+            cls.chunks = lambda value, _level: (encoder.encode(value),)
         else:
-            # No circular check: a cycle ends in RecursionError, which `_json` reports.
+            # No circular check: a cycle ends in RecursionError, which `_frame` reports.
             chunks = make_c_encoder(None, encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
 
             def encode(value: object) -> str:
                 return "".join(chunks(value, 0))
 
             cls.encode = encode
+            cls.chunks = chunks
         decoder = json.JSONDecoder()
         cls.decode = decoder.decode
         cls.scan = json.scanner.make_scanner(decoder)  # type: ignore[arg-type]  # typeshed's stub wants a scanner, not the decoder
         cls.loads = json.loads
 
 
-def _json(value: object, what: str) -> bytes:
-    """Return ``value`` as compact JSON; raise TypeError if it is not JSON-serialisable."""
-    encode = _Json.encode
-    if encode is None:
+def _encoder() -> Callable[[object], str]:
+    """Return the JSON encoder, made on first use."""
+    if _Json.encode is None:
         _Json.load()
-        encode = _Json.encode
-        assert encode is not None
+        assert _Json.encode is not None
+    return _Json.encode
+
+
+def _frame(head: str, value: object, what: str, max_size: int) -> bytes:
+    """Return ``head`` + the JSON of ``value`` + ``}\\n``, checked against ``max_size``.
+
+    Raise TypeError if ``value`` is not JSON-serialisable, ProtocolError if the frame is
+    too big. The frame is ASCII: the encoder escapes every other character.
+    """
+    encode = _Json.encode or _encoder()
     try:
-        return encode(value).encode()
+        frame = (head + encode(value) + "}\n").encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise TypeError(f"{what} is not JSON-serialisable: {exc}") from None
-
-
-def _frame(head: bytes, value: object, what: str, max_size: int) -> bytes:
-    """Return ``head`` + the JSON of ``value`` + ``}\\n``, checked against ``max_size``."""
-    frame = head + _json(value, what) + b"}\n"
     if len(frame) > max_size:
         raise ProtocolError(f"{what} makes a frame of {len(frame)} bytes, over the limit of {max_size}")
     return frame
 
 
 _MESSAGE_HEAD = b'{"type":"message","data":'
+_MESSAGE_HEAD_TEXT = _MESSAGE_HEAD.decode()
 
 
 def encode_message(payload: object, max_size: int = MAX_FRAME_SIZE) -> bytes:
     """Return a "message" frame; raise TypeError if ``payload`` is not JSON, ProtocolError if too big."""
-    return _frame(_MESSAGE_HEAD, payload, "message payload", max_size)
+    # `_frame`, inlined: this runs once per message sent.
+    chunks = _Json.chunks
+    if chunks is None:
+        _encoder()
+        chunks = _Json.chunks
+        assert chunks is not None
+    try:
+        frame = (_MESSAGE_HEAD_TEXT + "".join(chunks(payload, 0)) + "}\n").encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise TypeError(f"message payload is not JSON-serialisable: {exc}") from None
+    if len(frame) > max_size:
+        raise ProtocolError(f"message payload makes a frame of {len(frame)} bytes, over the limit of {max_size}")
+    return frame
 
 
 def encode_request(request_id: int, name: str, payload: object, max_size: int = MAX_FRAME_SIZE) -> bytes:
     """Return a "request" frame (see `encode_message` for the errors)."""
     if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"request name must be a non-empty str of at most {MAX_NAME_LENGTH} characters, got {name!r}")
-    head = b'{"type":"request","id":%d,"name":%s,"data":' % (request_id, _json(name, "request name"))
+    head = '{"type":"request","id":%d,"name":%s,"data":' % (request_id, (_Json.encode or _encoder())(name))
     return _frame(head, payload, f"payload of request {name!r}", max_size)
 
 
 def encode_response(request_id: int, payload: object, max_size: int = MAX_FRAME_SIZE) -> bytes:
     """Return a successful "response" frame (see `encode_message` for the errors)."""
-    return _frame(b'{"type":"response","id":%d,"data":' % request_id, payload, "response", max_size)
+    return _frame('{"type":"response","id":%d,"data":' % request_id, payload, "response", max_size)
 
 
 def encode_error(request_id: int, error_type: str, message: str) -> bytes:
@@ -181,12 +221,12 @@ def encode_error(request_id: int, error_type: str, message: str) -> bytes:
     if len(message) > limit:
         message = message[:limit] + "..."
     error = {"type": error_type, "message": message}
-    return _frame(b'{"type":"response","id":%d,"error":' % request_id, error, "error", MAX_FRAME_SIZE)
+    return _frame('{"type":"response","id":%d,"error":' % request_id, error, "error", MAX_FRAME_SIZE)
 
 
 def encode_credit(n: int) -> bytes:
-    """Return a "credit" frame granting ``n`` more messages or requests."""
-    return b'{"type":"credit","n":%d}\n' % n
+    """Return a "credit" frame granting ``n`` more bytes of messages and requests."""
+    return b'{"type":"credit","bytes":%d}\n' % n
 
 
 def encode(message_type: str) -> bytes:
@@ -246,6 +286,14 @@ class Decoder:
     def _feed(self, data: bytes, messages: list[str | Data]) -> None:
         buffer = self._buffer + data
         start = 0
+        last = buffer.rfind(b"\n")
+        if last > buffer.find(b"\n"):  # several frames (a single one, say a response, is cheaper below)
+            try:
+                text = str(memoryview(buffer)[: last + 1], "ascii")
+            except UnicodeDecodeError:
+                pass  # non-ASCII frames are not ours: each is decoded on its own, below
+            else:
+                start = self._feed_ascii(text, buffer, messages)
         while True:
             end = buffer.find(b"\n", start)
             if end < 0:
@@ -259,6 +307,42 @@ class Decoder:
             raise ProtocolError(f"frame exceeds the limit of {self._max_size} bytes without a newline")
         self._buffer = rest
 
+    def _feed_ascii(self, text: str, buffer: bytes, messages: list[str | Data]) -> int:
+        """Parse the whole frames of ``text`` (``buffer``'s, all ASCII); return where they end.
+
+        The frames this protocol encodes are ASCII (JSON with every other character
+        escaped), so a character index is a byte index, and the frames of one read are
+        decoded at once. A message frame's payload is scanned in place; any other frame,
+        or a message frame the scan does not take whole, goes through `_parse`.
+        """
+        if _Json.scan is None:
+            _Json.load()
+        scan = _Json.scan
+        assert scan is not None
+        find = text.find
+        is_message = text.startswith
+        head, skip = _MESSAGE_HEAD_TEXT, len(_MESSAGE_HEAD_TEXT)
+        max_size = self._max_size
+        append = messages.append
+        start, stop = 0, len(text)
+        while start < stop:
+            end = find("\n", start)
+            size = end + 1 - start
+            if size > max_size:
+                raise ProtocolError(f"frame of {size} bytes exceeds the limit of {max_size}")
+            if is_message(head, start):
+                try:
+                    payload, after = scan(text, start + skip)
+                except (StopIteration, ValueError, RecursionError):
+                    after = -1
+                if after == end - 1 and text[after] == "}":  # the payload, then the frame's "}"
+                    append(MessageData(payload, size))
+                    start = end + 1
+                    continue
+            append(self._parse(buffer[start:end]))
+            start = end + 1
+        return start
+
     def _parse(self, line: bytes) -> str | Data:
         known = _KNOWN.get(line)
         if known is not None and known in self._allowed:
@@ -270,7 +354,8 @@ class Decoder:
             # The usual message frame: decode just its payload. If that is not exactly one
             # JSON value, the frame is something else: the full parse below says what.
             try:
-                return Data(MESSAGE, payload=_scan_whole(line[len(_MESSAGE_HEAD) : -1].decode("utf-8", "surrogatepass")))
+                payload = _scan_whole(line[len(_MESSAGE_HEAD) : -1].decode("utf-8", "surrogatepass"))
+                return MessageData(payload, len(line) + 1)
             except (UnicodeDecodeError, ValueError, RecursionError):
                 pass
         try:
@@ -288,7 +373,9 @@ class Decoder:
             raise ProtocolError(f"frame {_preview(line)} is not an object with a string 'type'")
         message_type: str = obj["type"]
         if message_type in _DATA_KEYS:
-            return _parse_data(obj, line)
+            data = _parse_data(obj, line)
+            data.size = len(line) + 1
+            return data
         if message_type not in self._allowed:
             expected = ", ".join(sorted(self._allowed | _DATA_KEYS.keys()))
             raise ProtocolError(f"unknown message type {message_type!r} (expected one of {expected})")
@@ -308,9 +395,9 @@ def _parse_data(obj: dict[str, object], line: bytes) -> Data:
         expected = " or ".join(str(sorted(k)) for k in _DATA_KEYS[kind])
         raise ProtocolError(f"frame {_preview(line)}: a {kind!r} frame has the keys {expected}")
     if kind == MESSAGE:
-        return Data(MESSAGE, payload=obj["data"])
+        return MessageData(obj["data"], 0)
     if kind == CREDIT:
-        n = obj["n"]
+        n = obj["bytes"]
         if not _is_id(n) or not isinstance(n, int) or n < 1:
             raise ProtocolError(f"frame {_preview(line)}: credit must be an int >= 1")
         return Data(CREDIT, n=n)

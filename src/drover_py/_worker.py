@@ -312,23 +312,25 @@ class Worker:
         assert self._reader is not None
         reader = self._reader
         watched = self.config.heartbeat_timeout is not None
+        assert self._conversation is not None
+        feed = self._conversation.feed
         try:
             while True:
                 try:
-                    message = await reader.receive()
+                    messages = await reader.receive_batch()
                 except ProtocolError as exc:
                     self._set_fault(f"protocol error: {exc}")
                     return
-                if message is None:
+                if messages is None:
                     break
-                if isinstance(message, str):
-                    self._handle(message)
-                    continue
                 if watched:  # the heartbeat watchdog counts any message as a sign of life
                     self._last_message = anyio.current_time()
-                assert self._conversation is not None
                 try:
-                    self._conversation.feed(message)
+                    for message in messages:
+                        if isinstance(message, str):
+                            self._handle(message)
+                        else:
+                            feed(message)
                 except ProtocolError as exc:
                     self._set_fault(f"protocol error: {exc}")
                     return

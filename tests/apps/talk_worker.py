@@ -7,7 +7,10 @@ TALK is a comma-separated list of flags ("flag@N" applies only in slot N):
   ask=NAME      after "started", request NAME from the master with payload {"n": slot}
                 and send the outcome as {"asked": NAME, "result": ...} or {"asked": NAME, "error": [type, text]}
   flood         after "started", send {"flood": i} messages without end
-  rawflood=N    after "started", write N message frames straight to the channel (no credit)
+  fairness      after "started", send messages until a task started before the first one
+                ran, then send {"sends_before_another_task_ran": count} (async bus only)
+  rawflood=N    after "started", write N message frames of 4 KiB of payload each straight to
+                the channel (no credit)
 Every message received is echoed back as {"echo": payload}. Requests answered:
   add {"a", "b"} -> a + b;  fail -> raises ValueError("bad input");
   slow {"seconds"} -> sleeps, then "late";  die -> the process exits with code 9 at once;
@@ -54,7 +57,7 @@ def die(payload: object) -> None:
 
 def write_raw(count: int) -> None:
     write_fd = parse_channel(os.environ[CHANNEL_ENV])[1]
-    frame = encode_message({"raw": True})
+    frame = encode_message({"raw": "x" * 4096})
     os.set_blocking(write_fd, True)
     for _ in range(count):
         os.write(write_fd, frame)
@@ -98,6 +101,19 @@ async def run_async() -> None:
                 await mb.send({"asked": name, "error": [exc.error_type, exc.remote_message]})
         if "rawflood" in FLAGS:
             write_raw(int(FLAGS["rawflood"]))
+        if "fairness" in FLAGS:
+            other_ran = anyio.Event()
+
+            async def other() -> None:
+                other_ran.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(other)
+                sent = 0
+                while not other_ran.is_set():
+                    await mb.send({"fill": sent})
+                    sent += 1
+            await mb.send({"sends_before_another_task_ran": sent})
         if "flood" in FLAGS:
             i = 0
             while True:
