@@ -55,7 +55,7 @@ def children() -> dict[int, str]:
     return found
 
 
-def settle_zombies(before: set[int], seconds: float = 0.25) -> dict[int, str]:
+def settle_zombies(before: set[int], seconds: float = 1.0) -> dict[int, str]:
     """Return this process's children, once no new zombie is left or ``seconds`` passed.
 
     A dead worker is reaped by its owner (asyncio's child watcher runs a waitpid thread
