@@ -11,7 +11,6 @@ import ctypes
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,29 +54,12 @@ def children() -> dict[int, str]:
     return found
 
 
-def settle_zombies(before: set[int], seconds: float = 1.0) -> dict[int, str]:
-    """Return this process's children, once no new zombie is left or ``seconds`` passed.
-
-    A dead worker is reaped by its owner (asyncio's child watcher runs a waitpid thread
-    per child): reaping it here first would leave that thread a ChildProcessError, or a
-    pid to wait for that a later test's worker reuses. So zombies get a moment first.
-    """
-    deadline = time.monotonic() + seconds
-    while True:
-        found = children()
-        if not any(state == "Z" for pid, state in found.items() if pid not in before):
-            return found
-        if time.monotonic() > deadline:
-            return found
-        time.sleep(0.01)  # sync-ok: polls for the owners' reaping, bounded
-
-
 @pytest.fixture(autouse=True)
 def no_leftover_processes() -> Iterator[None]:
     before = set(children())
     yield
     leftovers = []
-    for pid, state in settle_zombies(before).items():
+    for pid, state in children().items():
         if pid in before:
             continue
         if state == "Z":
