@@ -265,7 +265,7 @@ async def test_a_spawn_forks_itself_when_the_spare_is_gone(make_master: MasterBu
         workers = {w.pid for w in master.workers}
         with anyio.fail_after(10):  # the next spare comes once the template is idle: no event to wait on
             while not (spares := [pid for pid in children_of(template) if pid not in workers]):
-                await anyio.sleep(0.01)
+                await anyio.sleep(0.01)  # sync-ok: polls for the spare, bounded by the fail_after
         [spare] = spares
         os.kill(spare, signal.SIGKILL)
         await wait_process_gone(spare, 10)
