@@ -454,10 +454,6 @@ class ThreadConversation(_Flow):
         #: Started by the first message or request: a worker that gets none never pays for it.
         self._thread: BareThread | None = None
 
-    def feed(self, data: proto.Data) -> None:
-        """Take a conversation frame from the reader thread."""
-        self.feed_many((data,))
-
     def feed_many(self, batch: Iterable[proto.Data]) -> None:
         """Take the conversation frames of one read: one lock and one wake-up for them all."""
         with self._cond:
