@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
 Doc = dict[str, Any]
-DROVER, REF, OTHER = "#1f77b4", "#999999", "#ff7f0e"
+DROVER, REF, OTHER, FLOOR = "#1f77b4", "#999999", "#ff7f0e", "#2ca02c"
 
 
 def _bars(ax: Axes, labels: Sequence[str], stats: Sequence[dict[str, Any]], colors: Sequence[str], unit: str) -> None:
@@ -117,6 +117,12 @@ def plot_talk(doc: Doc, ax_factory: Callable[[int], list[Axes]]) -> None:
                     labels.append(f"{'drover' if impl == 'drover' else 'mp'} {case} {measure.replace('2', '->')}")
                     stats.append({k: (v * scale if isinstance(v, (int, float)) else v) for k, v in stat.items()})
                     cols.append(DROVER if impl == "drover" else REF)
+            for impl in data["stats"]:  # the request floors (round trip, master -> worker only)
+                if impl not in ("drover", "mp") and kind == "rtt":
+                    stat = data["stats"][impl]["rtt_m2w"]
+                    labels.append(f"{impl} floor {case} m->w")
+                    stats.append(stat)
+                    cols.append(FLOOR)
         _bars(ax, labels, stats, cols, unit)
         ax.set_title("request round trip p50" if kind == "rtt" else "one-way custom messages", fontsize=9)
 

@@ -18,8 +18,10 @@ system calls per message are counted too, with ``perf stat`` syscall tracepoints
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
+import pickle
 import shutil
 import subprocess
 import tempfile
@@ -298,6 +300,21 @@ async def micro_costs(count: int, batches: int = 5) -> dict[str, float]:
         async with fast_lock:
             pass
 
+    request = {"type": "request", "id": 5, "name": "echo", "payload": {"n": 1}}
+    response = b'{"type":"response","id":5,"result":{"n":1}}'
+
+    async def json_encode() -> None:
+        json.dumps(request, separators=(",", ":")).encode()
+
+    async def json_decode() -> None:
+        json.loads(response)
+
+    async def pickle_both() -> None:  # what multiprocessing.Pipe pays instead of the two above
+        pickle.loads(pickle.dumps(request))
+
+    async def event() -> None:
+        anyio.Event().set()
+
     async def nothing() -> None:
         pass
 
@@ -308,6 +325,10 @@ async def micro_costs(count: int, batches: int = 5) -> dict[str, float]:
         "anyio.Lock() acquire+release": lock_default,
         "anyio.Lock(fast_acquire=True) acquire+release": lock_fast,
         "anyio.lowlevel.checkpoint()": anyio.lowlevel.checkpoint,
+        "json encode (request)": json_encode,
+        "json decode (response)": json_decode,
+        "pickle dumps+loads (request)": pickle_both,
+        "anyio.Event() + set()": event,
     }
     out: dict[str, float] = {}
     for name, op in cases.items():

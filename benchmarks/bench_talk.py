@@ -16,6 +16,12 @@ case (warm), so process start-up is never timed.
   ``master.send(wid, payload)`` n times, then ``master.request(wid, "count")`` (answered
   after every message was handled); timed in the master. Reference: n sends, then an ack.
 
+- request floors (``_request_floor.py``, master -> worker, interleaved with the rest):
+  the least a request round trip costs with JSON frames and a reader task that wakes
+  the asker, on raw anyio (asyncio and trio), and on asyncio-native I/O (``add_reader``
+  kept registered, answers resolved in the selector's callback), which drover-py's
+  source may not use. They show how much of drover-py's round trip is its own.
+
 Goals (issue 6, goal 4): RTT p50 <= 1.5x multiprocessing, throughput >= 0.8x.
 """
 
@@ -25,12 +31,14 @@ import multiprocessing
 import os
 import subprocess
 import time
+from contextlib import AsyncExitStack
 from multiprocessing.connection import Connection
 from typing import Any
 
 import anyio
 
 from _common import APPS, PYTHON, child_env, interleaved, log, parse_args, row, summary, write_result
+from _request_floor import open_floor_peer
 from drover_py import MasterFactory
 
 WORKER = APPS / "talk_worker.py"
@@ -38,8 +46,13 @@ MP_PEER = APPS / "mp_talk_peer.py"
 PAYLOAD = {"n": 1}
 RTT_GOAL = 1.5
 TPUT_GOAL = 0.8
-#: (label, master backend, worker bus)
-CASES = (("asyncio", "asyncio", "asyncio"), ("trio", "trio", "trio"), ("sync bus", "asyncio", "sync"))
+#: (label, master backend, worker bus, request floors measured with it: see _request_floor.py)
+CASES = (
+    ("asyncio", "asyncio", "asyncio", ("anyio", "native")),
+    ("trio", "trio", "trio", ("anyio",)),
+    ("sync bus", "asyncio", "sync", ()),
+)
+FLOOR_LABELS = {"anyio": "request floor: raw anyio + JSON", "native": "request floor: asyncio-native + JSON"}
 #: measure -> (metric, unit, higher is better)
 MEASURES = {
     "rtt_m2w": ("request RTT p50, master->worker", "us", False),
@@ -112,8 +125,13 @@ class MpPeer:
                 self.proc.wait(5)
 
 
-async def run_case(worker_bus: str, reps: int, rtt_n: int, tput_n: int) -> dict[str, dict[str, list[float]]]:
-    """Return {"drover" | "mp": {measure: [per-run value], measure + "_p99": [...]}}."""
+async def run_case(
+    backend: str, worker_bus: str, floors: tuple[str, ...], reps: int, rtt_n: int, tput_n: int
+) -> dict[str, dict[str, list[float]]]:
+    """Return {"drover" | "mp" | floor: {measure: [per-run value], measure + "_p99": [...]}}.
+
+    The floors (on ``backend``, this run's) measure "rtt_m2w" only.
+    """
     master = MasterFactory.create(
         script=str(WORKER), count=1, env=child_env(BENCH_WORKER_BACKEND=worker_bus), start_timeout=60, stop_timeout=10
     )
@@ -132,14 +150,15 @@ async def run_case(worker_bus: str, reps: int, rtt_n: int, tput_n: int) -> dict[
     master.on("message", on_message)
     master.handle("echo", lambda worker_id, payload: payload)
     master.handle("flood_done", on_flood_done)
-    results: dict[str, dict[str, list[float]]] = {"drover": {}, "mp": {}}
+    results: dict[str, dict[str, list[float]]] = {impl: {} for impl in ["drover", "mp", *floors]}
 
     def add(impl: str, key: str, value: float) -> None:
         results[impl].setdefault(key, []).append(value)
 
     mp = MpPeer()
     try:
-        async with master:
+        async with master, AsyncExitStack() as stack:
+            peers = {floor: await stack.enter_async_context(open_floor_peer(backend, floor)) for floor in floors}
             with anyio.fail_after(300):
                 await master.start()
                 [wid] = [w.id for w in master.workers]
@@ -184,14 +203,24 @@ async def run_case(worker_bus: str, reps: int, rtt_n: int, tput_n: int) -> dict[
                     else:
                         add("mp", measure, value)
 
+                async def floor_once(floor: str, n: int) -> None:
+                    p50, p99 = await peers[floor].rtt(n, PAYLOAD)
+                    add(floor, "rtt_m2w", p50)
+                    add(floor, "rtt_m2w_p99", p99)
+
                 def size(measure: str) -> int:
                     return rtt_n if measure.startswith("rtt") else tput_n
 
                 for measure in MEASURES:  # warm-up, then forget
                     await drover_once(measure, size(measure) // 5)
                     mp_once(measure, size(measure) // 5)
-                results = {"drover": {}, "mp": {}}
-                for _, impl in interleaved(reps, ["drover", "mp"]):
+                for floor in floors:
+                    await floor_once(floor, rtt_n // 5)
+                results = {impl: {} for impl in ["drover", "mp", *floors]}
+                for _, impl in interleaved(reps, ["drover", "mp", *floors]):
+                    if impl in peers:
+                        await floor_once(impl, rtt_n)
+                        continue
                     for measure in MEASURES:
                         if impl == "drover":
                             await drover_once(measure, size(measure))
@@ -210,8 +239,8 @@ def main() -> None:
     tput_n = 10_000 if args.quick else 30_000
     rows: list[dict[str, Any]] = []
     raw: dict[str, Any] = {}
-    for label, backend, worker_bus in CASES:
-        results = anyio.run(run_case, worker_bus, reps, rtt_n, tput_n, backend=backend)
+    for label, backend, worker_bus, floors in CASES:
+        results = anyio.run(run_case, backend, worker_bus, floors, reps, rtt_n, tput_n, backend=backend)
         stats = {impl: {key: summary(values) for key, values in per.items()} for impl, per in results.items()}
         raw[label] = {"master": backend, "worker": worker_bus, "stats": stats}
         for measure, (metric, unit, higher) in MEASURES.items():
@@ -227,8 +256,15 @@ def main() -> None:
                 f"{label}: {metric}: drover-py {stats['drover'][measure]['median']:,.1f} {unit}, "
                 f"mp.Pipe {stats['mp'][measure]['median']:,.1f} {unit}, ratio {cmp:.2f}"
             )
+        for floor in floors:
+            metric = MEASURES["rtt_m2w"][0]
+            value = stats[floor]["rtt_m2w"]
+            note = f"p99 {stats[floor]['rtt_m2w_p99']['median']:.0f} us; drover-py is {stats['drover']['rtt_m2w']['median'] / value['median']:.2f}x this"
+            r = row("talk", f"{FLOOR_LABELS[floor]}, {label}", metric, "us", value, stats["mp"]["rtt_m2w"], "mp.Pipe", note=note)
+            rows.append(r)
+            log(f"{label}: {FLOOR_LABELS[floor]}: {value['median']:.1f} us, ratio to mp.Pipe {r['cmp']:.2f}; {note}")
     notes = [
-        f"one worker per case, warm; {reps} runs per measure, drover-py and mp.Pipe alternating; "
+        f"one worker per case, warm; {reps} runs per measure, drover-py, mp.Pipe and the request floors alternating; "
         f"{rtt_n} round trips and {tput_n} messages per run; payload {PAYLOAD}"
     ]
     write_result(args.out, "talk", rows, raw, notes)
