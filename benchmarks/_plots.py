@@ -56,11 +56,17 @@ def plot_startup(doc: Doc, ax_factory: Callable[[int], list[Axes]]) -> None:
 def plot_restart(doc: Doc, ax_factory: Callable[[int], list[Axes]]) -> None:
     raw = doc["raw"]
     axes = ax_factory(len(raw))
-    for ax, (backend, data) in zip(axes, raw.items()):
-        names = [("crash", "SIGKILL to\nreplacement ready", DROVER), ("cold", "cold start()\n1 worker", REF),
-                 ("floor", "spawn floor", REF), ("detect", "exit detected", OTHER)]
+    for ax, (case, data) in zip(axes, raw.items()):
+        if case == "many":  # simultaneous crashes, against a cold start() of as many
+            count = data["count"]
+            names = [("crash", f"{count} SIGKILLed at once\nto all ready", DROVER), ("cold", f"cold start()\n{count} workers", REF)]
+            title = f"{count} crashes at once (RestartPolicy(delay=0))"
+        else:
+            names = [("crash", "SIGKILL to\nreplacement ready", DROVER), ("cold", "cold start()\n1 worker", REF),
+                     ("floor", "spawn floor", REF), ("detect", "exit detected", OTHER)]
+            title = f"crash to replacement (RestartPolicy(delay=0), {case})"
         _bars(ax, [n[1] for n in names], [_ms(data["samples_s"][n[0]]) for n in names], [n[2] for n in names], "ms")
-        ax.set_title(f"crash to replacement (RestartPolicy(delay=0), {backend})", fontsize=9)
+        ax.set_title(title, fontsize=9)
 
 
 def plot_import(doc: Doc, ax_factory: Callable[[int], list[Axes]]) -> None:
