@@ -8,6 +8,10 @@ answering side in ``apps/floor_talk_peer.py``:
 
 - ``"anyio"``: what any anyio program pays: ``os.read`` after `anyio.wait_readable` in
   a reader task, an `anyio.Event` per request.
+- ``"direct"``: as "anyio", but the asker reads its own answer, with no reader task
+  and no event, so one request at a time only. A supervisor cannot work this way (its
+  reader must always be reading, for lifecycle frames and end of stream, and anyio
+  lets one task at a time wait on an fd); the row shows what the hop costs.
 - ``"native"`` (asyncio only): the fd stays registered with ``loop.add_reader`` and the
   selector's callback reads, decodes and resolves the asker's future itself, on both
   sides. drover-py's source may not talk to asyncio directly (DESIGN.md, style rule 1);
@@ -84,6 +88,27 @@ class AnyioFloorPeer(FloorPeer):
         return await _time(n, lambda: self.request(payload))
 
 
+class DirectFloorPeer(FloorPeer):
+    async def request(self, payload: object) -> object:
+        request_id = next(self._ids)
+        answer: list[object] = []
+        self._pending[request_id] = answer
+        os.write(self._write_fd, self._frame(request_id, payload))
+        while not answer:
+            try:
+                data = os.read(self._read_fd, 65536)
+            except BlockingIOError:
+                await anyio.wait_readable(self._read_fd)
+                continue
+            if not data:
+                raise RuntimeError("the floor peer closed its end")
+            self._take(data, lambda waiter, result: waiter.append(result))
+        return answer[0]
+
+    async def rtt(self, n: int, payload: object) -> tuple[float, float]:
+        return await _time(n, lambda: self.request(payload))
+
+
 class NativeFloorPeer(FloorPeer):
     def start(self) -> None:
         import asyncio
@@ -124,7 +149,7 @@ async def _time(n: int, once: Callable[[], Any]) -> tuple[float, float]:
 
 
 @asynccontextmanager
-async def open_floor_peer(backend: str, impl: str) -> AsyncIterator[AnyioFloorPeer | NativeFloorPeer]:
+async def open_floor_peer(backend: str, impl: str) -> AsyncIterator[AnyioFloorPeer | DirectFloorPeer | NativeFloorPeer]:
     """Spawn the answering child and yield the asking side; the child ends with the block."""
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
@@ -146,6 +171,8 @@ async def open_floor_peer(backend: str, impl: str) -> AsyncIterator[AnyioFloorPe
                 yield native
             finally:
                 native.stop()
+        elif impl == "direct":
+            yield DirectFloorPeer(to_child_w, from_child_r)
         else:
             peer = AnyioFloorPeer(to_child_w, from_child_r)
             async with anyio.create_task_group() as tg:

@@ -18,7 +18,8 @@ case (warm), so process start-up is never timed.
 
 - request floors (``_request_floor.py``, master -> worker, interleaved with the rest):
   the least a request round trip costs with JSON frames and a reader task that wakes
-  the asker, on raw anyio (asyncio and trio), and on asyncio-native I/O (``add_reader``
+  the asker, on raw anyio (asyncio and trio), the same with the asker reading its own
+  answer (no reader task: one request at a time), and on asyncio-native I/O (``add_reader``
   kept registered, answers resolved in the selector's callback), which drover-py's
   source may not use. They show how much of drover-py's round trip is its own.
 
@@ -48,11 +49,15 @@ RTT_GOAL = 1.5
 TPUT_GOAL = 0.8
 #: (label, master backend, worker bus, request floors measured with it: see _request_floor.py)
 CASES = (
-    ("asyncio", "asyncio", "asyncio", ("anyio", "native")),
-    ("trio", "trio", "trio", ("anyio",)),
+    ("asyncio", "asyncio", "asyncio", ("anyio", "direct", "native")),
+    ("trio", "trio", "trio", ("anyio", "direct")),
     ("sync bus", "asyncio", "sync", ()),
 )
-FLOOR_LABELS = {"anyio": "request floor: raw anyio + JSON", "native": "request floor: asyncio-native + JSON"}
+FLOOR_LABELS = {
+    "anyio": "request floor: raw anyio + JSON",
+    "direct": "request floor: raw anyio + JSON, asker reads",
+    "native": "request floor: asyncio-native + JSON",
+}
 #: measure -> (metric, unit, higher is better)
 MEASURES = {
     "rtt_m2w": ("request RTT p50, master->worker", "us", False),
