@@ -1,11 +1,13 @@
 """Run drover-py's benchmarks: print a table, write results/results.json and results/*.png.
 
-usage: python benchmarks/run.py [--quick] [--only NAME ...]
+usage: python benchmarks/run.py [--quick] [--only NAME ...] [--publish]
 
 Each benchmark runs in its own process (``bench_<name>.py``) with a time limit, against
 its reference in the same run. With --only, the other benchmarks' entries of an existing
 results.json are kept (each entry records the run it comes from). See
-benchmarks/README.md for what each one measures.
+benchmarks/README.md for what each one measures. With --publish (a full run of every
+benchmark only), the table and the plots also go to benchmarks/latest/, which is kept in
+git and shown in the README.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from _common import HERE, PYTHON, RESULTS, become_subreaper, end_strays
+
+LATEST = HERE / "latest"
 
 # name -> (script, time limit in s for a full run, for a quick run)
 BENCHES: dict[str, tuple[str, float, float]] = {
@@ -51,7 +55,13 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and sizes (about 2 minutes)")
     parser.add_argument("--only", nargs="+", choices=list(BENCHES), metavar="NAME", help=f"among: {', '.join(BENCHES)}")
-    return parser.parse_args()
+    parser.add_argument(
+        "--publish", action="store_true", help="also write the table and plots to benchmarks/latest/ (full runs of everything only)"
+    )
+    args = parser.parse_args()
+    if args.publish and (args.quick or args.only):
+        parser.error("--publish needs a full run of every benchmark: drop --quick and --only")
+    return args
 
 
 def git_state() -> dict[str, Any]:
@@ -162,9 +172,12 @@ def fmt_stat(stat: dict[str, Any] | None, unit: str) -> str:
     return text
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    header = ["bench", "case", "metric", "unit", "drover-py median [min-max]", "reference median [min-max]", "cmp", "goal", ""]
-    lines = [header]
+HEADER = ["bench", "case", "metric", "unit", "drover-py median [min-max]", "reference median [min-max]", "cmp", "goal", ""]
+
+
+def cells(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """Return the table's cells, one list per row (as `HEADER`)."""
+    lines = []
     for r in rows:
         if r["compare"] == "ratio" and r["cmp"] is not None:
             cmp = f"{r['cmp']:.2f}x"
@@ -181,6 +194,12 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             [r["bench"], r["case"], r["metric"], r["unit"], fmt_stat(r["value"], r["unit"]), ref, cmp, r["goal"], status]
         )
+    return lines
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    header = HEADER
+    lines = [header, *cells(rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
     for index, line in enumerate(lines):
@@ -188,6 +207,49 @@ def table(rows: list[dict[str, Any]]) -> str:
         if index == 0:
             out.append("  ".join("-" * w for w in widths).rstrip())
     return "\n".join(out)
+
+
+def publish(env: dict[str, Any], docs: dict[str, dict[str, Any]], plots: list[Path]) -> None:
+    """Write benchmarks/latest/: table.md (every row and note of this run) and the plots."""
+    LATEST.mkdir(exist_ok=True)
+    for old in LATEST.glob("*.png"):
+        old.unlink()
+    git = env["git"]
+
+    def load(key: str) -> str:
+        return " ".join(f"{x:.2f}" for x in env[key])
+
+    lines = [
+        "# drover-py benchmarks: the last published full run",
+        "",
+        f"Commit {git['commit']}{' with changes in src/' if git['src_modified'] else ''}, {env['time']}; "
+        f"{env['cpu_count']} cores ({env['cpus_usable']} usable), {env['implementation']} {env['python']}, "
+        f"{env['platform']}; load average {load('loadavg_start')} at the start, {load('loadavg_end')} at the end; "
+        f"{env['total_s']:.0f} s. Written by `benchmarks/run.py --publish`; benchmarks/README.md says what each "
+        "row measures. `*`: the median of the per-repetition ratios (or differences) of runs made back to back.",
+        "",
+        "| " + " | ".join(HEADER[:-1] + ["met"]) + " |",
+        "|" + "---|" * len(HEADER),
+    ]
+    rows = [r for name in BENCHES if name in docs for r in docs[name]["rows"]]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in cells(rows)]
+    lines += ["", "## Notes", ""]
+    for name in BENCHES:
+        if name not in docs:
+            continue
+        seen = set()
+        for r in docs[name]["rows"]:
+            if r["note"] and (r["case"], r["note"]) not in seen:
+                seen.add((r["case"], r["note"]))
+                lines.append(f"- {name} / {r['case']}: {r['note']}")
+        lines += [f"- {name}: {note}" for note in docs[name]["notes"]]
+    lines += ["", "## Plots", ""]
+    for path in plots:
+        target = LATEST / path.name
+        target.write_bytes(path.read_bytes())
+        lines += [f"![{path.stem}]({path.name})", ""]
+    (LATEST / "table.md").write_text("\n".join(lines))
+    print(f"published: {(LATEST / 'table.md').relative_to(HERE.parent)} and {len(plots)} plots")
 
 
 def previous_docs() -> dict[str, dict[str, Any]]:
@@ -251,14 +313,21 @@ def main() -> int:
     all_rows = [r for name in BENCHES if name in docs for r in docs[name]["rows"]]
     results = {"quick": args.quick, "environment": env, "rows": all_rows, "benchmarks": docs}
     (RESULTS / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    plots: list[Path] = []
     try:
         from _plots import plot_all
     except ImportError as exc:  # matplotlib is in the "bench" extra
         print(f"no plots: {exc}")
     else:
-        for path in plot_all(docs, RESULTS):
+        plots = plot_all(docs, RESULTS)
+        for path in plots:
             print(f"plot: {Path(path).relative_to(HERE.parent)}")
     print(f"results: {(RESULTS / 'results.json').relative_to(HERE.parent)}")
+    if args.publish:
+        if succeeded:
+            publish(env, docs, plots)
+        else:
+            print("not published: a benchmark failed")
     return 0 if succeeded else 1
 
 
