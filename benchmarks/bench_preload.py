@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
+from contextlib import ExitStack
 
 import anyio
 
 from _common import APPS, PYTHON, RESULTS, child_env, descendants_of, free_port, interleaved, log, parse_args, row
-from _common import fetch_head, stop_process, summary, write_result
+from _common import HTTP_REQUEST, fetch_head, stop_process, summary, write_result
 from _spawn import tiny_master
 
 SPAWN_GOAL_MS = 5.0
@@ -104,24 +106,53 @@ class Server:
 
     def fetch_pid(self, timeout: float = 10.0) -> int:
         """Return the pid of the worker that answers one request."""
-        data = fetch_head(self.port, timeout)
+        return self._pid_in(fetch_head(self.port, timeout))
+
+    def _pid_in(self, data: bytes) -> int:
         for line in data.split(b"\r\n"):
             if line.lower().startswith(b"x-worker-pid:"):
                 return int(line.split(b":")[1])
         raise RuntimeError(f"{self.kind}: no worker pid in {data[:200]!r}")
 
     def wait_up(self, timeout: float = 60.0) -> None:
-        """Wait until every worker answered (distinct pids), bounded by ``timeout``."""
+        """Wait until every worker answered (distinct pids), bounded by ``timeout``.
+
+        Requests go in rounds of one connection per worker, all opened before any is
+        sent: a sync worker holds the connection it accepted until its request comes,
+        so the others must take the rest. One request at a time would not reach them
+        all: every idle worker is woken for each connection, and the same few win the
+        race to accept it again and again (with 16 workers, 10 had answered after 30 s).
+        """
         deadline = time.monotonic() + timeout
         seen: set[int] = set()
         while len(seen) < self.workers:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind}: {len(seen)} of {self.workers} workers answered")
             try:
-                seen.add(self.fetch_pid(timeout=2))
+                seen |= self._round(timeout=2)
             except (OSError, RuntimeError):
-                time.sleep(0.01)
+                time.sleep(0.01)  # not listening yet
         self.worker_pids = seen
+
+    def _round(self, timeout: float) -> set[int]:
+        """Open one connection per worker, then send a request on each; return the pids that answered."""
+        with ExitStack() as stack:
+            socks = [
+                stack.enter_context(socket.create_connection(("127.0.0.1", self.port), timeout=timeout))
+                for _ in range(self.workers)
+            ]
+            for sock in socks:
+                sock.sendall(HTTP_REQUEST)
+            pids = set()
+            for sock in socks:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                pids.add(self._pid_in(data))
+            return pids
 
     def crash_to_answer(self) -> float:
         """SIGKILL the worker that answers; return seconds until its replacement answered."""
