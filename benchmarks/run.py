@@ -224,7 +224,7 @@ def publish(env: dict[str, Any], docs: dict[str, dict[str, Any]], plots: list[Pa
         "",
         f"Commit {git['commit']}{' with changes in src/' if git['src_modified'] else ''}, {env['time']}; "
         f"{env['cpu_count']} cores ({env['cpus_usable']} usable), {env['implementation']} {env['python']}, "
-        f"{env['platform']}; load average {load('loadavg_start')} at the start, {load('loadavg_end')} at the end; "
+        f"{platform.system()} {platform.machine()}; load average {load('loadavg_start')} at the start, {load('loadavg_end')} at the end; "
         f"{env['total_s']:.0f} s. Written by `benchmarks/run.py --publish`; benchmarks/README.md says what each "
         "row measures. `*`: the median of the per-repetition ratios (or differences) of runs made back to back.",
         "",
