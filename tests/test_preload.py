@@ -213,6 +213,32 @@ async def test_workers_outlive_their_template(make_master: MasterBuilder) -> Non
     assert log.of("worker-exit") == []
 
 
+async def test_a_template_that_stops_answering_is_killed_and_replaced(make_master: MasterBuilder) -> None:
+    master = make_master(count=1, preload=True, start_timeout=2)
+    log = EventLog(master)
+    async with master:
+        await master.start()
+        [template] = templates(master)
+        os.kill(template, signal.SIGSTOP)  # alive, its socket open, but it answers nothing
+        try:
+            with anyio.fail_after(20):
+                await master.scale(2)  # the spawn gives up on it after start_timeout
+        finally:
+            try:
+                os.kill(template, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        await wait_process_gone(template, 10)
+        [new_template] = templates(master)
+        assert new_template != template
+        [old, new] = sorted(master.workers, key=lambda w: w.id)
+        assert [old.status, new.status] == [WorkerStatus.STARTED] * 2
+        assert old.pid is not None and is_running(old.pid)  # workers outlive their template
+        assert new.pid is not None and parent_of(new.pid) == new_template
+        await master.graceful_shutdown()
+    assert log.of("worker-exit") == []
+
+
 async def test_reload_starts_a_new_template_and_retires_the_old(make_master: MasterBuilder) -> None:
     master = make_master(count=2, preload=True)
     async with master:

@@ -49,6 +49,14 @@ class TemplateError(OSError):
     """The preload template could not serve a spawn (import error, thread, died, timeout)."""
 
 
+class TemplateDied(TemplateError):
+    """The template died after it was ready; a new template may serve the spawn.
+
+    Nothing of the spawn outlives it but, at most, a worker forked just before: its
+    channel is the failed spawn's, which the master closes, so it ends (the lifeline).
+    """
+
+
 def generation_key(config: MasterConfig) -> MasterConfig:
     """Return what decides which template serves ``config``: everything but the count."""
     return attrs.evolve(config, count=1)
@@ -136,6 +144,7 @@ class Template:
         self._spawning = 0
         self.closed = False
         self.pid: int | None = None
+        self._process: anyio.abc.Process | None = None
 
     def idle(self) -> bool:
         """Return whether no worker of this template runs and no spawn is under way."""
@@ -190,13 +199,15 @@ class Template:
                 finally:
                     child.close()
                 assert process is not None
+                self._process = process
                 self.pid = process.pid
                 self._log = self._log.bind(template_pid=process.pid)
                 parent.setblocking(False)
                 self._sock = parent
                 await self._read_loop(parent)
                 self.closed = True  # the next spawn starts a new template
-                self._fail(TemplateError(f"the {self._where()} exited unexpectedly"))
+                error = TemplateDied if self._ready.is_set() and self._error is None else TemplateError
+                self._fail(error(f"the {self._where()} exited unexpectedly"))
                 if self._children:
                     self._log.error("preload template died; its workers run on without exit statuses")
                     async with anyio.create_task_group() as tg:
@@ -316,11 +327,16 @@ class Template:
         data = json.dumps(message).encode()
         pending = self._pending[rid] = _Pending()
         try:
-            if not self._send(sock, data, fds):  # the template lags: its socket buffer is full
-                async with self._send_lock:  # one waiter at a time (anyio allows no more)
-                    while not self._send(sock, data, fds):
-                        await anyio.wait_writable(sock)
-            await pending.done.wait()
+            # A template answers in milliseconds; one that does not (stopped, or stuck in a
+            # preloaded module's fork hook) is killed, and the spawn goes to a new one.
+            with anyio.move_on_after(self.config.start_timeout):
+                if not self._send(sock, data, fds):  # the template lags: its socket buffer is full
+                    async with self._send_lock:  # one waiter at a time (anyio allows no more)
+                        while not self._send(sock, data, fds):
+                            await anyio.wait_writable(sock)
+                await pending.done.wait()
+            if not pending.done.is_set():
+                self._kill(f"did not answer a spawn request within {self.config.start_timeout:g} s")
         finally:
             del self._pending[rid]
         if pending.error is not None:
@@ -328,6 +344,17 @@ class Template:
         assert pending.process is not None
         return pending.process
 
+
+    def _kill(self, why: str) -> None:
+        """Fail what waits on this template with `TemplateDied` (``why``), and SIGKILL it.
+
+        Its workers run on: `run` watches them as orphans once the template is gone.
+        """
+        self.closed = True  # the next spawn starts a new template
+        self._fail(TemplateDied(f"the {self._where()} {why}; killed"))
+        self._log.error("preload template killed", why=why)
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
 
     def _send(self, sock: socket.socket, data: bytes, fds: list[int]) -> bool:
         """Send a request; return False if the socket has no room for it now."""
@@ -337,7 +364,8 @@ class Template:
         except BlockingIOError:
             return False
         except OSError as exc:  # died before its end of file reached our reader
-            raise TemplateError(exc.errno, f"the {self._where()} is gone: {exc.strerror or exc}") from exc
+            self.closed = True  # the next spawn starts a new template
+            raise TemplateDied(exc.errno, f"the {self._where()} is gone: {exc.strerror or exc}") from exc
 
 
 class _TemplateSpawner:

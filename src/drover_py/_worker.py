@@ -27,7 +27,7 @@ from ._exceptions import (
     WorkerStartError,
 )
 from ._exit_reasons import ExitReason, StartTimeout, classify
-from ._preload import TemplateError
+from ._preload import TemplateDied, TemplateError
 from ._sockets import SOCKETS_ENV, SYSTEMD_ENV
 from ._spawn import ChildProcess, ExecSpawner, Spawner, SpawnRequest
 from ._status import WorkerStatus, can_transition
@@ -223,14 +223,29 @@ class Worker:
             self._output_done.set()
 
     async def _spawn(self) -> ChildProcess:
+        """Create the process; raise `SpawnError` (or `PreloadError`) if it cannot be.
+
+        A preload template that dies under a spawn is replaced once: its death is not
+        the worker's fault (a template killed by the OOM killer, or by hand, just before).
+        """
+        try:
+            try:
+                return await self._spawn_once()
+            except TemplateDied as exc:
+                self._log.warning("preload template died during a spawn; asking a new one", error=str(exc))
+                return await self._spawn_once()
+        except OSError as exc:
+            raise self._spawn_error(exc) from exc
+
+    async def _spawn_once(self) -> ChildProcess:
         opened: list[int] = []
         try:
             for _ in range(2 if self._output is None else 4):
                 opened.extend(os.pipe())
-        except OSError as exc:
+        except OSError:
             for fd in opened:
                 os.close(fd)
-            raise self._spawn_error(exc) from exc
+            raise
         read_child, write_master, read_master, write_child = opened[:4]
         stdout_pipe = stderr_pipe = None
         if self._output is not None:
@@ -257,10 +272,10 @@ class Worker:
                     stderr=None if stderr_pipe is None else stderr_pipe[1],
                 )
             )
-        except OSError as exc:
+        except OSError:
             for fd in (read_master, write_master, *(p[0] for p in (stdout_pipe, stderr_pipe) if p)):
                 os.close(fd)
-            raise self._spawn_error(exc) from exc
+            raise
         finally:
             for fd in (read_child, write_child, *(p[1] for p in (stdout_pipe, stderr_pipe) if p)):
                 os.close(fd)
