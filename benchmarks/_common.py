@@ -331,12 +331,17 @@ def fetch_head(port: int, timeout: float) -> bytes:
     """Send `HTTP_REQUEST` to 127.0.0.1:``port``; return what arrived up to the end of the headers."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(HTTP_REQUEST)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        return read_head(sock)
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """Return what ``sock`` receives up to the end of a response's headers (or of the stream)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
     return data
 
 

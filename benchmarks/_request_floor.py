@@ -61,6 +61,8 @@ class FloorPeer:
 
 
 class AnyioFloorPeer(FloorPeer):
+    # The read loops here and in `DirectFloorPeer` are written out, not shared: a floor
+    # pays for no layer that the least a program could do would not.
     async def read_loop(self) -> None:
         def resolve(waiter: Any, result: object) -> None:
             waiter[1].append(result)

@@ -34,7 +34,7 @@ from contextlib import ExitStack
 import anyio
 
 from _common import APPS, PYTHON, RESULTS, child_env, descendants_of, free_port, interleaved, log, parse_args, row
-from _common import HTTP_REQUEST, fetch_head, stop_process, summary, write_result
+from _common import HTTP_REQUEST, fetch_head, read_head, stop_process, summary, write_result
 from _spawn import tiny_master
 
 SPAWN_GOAL_MS = 5.0
@@ -143,16 +143,7 @@ class Server:
             ]
             for sock in socks:
                 sock.sendall(HTTP_REQUEST)
-            pids = set()
-            for sock in socks:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = sock.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                pids.add(self._pid_in(data))
-            return pids
+            return {self._pid_in(read_head(sock)) for sock in socks}
 
     def crash_to_answer(self) -> float:
         """SIGKILL the worker that answers; return seconds until its replacement answered."""
