@@ -344,7 +344,6 @@ class Template:
         assert pending.process is not None
         return pending.process
 
-
     def _kill(self, why: str) -> None:
         """Fail what waits on this template with `TemplateDied` (``why``), and SIGKILL it.
 
