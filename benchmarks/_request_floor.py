@@ -56,6 +56,13 @@ class FloorPeer:
             if waiter is not None:
                 resolve(waiter, response["result"])
 
+    async def request(self, payload: object) -> object:
+        raise NotImplementedError
+
+    async def rtt(self, n: int, payload: object) -> tuple[float, float]:
+        """Return p50 and p99 (us) of ``n`` requests, one at a time."""
+        return await _time(n, lambda: self.request(payload))
+
     def _frame(self, request_id: int, payload: object) -> bytes:
         return json.dumps({"type": "request", "id": request_id, "name": "echo", "payload": payload}).encode() + b"\n"
 
@@ -86,9 +93,6 @@ class AnyioFloorPeer(FloorPeer):
         await event.wait()
         return result[0]
 
-    async def rtt(self, n: int, payload: object) -> tuple[float, float]:
-        return await _time(n, lambda: self.request(payload))
-
 
 class DirectFloorPeer(FloorPeer):
     async def request(self, payload: object) -> object:
@@ -106,9 +110,6 @@ class DirectFloorPeer(FloorPeer):
                 raise RuntimeError("the floor peer closed its end")
             self._take(data, lambda waiter, result: waiter.append(result))
         return answer[0]
-
-    async def rtt(self, n: int, payload: object) -> tuple[float, float]:
-        return await _time(n, lambda: self.request(payload))
 
 
 class NativeFloorPeer(FloorPeer):
@@ -134,9 +135,6 @@ class NativeFloorPeer(FloorPeer):
         self._pending[request_id] = future
         os.write(self._write_fd, self._frame(request_id, payload))
         return await future
-
-    async def rtt(self, n: int, payload: object) -> tuple[float, float]:
-        return await _time(n, lambda: self.request(payload))
 
 
 async def _time(n: int, once: Callable[[], Any]) -> tuple[float, float]:

@@ -206,7 +206,7 @@ class Template:
                 self._sock = parent
                 await self._read_loop(parent)
                 self.closed = True  # the next spawn starts a new template
-                error = TemplateDied if self._ready.is_set() and self._error is None else TemplateError
+                error = TemplateDied if self._ready.is_set() else TemplateError  # died serving, or starting
                 self._fail(error(f"the {self._where()} exited unexpectedly"))
                 if self._children:
                     self._log.error("preload template died; its workers run on without exit statuses")
