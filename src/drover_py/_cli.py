@@ -11,48 +11,96 @@ import argparse
 import json
 import os
 import shlex
+import socket
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import anyio
+
+from ._exceptions import DroverError
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 from ._client import ControlClient, ControlConnectError, ControlReply
 from ._commands import JSON
 from ._control import KEY_ENV
 
+if TYPE_CHECKING:
+    from ._master import Master
+
 #: Environment variable naming the control socket, for ``run`` and ``ctl``.
 SOCKET_ENV = "DROVER_PY_SOCKET"
 DEFAULT_SOCKET = "drover-py.sock"
+#: Where ``serve`` listens without ``--bind``.
+DEFAULT_BIND = "127.0.0.1:8000"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT, EXIT_UNAUTHORIZED = 0, 1, 2, 3, 4
+
+
+def _add_master_options(parser: argparse.ArgumentParser, *, default_bind: str | None = None) -> None:
+    """Add the options ``run`` and ``serve`` share: workers, sockets, control, policies."""
+    where = f" (default: {default_bind})" if default_bind else ""
+    parser.add_argument("-w", "--workers", type=int, default=None, help="number of workers (default: CPU count)")
+    parser.add_argument("-b", "--bind", action="append", default=[], metavar="ADDR", help=f"listening socket every worker inherits: HOST:PORT, unix:PATH, fd://N, systemd (repeatable){where}")
+    parser.add_argument("--preload", action="store_true", help="fork workers from a template process that imported the code once (fast start and reload)")
+    parser.add_argument("--control", default=None, metavar="PATH", help=f"control socket (default: ${SOCKET_ENV} or ./{DEFAULT_SOCKET})")
+    parser.add_argument("--control-tcp", default=None, metavar="HOST:PORT", help="also serve the control API on TCP (needs a key)")
+    parser.add_argument("--no-control", action="store_true", help="serve no control API")
+    parser.add_argument("--key", default=None, help=f"access key (better: ${KEY_ENV}, not visible in ps)")
+    parser.add_argument("--restart", choices=["off", "on-failure", "always"], default="on-failure", help="restart crashed workers (default: on-failure)")
+    parser.add_argument("--start-timeout", type=float, default=30.0, metavar="S", help="seconds a worker has to start (default: 30)")
+    parser.add_argument("--stop-timeout", type=float, default=30.0, metavar="S", help="seconds a worker has for its graceful stop (default: 30)")
+    parser.add_argument("--cwd", default=None, metavar="DIR", help="working directory of the workers")
+    parser.add_argument("--user", default=None, help="run the workers as this user (name or uid; the master must be root)")
+    parser.add_argument("--group", default=None, help="run the workers with this group (default: the user's primary group)")
+    parser.add_argument("--no-proctitle", action="store_true", help="leave process titles alone (they need setproctitle)")
+
+
+def _add_serve_options(serve: argparse.ArgumentParser) -> None:
+    from .serve._options import LOG_LEVELS
+
+    serve.add_argument("app", metavar="MODULE:ATTR", help="the ASGI or WSGI app, e.g. main:app")
+    serve.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop: asyncio serves with uvicorn, trio with hypercorn (default: asyncio)")
+    serve.add_argument("--app-dir", default=".", metavar="DIR", help="folder put first on sys.path to import the app (default: the current directory)")
+    serve.add_argument("--factory", action="store_true", help="ATTR is a callable taking no argument that returns the app")
+    serve.add_argument("--interface", choices=["auto", "asgi", "wsgi"], default="auto", help="the app's interface (default: auto, said at start)")
+    serve.add_argument("--root-path", default="", metavar="PATH", help="the ASGI root_path, for an app mounted below a path")
+    serve.add_argument("--proxy-headers", action=argparse.BooleanOptionalAction, default=True, help="trust X-Forwarded-* from --forwarded-allow-ips (default: on)")
+    serve.add_argument("--forwarded-allow-ips", default=None, metavar="IPS", help="comma-separated addresses trusted for proxy headers (default: 127.0.0.1)")
+    serve.add_argument("--timeout-keep-alive", type=float, default=5.0, metavar="S", help="close a keep-alive connection idle this long (default: 5)")
+    serve.add_argument("--limit-concurrency", type=int, default=None, metavar="N", help="answer 503 beyond N connections or tasks per worker")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True, help="log every request (default: on)")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="the server's log level (default: info)")
+    serve.add_argument("--max-requests", type=int, default=None, metavar="N", help="replace a worker after N requests (its replacement starts first)")
+    serve.add_argument("--max-requests-jitter", type=int, default=0, metavar="J", help="add 0..J to each worker's --max-requests")
+    serve.add_argument("--reload", action="store_true", help="reload the workers gracefully when a file changes (development)")
+    serve.add_argument("--reload-dir", action="append", default=[], metavar="DIR", help="folder to watch (repeatable; default: --app-dir)")
+    serve.add_argument("--reload-include", action="append", default=[], metavar="GLOB", help="file names to watch (repeatable; default: *.py)")
+    serve.add_argument("--reload-exclude", action="append", default=[], metavar="GLOB", help="file names to ignore (repeatable)")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drover-py",
-        description="Run a Python script as a supervised cluster of workers, or command a running one.",
+        description="Serve an ASGI/WSGI app or run a Python script as a supervised cluster of workers, or command a running one.",
+        epilog=f"Every option of run and serve can also come from the environment: {OPTION_ENV_PREFIX}<OPTION>, e.g. {OPTION_ENV_PREFIX}WORKERS=4.",
     )
-    sub = parser.add_subparsers(dest="action", required=True, metavar="{run,ctl}")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{serve,run,ctl}")
 
-    run = sub.add_parser("run", help="run SCRIPT as a cluster of workers", description="Run SCRIPT as a cluster of workers until SIGTERM/SIGINT (SIGHUP reloads, SIGTTIN/SIGTTOU scale).")
+    serve = sub.add_parser("serve", help="serve an ASGI or WSGI app (MODULE:ATTR) with N workers", description="Serve the ASGI or WSGI app MODULE:ATTR with N workers until SIGTERM/SIGINT (SIGHUP reloads with zero downtime, SIGTTIN/SIGTTOU scale).")
+    _add_serve_options(serve)
+    _add_master_options(serve, default_bind=DEFAULT_BIND)
+
+    run = sub.add_parser("run", help="run SCRIPT as a cluster of workers", description="Run SCRIPT as a cluster of workers until SIGTERM/SIGINT (SIGHUP reloads, SIGTTIN/SIGTTOU scale). Arguments after -- go to every worker.")
     run.add_argument("script", help="the worker script (it uses drover_py.MessageBus)")
     run.add_argument("args", nargs="*", help="arguments passed to every worker (after --)")
-    run.add_argument("-w", "--workers", type=int, default=None, help="number of workers (default: CPU count)")
-    run.add_argument("-b", "--bind", action="append", default=[], metavar="ADDR", help="listening socket every worker inherits: HOST:PORT, unix:PATH, fd://N, systemd (repeatable)")
-    run.add_argument("--control", default=None, metavar="PATH", help=f"control socket (default: ${SOCKET_ENV} or ./{DEFAULT_SOCKET})")
-    run.add_argument("--control-tcp", default=None, metavar="HOST:PORT", help="also serve the control API on TCP (needs a key)")
-    run.add_argument("--no-control", action="store_true", help="serve no control API")
-    run.add_argument("--key", default=None, help=f"access key (better: ${KEY_ENV}, not visible in ps)")
-    run.add_argument("--restart", choices=["off", "on-failure", "always"], default="on-failure", help="restart crashed workers (default: on-failure)")
-    run.add_argument("--start-timeout", type=float, default=30.0, metavar="S")
-    run.add_argument("--stop-timeout", type=float, default=30.0, metavar="S")
     run.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop of the master")
-    run.add_argument("--cwd", default=None, metavar="DIR", help="working directory of the workers")
-    run.add_argument("--user", default=None, help="run the workers as this user (name or uid; the master must be root)")
-    run.add_argument("--group", default=None, help="run the workers with this group (default: the user's primary group)")
-    run.add_argument("--no-proctitle", action="store_true", help="leave process titles alone (they need setproctitle)")
+    _add_master_options(run)
+    for command in (serve, run):
+        _defaults_from_env(command)
 
     ctl = sub.add_parser("ctl", help="send a command to a running master (no command: interactive console)", description="Send COMMAND to a running master and print the result; without COMMAND, read commands line by line from stdin. Exit codes: 0 ok, 1 command failed, 2 bad usage, 3 cannot connect, 4 unauthorized.")
     where = ctl.add_mutually_exclusive_group()
@@ -67,51 +115,143 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Options of ``run`` and ``serve`` read from the environment: ``--max-requests`` from
+#: ``DROVER_PY_MAX_REQUESTS`` (as ``UVICORN_*`` and ``GUNICORN_CMD_ARGS`` do for theirs).
+OPTION_ENV_PREFIX = "DROVER_PY_"
+#: Options that have an environment variable of their own, or none.
+_NOT_FROM_ENV = {"--key", "--control", "--help"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _defaults_from_env(parser: argparse.ArgumentParser) -> None:
+    """Take each option's default from ``DROVER_PY_<OPTION>`` when that is set."""
+    for action in parser._actions:
+        longs = [s for s in action.option_strings if s.startswith("--") and not s.startswith("--no-")]
+        if not longs or longs[0] in _NOT_FROM_ENV:
+            continue
+        name = OPTION_ENV_PREFIX + longs[0][2:].upper().replace("-", "_")
+        text = os.environ.get(name)
+        if text is None:
+            continue
+        try:
+            action.default = _env_value(action, text)
+        except ValueError as exc:
+            parser.error(f"${name}: {exc}")
+
+
+def _env_value(action: argparse.Action, text: str) -> object:
+    if action.nargs == 0:  # a flag: store_true, or --x/--no-x
+        if text.lower() not in (*_TRUE, *_FALSE):
+            raise ValueError(f"expected one of {', '.join(_TRUE + _FALSE)}, got {text!r}")
+        value: object = text.lower() in _TRUE
+        return value if action.const is not False else not value
+    if isinstance(action, argparse._AppendAction):
+        return text.replace(",", " ").split()
+    value = action.type(text) if callable(action.type) else text
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"expected one of {', '.join(map(str, action.choices))}, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (``python -m drover_py`` exits with it)."""
-    ns = _parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    passed: list[str] = []
+    if words[:1] == ["run"] and "--" in words:  # everything after -- goes to the workers
+        cut = words.index("--")
+        words, passed = words[:cut], words[cut + 1 :]
+    ns = _parser().parse_args(words)
+    if ns.action == "run":
+        ns.args = [*ns.args, *passed]
     key = ns.key or os.environ.pop(KEY_ENV, None) or None  # never handed on to workers
     os.environ.pop(KEY_ENV, None)
-    if ns.action == "run":
-        return _run(ns, key)
+    if ns.action in ("run", "serve"):
+        return _supervise(ns, key)
     return _ctl(ns, key)
 
 
-# -- run ----------------------------------------------------------------------------------
+# -- run and serve ------------------------------------------------------------------------
 
 
-def _run(ns: argparse.Namespace, key: str | None) -> int:
+def _supervise(ns: argparse.Namespace, key: str | None) -> int:
     from ._exceptions import DroverError
 
     try:
-        code: int = anyio.run(_run_async, ns, key, backend=ns.backend)
-    except DroverError as exc:
-        print(f"drover-py run: {exc}", file=sys.stderr)
+        code: int = anyio.run(_supervise_async, ns, key, backend=ns.backend)
+    except (DroverError, BaseExceptionGroup) as exc:
+        errors = _leaves(exc)
+        if not all(isinstance(error, DroverError) for error in errors):
+            raise
+        for error in dict.fromkeys(str(error) for error in errors):
+            print(f"drover-py {ns.action}: {error}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:  # a second Ctrl-C before the handlers were installed
         return EXIT_FAILED
     return code
 
 
-async def _run_async(ns: argparse.Namespace, key: str | None) -> int:
-    from ._control import open_control_server
-    from ._factory import MasterFactory
-    from ._restart import RestartPolicy
-    from ._signals import open_signal_handlers
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """Return the exceptions inside ``exc`` (itself, unless it is a group)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
-    master = MasterFactory.create(
+
+def _create_master(ns: argparse.Namespace) -> Master:
+    from ._restart import RestartPolicy
+
+    common = {
+        "count": ns.workers,
+        "restart": None if ns.restart == "off" else RestartPolicy(when=ns.restart),
+        "start_timeout": ns.start_timeout,
+        "stop_timeout": ns.stop_timeout,
+        "cwd": ns.cwd,
+        "user": ns.user,
+        "group": ns.group,
+    }
+    if ns.action == "serve":
+        from .serve import ServeOptions, create_master
+
+        options = ServeOptions(
+            app=ns.app,
+            interface=ns.interface,
+            factory=ns.factory,
+            app_dir=ns.app_dir,
+            backend=ns.backend,
+            root_path=ns.root_path,
+            proxy_headers=ns.proxy_headers,
+            forwarded_allow_ips=ns.forwarded_allow_ips,
+            timeout_keep_alive=ns.timeout_keep_alive,
+            limit_concurrency=ns.limit_concurrency,
+            access_log=ns.access_log,
+            log_level=ns.log_level,
+            max_requests=ns.max_requests,
+            max_requests_jitter=ns.max_requests_jitter,
+        )
+        return create_master(
+            options,
+            bind=ns.bind or [DEFAULT_BIND],
+            preload=ns.preload,
+            proctitle=False if ns.no_proctitle else True,
+            **common,
+        )
+    from ._factory import MasterFactory
+
+    return MasterFactory.create(
         script=ns.script,
-        count=ns.workers,
         args=ns.args,
         bind=ns.bind,
-        restart=None if ns.restart == "off" else RestartPolicy(when=ns.restart),
-        start_timeout=ns.start_timeout,
-        stop_timeout=ns.stop_timeout,
-        cwd=ns.cwd,
-        user=ns.user,
-        group=ns.group,
+        preload=ns.preload,
         proctitle=not ns.no_proctitle,
+        **common,
     )
+
+
+async def _supervise_async(ns: argparse.Namespace, key: str | None) -> int:
+    from ._control import open_control_server
+    from ._signals import open_signal_handlers
+
+    master = _create_master(ns)
     async with master, AsyncExitStack() as stack:
         await stack.enter_async_context(open_signal_handlers(master))
         where: list[str] = []
@@ -123,10 +263,47 @@ async def _run_async(ns: argparse.Namespace, key: str | None) -> int:
             where = [f"unix:{server.unix_path}", *([server.url] if server.url else [])]
         await master.start()
         control = f"; control on {' and '.join(where)}" if where else ""
-        print(f"drover-py: {master.config.count} workers of {master.config.script.name} started{control}", flush=True)
-        await master.supervise()
+        print(f"drover-py: {await _describe(ns, master)}{control}", flush=True)
+        async with anyio.create_task_group() as tg:
+            if ns.action == "serve" and ns.reload:
+                from .serve._watch import watch_and_reload
+
+                tg.start_soon(watch_and_reload, master, ns.reload_dir or [ns.app_dir], ns.reload_include, ns.reload_exclude)
+            await master.supervise()
+            tg.cancel_scope.cancel()
     print("drover-py: shut down", flush=True)
     return EXIT_OK
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+async def _describe(ns: argparse.Namespace, master: Master) -> str:
+    """Return the line that says what started."""
+    workers = _plural(master.config.count, "worker")
+    if ns.action == "run":
+        return f"{workers} of {master.config.script.name} started"
+    from .serve.worker import INFO_REQUEST
+
+    how = ""
+    with anyio.move_on_after(5):
+        try:
+            info = await master.request(master.workers[0].id, INFO_REQUEST, timeout=5)
+            if isinstance(info, dict):
+                how = f" ({str(info.get('interface', '')).upper()}, {info.get('server')} on {ns.backend})"
+        except DroverError:
+            pass
+    urls = ", ".join(_url(sock) for sock in master.sockets)
+    return f"serving {ns.app}{how} with {workers} on {urls}"
+
+
+def _url(sock: socket.socket) -> str:
+    address = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{address}"
+    host = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
+    return f"http://{host}:{address[1]}"
 
 
 # -- ctl ----------------------------------------------------------------------------------

@@ -491,6 +491,24 @@ class Master:
         async with self._operation("restart_worker_by_id"):
             return await self._restart_one(worker_id)
 
+    def restart_worker_soon(self, worker_id: int) -> None:
+        """Start `restart_worker_by_id` as a task of the master and return at once.
+
+        For callers that cannot wait for the replacement: a plain-function handler, or a
+        worker asking for its own replacement (``drover-py serve --max-requests``).
+        A failure is logged, not raised; an id already replaced is left alone.
+        """
+        if self._tg is None or self._closed():
+            return
+
+        async def restart() -> None:
+            try:
+                await self.restart_worker_by_id(worker_id)
+            except DroverError as exc:
+                self._log.warning("restart failed", worker_id=worker_id, error=str(exc))
+
+        self._tg.start_soon(restart, name=f"drover-py restart of worker {worker_id}")
+
     async def _restart_one(self, worker_id: int) -> int:
         if worker_id in self._replaced:
             return self._replaced[worker_id]
