@@ -19,7 +19,7 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,examples]'
+	$(PY) -m pip install --quiet -e '.[test,examples,serve]'
 	# an editable install compiles nothing: give every worker start cached bytecode
 	$(PY) -m compileall -q src
 	touch $(STAMP)
@@ -36,7 +36,7 @@ test: typecheck
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_PY) -m pip install --quiet --upgrade pip
-	$(BENCH_PY) -m pip install --quiet -e '.[examples,bench,proctitle]'
+	$(BENCH_PY) -m pip install --quiet -e '.[examples,bench,proctitle,serve]'
 	$(BENCH_PY) -m compileall -q src
 	touch $(BENCH_STAMP)
 

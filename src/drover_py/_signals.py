@@ -49,7 +49,7 @@ async def open_signal_handlers(*masters: Master) -> AsyncIterator[None]:
                     log.info("signal received", signal=signal.Signals(signum).name)
                     for master in masters:
                         if signum == signal.SIGHUP:
-                            run(master.graceful_reload)
+                            run(functools.partial(_reload, master))
                         elif signum == signal.SIGTERM or (signum == signal.SIGINT and interrupts == 0):
                             run(master.graceful_shutdown)
                         elif signum == signal.SIGINT:
@@ -64,6 +64,18 @@ async def open_signal_handlers(*masters: Master) -> AsyncIterator[None]:
                 yield
             finally:
                 tg.cancel_scope.cancel()
+
+
+async def _reload(master: Master) -> None:
+    """Reload ``master`` gracefully and log the outcome (a failure rolled back: log why)."""
+    log = get_logger()
+    began = anyio.current_time()
+    try:
+        await master.graceful_reload()
+    except DroverError as exc:
+        log.warning("reload failed; the previous workers keep running", error=str(exc))
+        return
+    log.info("reloaded", workers=master.config.count, seconds=round(anyio.current_time() - began, 2))
 
 
 async def _step(master: Master, delta: int) -> None:
