@@ -11,7 +11,9 @@ time; hypercorn's ``graceful_timeout`` (our ``drain_timeout``) bounds the whole 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
 import socket
 from typing import Any
 
@@ -23,6 +25,14 @@ from hypercorn.utils import wrap_app
 
 from ._drain import ASGIApp
 from ._options import ServeOptions
+
+
+#: What anyio and hypercorn import on a server's first start (see `_uvicorn`).
+_IMPORTED_AHEAD = ("anyio._backends._trio", "hypercorn.protocol", "hypercorn.protocol.h11", "hypercorn.trio.lifespan", "hypercorn.trio.tcp_server")
+
+for _name in _IMPORTED_AHEAD:
+    with contextlib.suppress(ImportError):
+        importlib.import_module(_name)
 
 
 class _NeverSet(EventWrapper):

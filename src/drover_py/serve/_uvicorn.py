@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import socket
 from typing import Any
 
@@ -24,6 +26,14 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from ._drain import ASGIApp
 from ._options import ServeOptions
+
+#: What uvicorn and anyio import on a server's first start, imported with this module
+#: instead, so that a preload template holds them and a forked worker starts at once.
+_IMPORTED_AHEAD = ("anyio._backends._asyncio", "uvicorn.lifespan.on", "uvicorn.protocols.websockets.auto")
+
+for _name in _IMPORTED_AHEAD:
+    with contextlib.suppress(ImportError):  # a later version may have moved it: then the worker imports it
+        importlib.import_module(_name)
 
 #: Loop iterations between taking the listeners off the loop and closing uvicorn's
 #: servers: an accepted connection gets its transport in the iteration after its accept.
@@ -48,6 +58,14 @@ class _KeepIdleConnections:
             protocol.timeout_keep_alive_task = protocol.loop.call_later(
                 protocol.timeout_keep_alive, protocol.timeout_keep_alive_handler
             )
+
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)  # type: ignore[misc]  # uvicorn's, by the MRO of _protocol_class
+        protocol: Any = self
+        closed: asyncio.Event | None = getattr(protocol.server_state, "drover_py_connection_lost", None)
+        if closed is not None:
+            closed.set()
 
 
 def _protocol_class() -> type[asyncio.Protocol]:
@@ -77,11 +95,47 @@ class UvicornServer(uvicorn.Server):
         super().__init__(config)
         self.sockets = sockets
         self.ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._connection_lost = asyncio.Event()
+        self.server_state.drover_py_connection_lost = self._connection_lost  # type: ignore[attr-defined]
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if not self.should_exit:
             self.ready.set()
+
+    async def main_loop(self) -> None:
+        """uvicorn's loop (a tick every 0.1 s keeps its date header fresh), woken at once by `stop`."""
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 0.1)
+            should_exit = await self.on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's graceful shutdown, waiting on the connections' ends instead of polling them."""
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()  # see _KeepIdleConnections
+        try:
+            await asyncio.wait_for(self._wait_drained(), self.config.timeout_graceful_shutdown)
+        except asyncio.TimeoutError:
+            for task in self.server_state.tasks:
+                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+    async def _wait_drained(self) -> None:
+        while self.server_state.connections and not self.force_exit:
+            self._connection_lost.clear()
+            await self._connection_lost.wait()
+        if self.server_state.tasks and not self.force_exit:
+            await asyncio.wait(list(self.server_state.tasks))
 
     async def run_until_stopped(self) -> int:
         """Serve until `stop`; return 0, or 3 when the app could not start (uvicorn said why)."""
@@ -103,3 +157,4 @@ class UvicornServer(uvicorn.Server):
         for _ in range(_SETTLE_ITERATIONS):
             await asyncio.sleep(0)
         self.should_exit = True
+        self._stopping.set()
