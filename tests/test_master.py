@@ -136,6 +136,19 @@ async def test_linear_worker_answers_itself(make_master: MasterBuilder, records:
     assert list(by_pid.values()) == [["drained", "quit", "exit"]] * 2
 
 
+@pytest.mark.parametrize("sync", ["0", "1"])
+async def test_a_worker_waiting_only_for_quit_still_answers_stop(make_master: MasterBuilder, sync: str) -> None:
+    # Without a "stop" handler, wait_quit() alone once left "stop" unanswered: every
+    # graceful stop waited out stop_timeout and ended in SIGTERM.
+    master = make_master(count=1, script=APPS / "quit_only_worker.py", env={"TEST_SYNC": sync}, stop_timeout=30.0)
+    log = EventLog(master)
+    async with master:
+        await master.start()
+        with anyio.fail_after(20):
+            await master.graceful_shutdown()
+    assert [type(r) for r, _ in log.exits("worker-retired")] == [ExitReasons.NormalExit]
+
+
 async def test_sync_worker(make_master: MasterBuilder, records: Records) -> None:
     master = make_master(count=2, script=APPS / "sync_worker.py")
     log = EventLog(master)

@@ -112,8 +112,10 @@ class _BusState:
         self._request_handlers: dict[str, RequestHandler] = {}
         self._received: set[str] = set()
         self._sent: set[str] = set()
-        # Set by the first wait_stop()/wait_quit(): the caller then answers both itself.
-        self._waiter = False
+        # The messages a caller of wait_stop()/wait_quit() answers itself: wait_stop()
+        # takes both "stop" and "quit" (the linear style answers both), wait_quit() only
+        # "quit", so a "stop" nobody handles still gets the default "stopped".
+        self._owned: set[str] = set()
         #: Seconds between heartbeats the master asked for, or None.
         self.heartbeat_interval = _heartbeat_interval()
 
@@ -151,7 +153,10 @@ class _BusState:
         return True
 
     def _default_applies(self, message: str) -> bool:
-        return not self._handlers[message] and not self._waiter
+        return not self._handlers[message] and message not in self._owned
+
+    def _own(self, message: str) -> None:
+        self._owned.update((proto.STOP, proto.QUIT) if message == proto.STOP else (message,))
 
 
 def _exit_after_quit() -> None:
@@ -341,15 +346,22 @@ class MessageBus(_BusState):
     async def _wait(self, message: str) -> None:
         if not self._events:
             raise StateError("use the MessageBus inside 'async with MessageBus() as mb:'")
-        self._waiter = True
+        self._own(message)
         await self._events[message].wait()
 
     async def wait_stop(self) -> None:
-        """Block until the master sends "stop". The caller then owes `send_stopped`."""
+        """Block until the master sends "stop". The caller then owes `send_stopped`.
+
+        From the first call on, the bus leaves both "stop" and "quit" to the caller (the
+        linear style: wait, drain, `send_stopped`, `wait_quit`, `send_shut_down`).
+        """
         await self._wait(proto.STOP)
 
     async def wait_quit(self) -> None:
-        """Block until the master sends "quit". The caller then owes `send_shut_down`."""
+        """Block until the master sends "quit". The caller then owes `send_shut_down`.
+
+        A "stop" with no handler (and no `wait_stop`) still gets the default "stopped".
+        """
         await self._wait(proto.QUIT)
 
 
@@ -539,7 +551,7 @@ class SyncMessageBus(_BusState):
 
     def _wait(self, message: str, timeout: float | None) -> bool:
         with self._state_lock:
-            self._waiter = True
+            self._own(message)
         return self._events[message].wait(timeout)
 
     def wait_stop(self, timeout: float | None = None) -> bool:
