@@ -106,12 +106,45 @@ async def test_run_and_ctl(tmp_path: Path, anyio_backend: str) -> None:
         assert not sock.exists()
 
 
+async def test_run_as_the_readme_writes_it_and_health_fails_when_a_slot_is_down(tmp_path: Path) -> None:
+    # options after the script, worker arguments after --, the worker count from
+    # $DROVER_PY_WORKERS; a slot that crashed (no restart) makes `ctl health` exit 1
+    sock = tmp_path / "ctl.sock"
+    command = [
+        sys.executable, "-m", "drover_py", "run", str(WORKER), "--control", str(sock), "--restart", "off",
+        "--stop-timeout", "10", "--no-proctitle", "--", "--app-flag", "value",
+    ]
+    env = {**os.environ, "DROVER_PY_KEY": KEY, "DROVER_PY_WORKERS": "2", "TEST_BEHAVIOUR": "exit_after_start@1=5"}
+    process = await anyio.open_process(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    async with kill_on_exit(process):
+        ready = await read_line(process, "drover-py:")
+        assert ready.startswith("drover-py: 2 workers of worker.py started")
+        listing = await ctl(sock, "--json", "workers")
+        rows = json.loads(listing.stdout)["result"]
+        first = next(row for row in rows if row["slot"] == 0)
+        argv = Path(f"/proc/{first['pid']}/cmdline").read_bytes().split(b"\0")
+        assert argv[-3:] == [b"--app-flag", b"value", b""]
+        with anyio.fail_after(20):
+            while True:  # the crash of slot 1 comes right after its "started"
+                health = await ctl(sock, "health")
+                if health.returncode != 0:
+                    break
+                await anyio.sleep(0.05)  # bounded poll of an external observer, not synchronisation
+        assert health.returncode == 1 and "healthy: False" in health.stdout.decode()
+        bye = await ctl(sock, "shutdown", "all")
+        assert bye.returncode == 0, bye.stderr
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+
+
 async def test_run_refuses_a_missing_script(tmp_path: Path) -> None:
     with anyio.fail_after(30):
         result = await anyio.run_process(
             [sys.executable, "-m", "drover_py", "run", str(tmp_path / "missing.py"), "--no-control"], check=False, cwd=tmp_path
         )
-    assert result.returncode == 1 and b"no such file" in result.stderr
+    # a bad option: exit code 2, one line naming it as the user typed it, no traceback
+    assert result.returncode == 2 and b"no such file" in result.stderr
+    assert result.stderr.decode().startswith("drover-py run: SCRIPT: ") and b"Traceback" not in result.stderr
 
 
 async def test_run_refuses_an_unknown_user(tmp_path: Path) -> None:
@@ -121,7 +154,7 @@ async def test_run_refuses_an_unknown_user(tmp_path: Path) -> None:
             check=False,
             cwd=tmp_path,
         )
-    assert result.returncode == 1 and b"unknown user 'drover-py-no-such-user'" in result.stderr
+    assert result.returncode == 2 and b"--user: unknown user 'drover-py-no-such-user'" in result.stderr
 
 
 def test_render_tables_and_mappings() -> None:

@@ -1,8 +1,9 @@
-"""The ``drover-py`` command line: ``run`` a script as a cluster, ``ctl`` a running one.
+"""The ``drover-py`` command line: ``serve`` an app, ``run`` a script as a cluster, ``ctl`` a running one.
 
-Exit codes of ``ctl``: 0 ok, 1 the command failed, 2 bad usage, 3 cannot connect,
-4 unauthorized (missing or wrong key). ``run`` exits 0 after a shutdown, 1 when the
-workers cannot start or the restart policy gave up.
+Exit codes of ``ctl``: 0 ok, 1 the command failed (``health``: unhealthy), 2 bad usage,
+3 cannot connect, 4 unauthorized (missing or wrong key). ``serve`` and ``run`` exit 0
+after a shutdown, 1 when the workers cannot start, an option is wrong or the restart
+policy gave up, 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ DEFAULT_SOCKET = "drover-py.sock"
 DEFAULT_BIND = "127.0.0.1:8000"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT, EXIT_UNAUTHORIZED = 0, 1, 2, 3, 4
+#: ``serve`` and ``run``: a worker could not start (1), a bad option (2), the restart
+#: policy gave up (3), an address or control socket in use (4), interrupted (130).
+EXIT_START_FAILED, EXIT_RESTART_LIMIT, EXIT_ADDRESS_IN_USE, EXIT_INTERRUPTED = 1, 3, 4, 130
 
 
 def _add_master_options(parser: argparse.ArgumentParser, *, default_bind: str | None = None) -> None:
@@ -182,12 +186,42 @@ def _supervise(ns: argparse.Namespace, key: str | None) -> int:
         errors = _leaves(exc)
         if not all(isinstance(error, DroverError) for error in errors):
             raise
-        for error in dict.fromkeys(str(error) for error in errors):
+        for error in dict.fromkeys(_as_typed(error) for error in errors):
             print(f"drover-py {ns.action}: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:  # a second Ctrl-C before the handlers were installed
-        return EXIT_FAILED
+        return _exit_code(errors[0])
+    except KeyboardInterrupt:  # a Ctrl-C before the handlers were installed
+        print(f"drover-py {ns.action}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return code
+
+
+def _exit_code(error: BaseException) -> int:
+    """Return the documented exit code of ``serve``/``run`` for ``error``."""
+    from ._exceptions import BindError, ConfigError, OperationInterruptedError, RestartLimitError
+
+    for kind, code in (
+        (ConfigError, EXIT_USAGE),
+        (RestartLimitError, EXIT_RESTART_LIMIT),
+        (BindError, EXIT_ADDRESS_IN_USE),
+        (OperationInterruptedError, EXIT_INTERRUPTED),
+    ):
+        if isinstance(error, kind):
+            return code
+    return EXIT_START_FAILED
+
+
+#: Options of the library named otherwise on the command line.
+_CLI_NAMES = {"count": "--workers", "script": "SCRIPT", "app": "MODULE:ATTR", "args": "worker arguments"}
+
+
+def _as_typed(error: BaseException) -> str:
+    """Return ``error``'s text, a `ConfigError` naming the option as the user typed it."""
+    from ._exceptions import ConfigError
+
+    if isinstance(error, ConfigError):
+        name = _CLI_NAMES.get(error.option, "--" + error.option.replace("_", "-"))
+        return str(error).replace(f"option {error.option!r}", name, 1)
+    return str(error)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -355,9 +389,11 @@ def _one(client: ControlClient, ns: argparse.Namespace, words: list[str], out: T
     if not reply.ok:
         print(f"drover-py ctl: {command} failed: {reply.error}", file=sys.stderr)
         return EXIT_FAILED
+    result = reply.body.get("result") if isinstance(reply.body, dict) else reply.body
     if not ns.json:
-        result = reply.body.get("result") if isinstance(reply.body, dict) else reply.body
         print(render(result), file=out)
+    if isinstance(result, dict) and result.get("healthy") is False:
+        return EXIT_FAILED  # `ctl health` in a probe or a script: unhealthy is a failure
     return EXIT_OK
 
 

@@ -170,6 +170,10 @@ class MasterConfig:
         """Return the argv of a worker."""
         return [self.python, str(self.script), *self.args]
 
+    def display_name(self) -> str:
+        """Return how messages name the workers' program: the title's name, else the script's."""
+        return self.proctitle if isinstance(self.proctitle, str) else self.script.name
+
     def title_name(self) -> str | None:
         """Return the name process titles show for the script, or None if titles are off."""
         if self.proctitle is False:

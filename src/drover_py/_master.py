@@ -437,7 +437,7 @@ class Master:
         if failures:
             await self._retire(workers)
             for failure in failures:
-                self._log.error("worker failed to start", error=str(failure))
+                self._log.debug("worker failed to start", error=str(failure))  # the exception reports it
             raise failures[0]
         return workers
 

@@ -414,7 +414,7 @@ class Worker:
             await self._started.wait()
         if self.ever_started:
             return  # what happens next (even a crash right away) is reported as an exit
-        where = f"worker {self.id} (slot {self.slot}) of {self.config.script.name!r}"
+        where = f"worker {self.id} (slot {self.slot}) of {self.config.display_name()!r}"
         if self.exited.is_set() or self._process_ended.is_set():
             await self.exited.wait()
             raise WorkerStartError(
@@ -424,7 +424,13 @@ class Worker:
                 slot=self.slot,
             )
         timeout = StartTimeout(self.config.start_timeout)
-        raise StartTimeoutError(f"{where} {timeout}", reason=timeout, worker_id=self.id, slot=self.slot)
+        raise StartTimeoutError(
+            f"{where} {timeout}: it must call send_started() once ready; if it needs longer, "
+            "raise start_timeout (--start-timeout)",
+            reason=timeout,
+            worker_id=self.id,
+            slot=self.slot,
+        )
 
     def _talk(self) -> Conversation:
         if self._conversation is None:
