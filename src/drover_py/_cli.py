@@ -325,7 +325,7 @@ async def _describe(ns: argparse.Namespace, master: Master) -> str:
         try:
             info = await master.request(master.workers[0].id, INFO_REQUEST, timeout=5)
             if isinstance(info, dict):
-                how = f" ({str(info.get('interface', '')).upper()}, {info.get('server')} on {ns.backend})"
+                how = f" ({str(info.get('interface', '')).upper()}, {info.get('server')})"
         except DroverError:
             pass
     urls = ", ".join(_url(sock) for sock in master.sockets)

@@ -96,7 +96,7 @@ def worker_env(options: ServeOptions) -> dict[str, str]:
 def preload_modules(options: ServeOptions) -> list[str]:
     """Return the modules a template imports for ``options``: the server, the adapter, the app."""
     server = "drover_py.serve._uvicorn" if options.backend == "asyncio" else "drover_py.serve._hypercorn"
-    return ["drover_py.serve.worker", server, "a2wsgi", options.module]
+    return ["drover_py.serve.worker", server, "drover_py.serve._waitress", options.module]
 
 
 def check_importable(options: ServeOptions) -> None:
@@ -108,7 +108,7 @@ def check_importable(options: ServeOptions) -> None:
     if importlib.machinery.PathFinder.find_spec(top, [options.app_dir, *sys.path]) is None and top not in sys.builtin_module_names:
         raise ConfigError("app", f"no module named {top!r} in {options.app_dir} (run from the app's folder, or set --app-dir)")
     server = "uvicorn" if options.backend == "asyncio" else "hypercorn"
-    for needed in (server, "a2wsgi"):
+    for needed in (server, "waitress"):
         if importlib.util.find_spec(needed) is None:
             raise ConfigError("backend", f"serving needs {needed}: pip install 'drover-py[serve]'")
 

@@ -14,8 +14,8 @@ hand: it reads its `ServeOptions` from the environment, imports the app from
   "stopped";
 - on "quit": "shut_down", and the process ends.
 
-A WSGI app runs in a2wsgi's thread pool behind the same ASGI server, so it gets the same
-drain. ASGI on asyncio is served by uvicorn, on trio by hypercorn.
+ASGI on asyncio is served by uvicorn, on trio by hypercorn; WSGI by waitress (threads, no
+event loop), with the same drain.
 
 For a custom server, write your own worker script with `drover_py.MessageBus` and
 `drover_py.inherited_sockets`; `run_worker` below is the template to follow.
@@ -114,23 +114,22 @@ def main() -> None:
     sockets = inherited_sockets()
     if not sockets:
         sys.exit("drover-py serve worker: no listening socket: run me from `drover-py serve`")
-    asgi: ASGIApp
-    if interface == "wsgi":
-        from a2wsgi import WSGIMiddleware
-
-        asgi = WSGIMiddleware(app)  # type: ignore[arg-type,assignment]
-    else:
-        asgi = app  # type: ignore[assignment]
     limit = None
     if options.max_requests is not None:
         limit = options.max_requests + random.randint(0, options.max_requests_jitter)
-    drain = Drain(asgi, max_requests=limit)
-    server_name = "uvicorn" if options.backend == "asyncio" else "hypercorn"
+    if interface == "wsgi":
+        from ._waitress import WaitressServer, run_waitress_worker
+
+        info = {"app": options.app, "interface": interface, "server": "waitress", "pid": str(os.getpid())}
+        sys.exit(run_waitress_worker(WaitressServer(app, options, sockets), limit, info))
+    drain = Drain(app, max_requests=limit)  # type: ignore[arg-type]
+    server_name = "uvicorn on asyncio" if options.backend == "asyncio" else "hypercorn on trio"
     info = {"app": options.app, "interface": interface, "server": server_name, "pid": str(os.getpid())}
+    server: Server
     if options.backend == "asyncio":
         from ._uvicorn import UvicornServer
 
-        server: Server = UvicornServer(drain, options, sockets)
+        server = UvicornServer(drain, options, sockets)
     else:
         from ._hypercorn import HypercornServer
 
