@@ -1,7 +1,7 @@
 """Serve an ASGI or WSGI app by import string: ``drover-py serve main:app`` and its library side.
 
 `create_master` returns a `drover_py.Master` whose workers serve the app (uvicorn on
-asyncio, hypercorn on trio; a WSGI app through a2wsgi), with the supervisor's
+asyncio, hypercorn on trio; a WSGI app in a thread pool), with the supervisor's
 guarantees: readiness-gated start, zero-downtime reload with rollback, preload, and a
 drain that loses no request, keep-alive connections included. `ServeOptions` holds the
 serving settings. The worker program is `drover_py.serve.worker`.

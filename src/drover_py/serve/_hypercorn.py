@@ -17,6 +17,7 @@ from typing import Any
 
 import hypercorn.trio.run
 import trio
+from hypercorn.app_wrappers import WSGIWrapper
 from hypercorn.config import Config, Sockets
 from hypercorn.trio.worker_context import EventWrapper, WorkerContext
 from hypercorn.utils import wrap_app
@@ -39,6 +40,30 @@ class _DrainingContext(WorkerContext):
 
 
 hypercorn.trio.run.WorkerContext = _DrainingContext  # type: ignore[attr-defined]  # this process serves one app
+
+
+def wsgi_to_asgi(app: object) -> ASGIApp:
+    """Return the WSGI ``app`` as an ASGI app for trio: hypercorn's adapter, run in trio's threads.
+
+    a2wsgi (the adapter on asyncio) schedules on an asyncio loop, so on trio it fails every
+    request. hypercorn's adapter returns at once from the lifespan, which hypercorn's own
+    lifespan handling does not survive: the lifespan is answered here, with nothing to do.
+    """
+    wrapper = WSGIWrapper(app, Config().wsgi_max_body_size)  # type: ignore[arg-type]
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await wrapper(scope, receive, send, trio.to_thread.run_sync, trio.from_thread.run)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return asgi
 
 
 class HypercornServer:

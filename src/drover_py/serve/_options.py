@@ -34,8 +34,8 @@ class ServeOptions:
     is put first on the workers' ``sys.path`` (default: the current directory).
 
     ``backend`` is the workers' event loop: "asyncio" serves with uvicorn, "trio" with
-    hypercorn. A WSGI app runs in a thread pool behind the same server (a2wsgi), so it
-    gets the same graceful drain as an ASGI one.
+    hypercorn. A WSGI app runs in a thread pool behind the same server (a2wsgi on
+    asyncio, hypercorn's adapter on trio), so it gets the same graceful drain as an ASGI one.
 
     ``max_requests`` replaces a worker once it has answered that many requests, plus a
     random 0..``max_requests_jitter`` so that workers do not all go at once; the

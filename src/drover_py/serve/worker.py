@@ -14,8 +14,9 @@ hand: it reads its `ServeOptions` from the environment, imports the app from
   "stopped";
 - on "quit": "shut_down", and the process ends.
 
-A WSGI app runs in a2wsgi's thread pool behind the same ASGI server, so it gets the same
-drain. ASGI on asyncio is served by uvicorn, on trio by hypercorn.
+A WSGI app runs in a thread pool behind the same ASGI server (a2wsgi on asyncio,
+hypercorn's adapter on trio), so it gets the same drain. ASGI on asyncio is served by
+uvicorn, on trio by hypercorn.
 
 For a custom server, write your own worker script with `drover_py.MessageBus` and
 `drover_py.inherited_sockets`; `run_worker` below is the template to follow.
@@ -115,7 +116,11 @@ def main() -> None:
     if not sockets:
         sys.exit("drover-py serve worker: no listening socket: run me from `drover-py serve`")
     asgi: ASGIApp
-    if interface == "wsgi":
+    if interface == "wsgi" and options.backend == "trio":
+        from ._hypercorn import wsgi_to_asgi
+
+        asgi = wsgi_to_asgi(app)
+    elif interface == "wsgi":
         from a2wsgi import WSGIMiddleware
 
         asgi = WSGIMiddleware(app)  # type: ignore[arg-type,assignment]
