@@ -15,6 +15,7 @@ import contextlib
 import functools
 import importlib
 import socket
+import sys
 from typing import Any
 
 import hypercorn.trio.run
@@ -25,6 +26,9 @@ from hypercorn.utils import wrap_app
 
 from ._drain import ASGIApp
 from ._options import ServeOptions
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 
 #: What anyio and hypercorn import on a server's first start (see `_uvicorn`).
@@ -51,6 +55,30 @@ class _DrainingContext(WorkerContext):
 hypercorn.trio.run.WorkerContext = _DrainingContext  # type: ignore[attr-defined]  # this process serves one app
 
 
+class _LifespanOutcome:
+    """Wrap the app: keep the message of a failed lifespan startup.
+
+    hypercorn reports itself started even when the app's lifespan startup failed (and
+    fails moments later), so readiness looks here first.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.startup_failure: str | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def watching(message: Any) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                self.startup_failure = str(message.get("message") or "")
+            await send(message)
+
+        await self.app(scope, receive, watching)
+
+
 class HypercornServer:
     """hypercorn over inherited sockets, with a readiness event and a stop."""
 
@@ -69,22 +97,34 @@ class HypercornServer:
         self.ready = trio.Event()
 
     async def run_until_stopped(self) -> int:
-        """Serve until `stop`; return 0, or 3 when the app could not start (hypercorn said why)."""
-        app: Any = wrap_app(self._app,  # type: ignore[arg-type]
-            self._config.wsgi_max_body_size, "asgi")
+        """Serve until `stop`; return 0, or 3 when the app could not start (after saying why)."""
+        lifespan = _LifespanOutcome(self._app)
+        app: Any = wrap_app(lifespan, self._config.wsgi_max_body_size, "asgi")
         serve = functools.partial(
             hypercorn.trio.run.worker_serve, app, self._config, sockets=self._sockets, shutdown_trigger=self._stop.wait
         )
+        error: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(serve)
-                self.ready.set()
-        except Exception as exc:  # the lifespan startup failed: hypercorn logged the app's error
+                if lifespan.startup_failure is None:
+                    self.ready.set()
+                else:
+                    nursery.cancel_scope.cancel()
+        except Exception as exc:
             if self.ready.is_set():
                 raise
-            print(f"drover-py serve: the app's lifespan startup failed: {exc!r}", flush=True)
-            return 3
-        return 0
+            error = exc
+        if self.ready.is_set():
+            return 0
+        # The lifespan startup failed: say why, the way uvicorn does (hypercorn said nothing).
+        if lifespan.startup_failure:
+            print(lifespan.startup_failure.rstrip(), file=sys.stderr)
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        why = f": {type(error).__name__}: {error}" if error is not None and not lifespan.startup_failure else ""
+        print(f"drover-py serve: the app's lifespan startup failed{why}", file=sys.stderr, flush=True)
+        return 3
 
     async def wait_ready(self) -> None:
         """Return once the startup (the app's lifespan startup included) completed."""

@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+import anyio
+
 from .._exceptions import DroverError
 from .._master import Master
 
@@ -46,13 +48,27 @@ async def watch_and_reload(master: Master, dirs: Sequence[str], includes: Sequen
         return
     roots = [os.path.abspath(d) for d in dirs]
     print(f"drover-py: watching {', '.join(roots)} for changes", flush=True)
-    async for changes in awatch(*roots, watch_filter=make_filter(includes, excludes)):  # type: ignore[arg-type]
-        changed = sorted({os.path.relpath(path) for _, path in changes})
-        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
-        print(f"drover-py: {shown} changed; reloading", flush=True)
-        try:
-            await master.graceful_reload()
-        except DroverError as exc:
-            print(f"drover-py: reload failed, the previous version keeps serving: {exc}", flush=True)
-        else:
-            print(f"drover-py: reloaded {master.config.count} worker{'s' if master.config.count != 1 else ''}", flush=True)
+    # awatch waits for changes in a thread that a cancellation cannot interrupt; it sets
+    # its stop event only once that thread returned (up to 5 s later). Set it at once.
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_set_when_cancelled, stop)
+        async for changes in awatch(*roots, watch_filter=make_filter(includes, excludes), stop_event=stop):  # type: ignore[arg-type]
+            changed = sorted({os.path.relpath(path) for _, path in changes})
+            shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+            print(f"drover-py: {shown} changed; reloading", flush=True)
+            try:
+                await master.graceful_reload()
+            except DroverError as exc:
+                print(f"drover-py: reload failed, the previous version keeps serving: {exc}", flush=True)
+            else:
+                print(f"drover-py: reloaded {master.config.count} worker{'s' if master.config.count != 1 else ''}", flush=True)
+        tg.cancel_scope.cancel()
+
+
+async def _set_when_cancelled(event: anyio.Event) -> None:
+    """Set ``event`` when this task is cancelled."""
+    try:
+        await anyio.sleep_forever()
+    finally:
+        event.set()
