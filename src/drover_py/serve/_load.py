@@ -69,7 +69,9 @@ def detect_interface(app: object) -> Literal["asgi", "wsgi"]:
 
 
 def _one_line(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip().replace("\n", " ")
+    """Return ``Type: message`` (a SyntaxError's says file and line: "invalid syntax (main.py, line 3)")."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _user_traceback(exc: BaseException) -> str:
