@@ -1,6 +1,8 @@
-"""The worker of the uvicorn_app example: an ASGI app served by uvicorn, on asyncio.
+"""A drover-py worker: `asgi_app:app` on uvicorn (asyncio), stopping without losing a connection.
 
-Started by main.py's master (run as ``python app.py``), never by hand: it serves on the
+The worker examples/uvicorn_app had before ``drover-py serve`` existed; the "uvicorn" row
+of the reload-under-load benchmark (`reload_master.py`). Started by a master (run as
+``python uvicorn_drain_worker.py``), never by hand: it serves on the
 listening socket its master bound (``bind=[...]``) and handed down
 (`drover_py.inherited_sockets`), and talks to the master through a `MessageBus`:
 
@@ -27,25 +29,31 @@ itself sends SIGTERM (after a graceful stop overran ``stop_timeout``), a uvicorn
 draining just goes on draining, and the master's SIGKILL follows ``kill_timeout`` later.
 A stop through the bus ends with exit code 0, reported as ``worker-retired``.
 
-Each response names its worker in an ``x-worker`` header (pid, slot and worker id).
+Each response names its worker in an ``x-worker-pid`` header (`asgi_app`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
 
 import anyio
 import uvicorn
 
 from drover_py import MessageBus, inherited_sockets
 
-# The examples folder, so that `_shared` is found whatever the working directory.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from asgi_app import app  # noqa: E402
 
-from _shared.asgi import ASGIApp, Message, Receive, Scope, Send, make_app  # noqa: E402
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Seconds between no longer accepting and uvicorn's shutdown, for the connections
 #: accepted just before to deliver their requests (see ``on_stop`` in `main`).
@@ -90,10 +98,9 @@ async def main() -> int:
     """Serve until the master says "quit"; return the exit code."""
     sockets = inherited_sockets()
     if not sockets:
-        sys.exit("uvicorn_app: no listening socket: run me from a master created with bind=[...]")
-    response = os.environ.get("RESPONSE", "Hello from uvicorn_app!\n").encode()
+        sys.exit("uvicorn_drain_worker: no listening socket: run me from a master created with bind=[...]")
     ready, stop_asked, quit_asked = anyio.Event(), anyio.Event(), anyio.Event()
-    config = uvicorn.Config(signal_ready(make_app("uvicorn_app", response), ready), lifespan="on", log_level="warning")
+    config = uvicorn.Config(signal_ready(app, ready), lifespan="on", log_level="warning")
     server = uvicorn.Server(config)
     exit_code = 0
 
