@@ -9,7 +9,7 @@ in interleaved order:
 - crash: SIGKILL the only HTTP worker; time until a response comes from its replacement.
   drover-py with ``RestartPolicy(delay=0)``, against ``gunicorn -w 1`` sync workers
   serving the trivial WSGI app ``apps/wsgi_app.py``. Two drover-py workers: the same
-  stack as gunicorn's (``examples/wsgi_sync``: synchronous, `SyncMessageBus`, wsgiref,
+  stack as gunicorn's (``apps/sync_worker.py``: synchronous, `SyncMessageBus`, wsgiref,
   the same app), and uvicorn on asyncio (``apps/uvicorn_worker.py``). The client
   connects once, right after the kill, and waits for the answer (the connection waits
   in the shared socket's backlog). Goal: preload below gunicorn's median.

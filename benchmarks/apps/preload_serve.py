@@ -2,7 +2,7 @@
 
 usage: preload_serve.py PORT COUNT MODE [WORKER], MODE being "exec" or "preload" (forked
 from a template that imported the worker's modules), WORKER "uvicorn" (default:
-uvicorn_worker.py, asyncio) or "sync" (examples/wsgi_sync's synchronous worker serving
+uvicorn_worker.py, asyncio) or "sync" (sync_worker.py, a synchronous worker serving
 wsgi_app:app with wsgiref, the stack of gunicorn's sync workers and its app). Crashed workers are restarted at once
 (``RestartPolicy(delay=0)``). Prints "ready" once start() returned; SIGTERM or SIGINT ->
 graceful shutdown.
@@ -20,7 +20,7 @@ from drover_py import MasterFactory, RestartPolicy
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "uvicorn_worker.py"
-SYNC_WORKER = HERE.parent.parent / "examples" / "wsgi_sync" / "app.py"
+SYNC_WORKER = HERE / "sync_worker.py"
 #: What the sync worker imports: the bus, wsgiref's server, the app gunicorn serves too.
 SYNC_PRELOAD = ["drover_py", "wsgiref.simple_server", "wsgi_app"]
 #: What uvicorn_worker.py imports, including what uvicorn and anyio import lazily.

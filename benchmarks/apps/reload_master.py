@@ -1,7 +1,7 @@
 """A drover-py master for the reload-under-load benchmark, run as its own process.
 
 usage: reload_master.py WORKER COUNT, WORKER being "hypercorn" (examples/simple_app:
-hypercorn on trio) or "uvicorn" (examples/uvicorn_app: uvicorn on asyncio).
+hypercorn on trio) or "uvicorn" (uvicorn_drain_worker.py: uvicorn on asyncio).
 
 The master binds 127.0.0.1:0 (the listener it owns and every worker inherits), starts
 COUNT workers and prints ``port N``. Each SIGHUP runs one ``graceful_reload()`` and
@@ -22,7 +22,7 @@ from drover_py import MasterFactory
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
 SCRIPTS = {
     "hypercorn": EXAMPLES / "simple_app" / "app.py",
-    "uvicorn": EXAMPLES / "uvicorn_app" / "app.py",
+    "uvicorn": Path(__file__).resolve().parent / "uvicorn_drain_worker.py",
 }
 
 

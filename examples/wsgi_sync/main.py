@@ -1,52 +1,66 @@
-"""wsgi_sync: synchronous WSGI workers (no event loop) on the socket their master owns.
+"""wsgi_sync: serve the WSGI app in wsgi.py from Python, as `drover-py serve` does.
 
-Run from the repository root:  python examples/wsgi_sync/main.py [--workers 2] [--duration 5] [--preload]
-then:                          curl -i http://127.0.0.1:2500/
-The x-worker header names the worker that answered. Ctrl-C (or SIGTERM) shuts the workers
-down gracefully (each answers the request in hand first); a second Ctrl-C kills them.
+Run:   python main.py [--workers 2] [--duration 5] [--preload] [--backend asyncio|trio]
+then:  curl -i http://127.0.0.1:2500/     (env PORT changes the port)
+Each worker runs the app in a thread pool behind uvicorn (a2wsgi), so a WSGI app gets
+the same graceful drain as an ASGI one. The x-worker header names the worker that
+answered. kill -HUP reloads with zero downtime; Ctrl-C (or SIGTERM) shuts down
+gracefully, a second Ctrl-C kills the workers.
 """
 
 from __future__ import annotations
 
-import functools
+import argparse
 import os
 import sys
 from pathlib import Path
 
 import anyio
 
-from drover_py import MasterFactory
-
-# The examples folder, so that `_shared` is found whatever the working directory.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from _shared import cli  # noqa: E402
+from drover_py import DroverError, RestartLimitError, RestartPolicy, open_signal_handlers
+from drover_py.serve import ServeOptions, create_master
 
 HERE = Path(__file__).resolve().parent
 PORT = int(os.environ.get("PORT", "2500"))
-#: What a worker imports, loaded once by the template in preload mode: the bus, the
-#: server, and the WSGI app itself (app.py imports it by name, which `preload=True`
-#: could not see).
-PRELOAD = ["drover_py", "wsgiref.simple_server", "wsgi"]
 
 
-async def run(duration: float | None, workers: int, preload: bool) -> int:
-    master = MasterFactory.create(
-        script=HERE / "app.py",
+async def serve(workers: int, preload: bool, duration: float | None) -> int:
+    master = create_master(
+        ServeOptions("wsgi:app", app_dir=str(HERE)),  # wsgi.py beside this file, from any directory
         count=workers,
-        bind=[f"127.0.0.1:{PORT}"],  # one listener, owned by the master, accepted from by every worker
-        env={"PORT": PORT, "WSGI_APP": "wsgi:app", "RESPONSE": "Hello from wsgi_sync!\n"},
-        preload=PRELOAD if preload else False,  # fork workers from a template that imported these
+        bind=[f"127.0.0.1:{PORT}"],  # one listener, owned by the master, shared by every worker
+        preload=preload,  # True: fork the workers from a template that imported uvicorn and wsgi.py
+        restart=RestartPolicy(),  # replace a crashed worker
     )
-    # Start, print every worker's status every two seconds until Ctrl-C or --duration,
-    # then shut down gracefully.
-    masters = {"app": master}
-    return await cli.run_masters(masters, duration, lambda: cli.show_statuses(masters))
+    code = 0
+    try:
+        async with master:
+            await master.start()  # returns once every worker is ready to answer
+            async with open_signal_handlers(master):  # SIGHUP reloads, SIGINT/SIGTERM shut down
+                print(f"serving http://127.0.0.1:{PORT}/ (Ctrl-C to stop)", flush=True)
+                with anyio.move_on_after(duration):
+                    try:
+                        await master.supervise()  # returns once a signal shut the master down
+                    except RestartLimitError as exc:  # the workers kept crashing
+                        print(f"wsgi_sync: {exc}", file=sys.stderr)
+                        code = 1
+            await master.graceful_shutdown()  # after --duration (no-op after a signal's shutdown)
+    except DroverError as exc:  # the port is taken, or a worker could not start
+        print(f"wsgi_sync: {exc}", file=sys.stderr)
+        return 1
+    print("shut down", flush=True)
+    return code
 
 
 def main() -> None:
-    args = cli.parse_args(__doc__, extra=functools.partial(cli.add_worker_options, kind="WSGI"))
-    sys.exit(anyio.run(run, args.duration, args.workers, args.preload, backend=args.backend))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--workers", type=int, default=int(os.environ.get("WORKERS", "2")), help="default: env WORKERS, else 2")
+    add("--duration", type=float, help="shut down gracefully after this many seconds")
+    add("--preload", action="store_true", help="fork the workers from a template (fast start and reload)")
+    add("--backend", choices=["asyncio", "trio"], default="asyncio", help="the master's event loop")
+    args = parser.parse_args()
+    sys.exit(anyio.run(serve, args.workers, args.preload, args.duration, backend=args.backend))
 
 
 if __name__ == "__main__":

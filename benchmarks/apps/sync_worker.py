@@ -1,4 +1,7 @@
-"""The worker of the wsgi_sync example: a WSGI app on a blocking server, no event loop.
+"""A synchronous drover-py worker: a WSGI app on a blocking server, no event loop.
+
+The worker examples/wsgi_sync had before ``drover-py serve`` existed; the sync rows of
+`bench_preload.py` (`preload_serve.py ... sync`).
 
 The same stack as gunicorn's sync workers, with the standard library only: one thread
 accepts a connection on the listening socket its master bound (``bind=[...]``) and every
@@ -13,7 +16,7 @@ run in the bus's reader thread:
 - on "quit": "shut_down", and the process ends.
 
 The application is ``WSGI_APP`` (``module:attribute``, as for gunicorn; default
-``wsgi:app``, this folder's `wsgi.py`), imported from ``sys.path``.
+``wsgi:app``), imported from ``sys.path``.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ def serve(servers: list[WSGIServer], wake: int) -> None:
 def main() -> int:
     sockets = inherited_sockets()
     if not sockets:
-        sys.exit("wsgi_sync: no listening socket: run me from a master created with bind=[...]")
+        sys.exit("sync_worker: no listening socket: run me from a master created with bind=[...]")
     app = load_app(os.environ.get("WSGI_APP", "wsgi:app"))
     servers = [make_server(sock, app) for sock in sockets]
     wake_r, wake_w = os.pipe()
