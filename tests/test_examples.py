@@ -239,15 +239,12 @@ async def test_graceful_reload_reloads_on_sighup(anyio_backend: str) -> None:
 
 @pytest.mark.parametrize(("example", "app"), [("uvicorn_app", "app:app"), ("wsgi_sync", "wsgi:app")])
 async def test_example_app_serves_with_drover_py_serve(
-    example: str, app: str, anyio_backend: str, request: pytest.FixtureRequest
+    example: str, app: str, anyio_backend: str
 ) -> None:
     """The README's command, in the example's folder: serve, reload on SIGHUP, shut down on SIGINT.
 
     ``--backend`` is the event loop of the master and of the workers (trio: hypercorn).
     """
-    if example == "wsgi_sync" and anyio_backend == "trio":
-        reason = "serve: a WSGI app on --backend trio answers 500 (a2wsgi runs it through asyncio's run_in_executor)"
-        request.applymarker(pytest.mark.xfail(reason=reason))
     backend = anyio_backend
     port = free_ports(1)
     command = ["serve", app, "-w", "2", "--bind", f"127.0.0.1:{port}", "--backend", backend, "--no-control"]

@@ -2,8 +2,8 @@
 
 Run:   python main.py [--workers 2] [--duration 5] [--preload] [--backend asyncio|trio]
 then:  curl -i http://127.0.0.1:2500/     (env PORT changes the port)
-Each worker runs the app in a thread pool behind uvicorn (a2wsgi), so a WSGI app gets
-the same graceful drain as an ASGI one. The x-worker header names the worker that
+Each worker serves the app with waitress (threads), so a WSGI app gets the same
+graceful drain as an ASGI one. The x-worker header names the worker that
 answered. kill -HUP reloads with zero downtime; Ctrl-C (or SIGTERM) shuts down
 gracefully, a second Ctrl-C kills the workers.
 """

@@ -125,12 +125,14 @@ OPTION_ENV_PREFIX = "DROVER_PY_"
 #: Options that have an environment variable of their own, or none.
 _NOT_FROM_ENV = {"--key", "--control", "--help"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+#: Repeatable options set from the environment: the command line replaces them.
+_FROM_ENV: dict[str, list[str]] = {}
 
 
 def _defaults_from_env(parser: argparse.ArgumentParser) -> None:
     """Take each option's default from ``DROVER_PY_<OPTION>`` when that is set."""
     for action in parser._actions:
-        longs = [s for s in action.option_strings if s.startswith("--") and not s.startswith("--no-")]
+        longs = [s for s in action.option_strings if s.startswith("--")]
         if not longs or longs[0] in _NOT_FROM_ENV:
             continue
         name = OPTION_ENV_PREFIX + longs[0][2:].upper().replace("-", "_")
@@ -141,6 +143,8 @@ def _defaults_from_env(parser: argparse.ArgumentParser) -> None:
             action.default = _env_value(action, text)
         except ValueError as exc:
             parser.error(f"${name}: {exc}")
+        if isinstance(action, argparse._AppendAction):
+            _FROM_ENV[action.dest] = list(action.default)
 
 
 def _env_value(action: argparse.Action, text: str) -> object:
@@ -165,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cut = words.index("--")
         words, passed = words[:cut], words[cut + 1 :]
     ns = _parser().parse_args(words)
+    for dest, from_env in _FROM_ENV.items():  # argparse appends to the default list
+        given = getattr(ns, dest, None)
+        if isinstance(given, list) and len(given) > len(from_env):
+            setattr(ns, dest, given[len(from_env) :])
     if ns.action == "run":
         ns.args = [*ns.args, *passed]
     key = ns.key or os.environ.pop(KEY_ENV, None) or None  # never handed on to workers

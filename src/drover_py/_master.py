@@ -504,6 +504,8 @@ class Master:
         async def restart() -> None:
             try:
                 await self.restart_worker_by_id(worker_id)
+            except StateError as exc:  # the master is shutting down: nothing to replace
+                self._log.debug("restart abandoned", worker_id=worker_id, error=str(exc))
             except DroverError as exc:
                 self._log.warning("restart failed", worker_id=worker_id, error=str(exc))
 

@@ -86,7 +86,7 @@ class UvicornServer(uvicorn.Server):
             root_path=options.root_path,
             proxy_headers=options.proxy_headers,
             forwarded_allow_ips=options.forwarded_allow_ips,
-            timeout_keep_alive=int(options.timeout_keep_alive) or 1,
+            timeout_keep_alive=options.timeout_keep_alive,  # type: ignore[arg-type]  # a float works: call_later
             limit_concurrency=options.limit_concurrency,
             access_log=options.access_log,
             log_level=options.log_level,
