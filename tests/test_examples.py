@@ -254,7 +254,8 @@ async def test_example_app_serves_with_drover_py_serve(
     seen = [""]
     async with kill_on_exit(process):
         with anyio.fail_after(40):
-            await read_matches(process, rf"drover-py: serving {app} \(\w+, \w+ on {backend}\) with 2 workers on .*", seen)
+            server = "waitress" if example == "wsgi_sync" else rf"\w+ on {backend}"  # WSGI: waitress, no event loop
+            await read_matches(process, rf"drover-py: serving {app} \(\w+, {server}\) with 2 workers on .*", seen)
             first = await anyio.to_thread.run_sync(get_worker, port)
             process.send_signal(signal.SIGHUP)
             await read_matches(process, r".*\breloaded\b.*workers=2.*", seen)
