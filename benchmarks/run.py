@@ -39,7 +39,7 @@ BENCHES: dict[str, tuple[str, float, float]] = {
     "scale": ("bench_scale.py", 240, 60),
     "serve": ("bench_serve.py", 360, 150),
     "preload": ("bench_preload.py", 240, 120),
-    "serve_reload": ("bench_serve_reload.py", 600, 240),
+    "serve_reload": ("bench_serve_reload.py", 900, 300),
     "serve_rps": ("bench_serve_rps.py", 300, 120),
 }
 PACKAGES = [
