@@ -6,9 +6,10 @@ its output in a log file, tells when it is ready, reloads it (SIGHUP) and stops 
 
 - drover-py: ready at its "drover-py: serving ..." line (every worker answered its
   start); a reload is finished at its "reloaded" (or "reload failed") log line.
-- the others: ready once the first request is answered and the master has its count of
-  worker processes; a reload is finished once none of the old worker processes is left
-  and the count is back.
+- the others: ready once the master has its count of worker processes and each of them
+  answered a request (`answered_by`); a reload is finished once none of the old worker
+  processes is left, the count is back and each new worker answered (gunicorn does not
+  wait for its new workers to be ready before it stops the old ones).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from _common import APPS, PYTHON, child_env, fetch_head, free_port, stop_process, workers_of
+from _common import APPS, PYTHON, child_env, fetch_head, free_port, pid_in, stop_process, workers_of
 
 READY_TIMEOUT = 60.0
 RELOAD_TIMEOUT = 60.0
@@ -117,6 +118,38 @@ class Reload:
     line: str = ""
 
 
+def answered_by(port: int, pids: set[int], deadline: float, threads: int = 4) -> bool:
+    """Return True once every worker in ``pids`` answered a request (new connections from
+    ``threads`` threads, as `bench_serve`'s poller), False at ``deadline`` (time.monotonic())
+    or when a worker answers that is not in ``pids`` (they changed: look again)."""
+    seen: set[int] = set()
+    stray = threading.Event()
+    lock = threading.Lock()
+
+    def poll() -> None:
+        while not stray.is_set() and time.monotonic() < deadline:
+            with lock:
+                if seen >= pids:
+                    return
+            try:
+                pid = pid_in(fetch_head(port, timeout=2))
+            except (OSError, RuntimeError):
+                time.sleep(0.01)
+                continue
+            with lock:
+                if pid in pids:
+                    seen.add(pid)
+                else:
+                    stray.set()
+
+    pollers = [threading.Thread(target=poll, daemon=True) for _ in range(threads)]
+    for poller in pollers:
+        poller.start()
+    for poller in pollers:
+        poller.join(max(0.0, deadline - time.monotonic()) + 3)
+    return seen >= pids
+
+
 class Running:
     """One server process: launched by the constructor, always ended by `stop`."""
 
@@ -181,11 +214,8 @@ class Running:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.spec.label}: exited with {self.proc.returncode} before it was ready")
-            try:
-                answered = b" 200 " in fetch_head(self.port, timeout=2).split(b"\r\n", 1)[0]
-            except OSError:
-                answered = False
-            if answered and len(workers_of(self.proc.pid)) >= self.spec.workers:
+            workers = workers_of(self.proc.pid)
+            if len(workers) >= self.spec.workers and answered_by(self.port, workers, deadline):
                 return time.perf_counter() - self.started
             time.sleep(0.02)
         raise RuntimeError(f"{self.spec.label}: not ready in {timeout:.0f} s")
@@ -212,7 +242,7 @@ class Running:
             if not self.spec.reload_failed:
                 time.sleep(0.01)
             now = workers_of(self.proc.pid)
-            if not old & now and len(now) >= self.spec.workers:
+            if not old & now and len(now) >= self.spec.workers and answered_by(self.port, now, deadline):
                 return Reload(time.perf_counter() - start, True)
         raise RuntimeError(f"{self.spec.label}: the reload did not finish in {timeout:.0f} s")
 
