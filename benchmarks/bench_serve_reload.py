@@ -13,7 +13,8 @@ first second on until the last reload finished and 0.5 s more:
 
 Meanwhile the server is reloaded by SIGHUP, 5 times (2 with ``--quick``), each reload
 starting 0.3 s after the previous one finished. The time of each reload is measured
-from the signal to its end (see `_servers`).
+from the signal to its end (see `_servers`); one reload before the loads start is timed
+too ("without load").
 
 Servers (`_servers`): ``drover-py serve`` ASGI on asyncio (uvicorn) and on trio
 (hypercorn), the WSGI app behind it (a2wsgi, asyncio), each exec and ``--preload``;
@@ -91,13 +92,17 @@ def where_in_reloads(times: list[float], starts: list[float], ends: list[float])
 
 def measure(spec: Spec, reloads: int, log_file: Any) -> dict[str, Any]:
     """Start ``spec``, load it with both shapes while reloading it; return what happened."""
-    out: dict[str, Any] = {"label": spec.label, "reload_s": [], "reload_failures": [], "error": None}
+    out: dict[str, Any] = {
+        "label": spec.label, "reload_s": [], "reload_failures": [], "idle_reload_s": None, "error": None,
+    }  # fmt: skip
     server = Running(spec, log_file)
     starts: list[float] = []
     ends: list[float] = []
     stats: dict[str, LoadStats] = {}
     try:
         out["ready_s"] = server.wait_ready()
+        idle = server.reload()  # one without load first: what the load adds to a reload's time
+        out["idle_reload_s"] = idle.seconds if idle.ok else None
         t0 = time.monotonic()
         keepalive = KeepAliveLoad(server.port, THREADS, t0)
         connection = ConnectionLoad(server.port, CONCURRENCY, t0)
@@ -149,6 +154,8 @@ def describe(result: dict[str, Any]) -> str:
     times = result["reload_s"]
     if times:
         parts.append(f"reload {statistics.median(times):.2f} s [{min(times):.2f}-{max(times):.2f}] x{len(times)}")
+    if result["idle_reload_s"] is not None:
+        parts.append(f"without load {result['idle_reload_s']:.2f} s")
     if result["reload_failures"]:
         parts.append(f"{len(result['reload_failures'])} reload(s) FAILED: {result['reload_failures'][0]}")
     if result["error"]:
@@ -156,22 +163,30 @@ def describe(result: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
-    header = ["server", "shape", "requests", "failed", "kinds", "reconnects", "pids", "reload s (median [min-max])", "rl fail"]
+    header = [
+        "server", "shape", "requests", "failed", "kinds", "reconnects", "pids", "reload s (median [min-max])", "rl fail",
+        "idle rl s",
+    ]  # fmt: skip
     lines = [header]
     for result in results.values():
         times = result["reload_s"]
         reload = f"{statistics.median(times):.2f} [{min(times):.2f}-{max(times):.2f}] x{len(times)}" if times else "-"
         reload_failed = str(len(result["reload_failures"]))
+        idle = f"{result['idle_reload_s']:.2f}" if result["idle_reload_s"] is not None else "-"
         for shape in SHAPES:
             r = result.get(shape)
             if r is None:
-                lines.append([result["label"], shape, "-", "-", result["error"] or "", "-", "-", reload, reload_failed])
+                lines.append([result["label"], shape, "-", "-", result["error"] or "", "-", "-", reload, reload_failed, idle])
                 continue
             kinds = " ".join(f"{k}={n}" for k, n in r["kinds"].items()) or "-"
             lines.append(
                 [result["label"], shape, str(r["requests"]), str(r["failed"]), kinds, str(r["reconnects"]),
-                 str(r["pids_seen"]), reload, reload_failed]
+                 str(r["pids_seen"]), reload, reload_failed, idle]
             )  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines]
@@ -226,9 +241,11 @@ def main() -> None:
             )  # fmt: skip
         preload = spec.key.endswith("preload")
         ref_times = results[ref]["reload_s"] if ref in results else []
+        ref_idle = results[ref]["idle_reload_s"] if ref in results else None
         r = row(
             "serve_reload", spec.label, f"reload of {WORKERS} under load", "s", summary(result["reload_s"]),
             summary(ref_times), ref_label, goal=f"< {RELOAD_GOAL_S:g} s" if preload else "",
+            note=f"one reload without load first: {_seconds(result['idle_reload_s'])} ({ref_label}: {_seconds(ref_idle)})",
         )  # fmt: skip
         if preload and result["reload_s"]:
             r["ok"] = complete and statistics.median(result["reload_s"]) < RELOAD_GOAL_S
