@@ -7,17 +7,24 @@ and writes one JSON document (see `Result`) to the path given with ``--out``.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import ctypes
+import http.client
 import json
 import os
+import re
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -195,6 +202,11 @@ def descendants_of(pid: int) -> list[int]:
     return out
 
 
+def workers_of(pid: int) -> set[int]:
+    """Return the children of ``pid`` but multiprocessing's resource tracker (uvicorn and granian start one)."""
+    return {child for child in children_of(pid) if "resource_tracker" not in cmdline(child)}
+
+
 def cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as file:
@@ -345,6 +357,45 @@ def read_head(sock: socket.socket) -> bytes:
     return data
 
 
+def pid_in(head: bytes, who: str = "the server") -> int:
+    """Return the worker pid of a response's ``x-worker-pid`` header; raise RuntimeError without one."""
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"x-worker-pid:"):
+            return int(line.split(b":")[1])
+    raise RuntimeError(f"{who}: no worker pid in {head[:200]!r}")
+
+
+def answer_round(port: int, count: int, timeout: float, who: str = "the server") -> set[int]:
+    """Open ``count`` connections to 127.0.0.1:``port``, then send a request on each; return the pids that answered."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=timeout)) for _ in range(count)]
+        for sock in socks:
+            sock.sendall(HTTP_REQUEST)
+        return {pid_in(read_head(sock), who) for sock in socks}
+
+
+def wait_all_answered(port: int, workers: int, timeout: float, alive: Callable[[], bool], who: str = "the server") -> set[int]:
+    """Wait until ``workers`` distinct worker pids answered; return them. Raise RuntimeError after ``timeout``.
+
+    Requests go in rounds of one connection per worker, all opened before any is sent: a
+    sync worker (gunicorn's) holds the connection it accepted until its request comes, so
+    the others must take the rest. One request at a time would not reach them all: every
+    idle worker is woken for each connection, and the same few win the race to accept it
+    again and again (with 16 workers, 10 had answered after 30 s). Not for servers whose
+    workers accept many connections at once (asyncio ones): they may never all answer.
+    """
+    deadline = time.monotonic() + timeout
+    seen: set[int] = set()
+    while len(seen) < workers:
+        if time.monotonic() > deadline or not alive():
+            raise RuntimeError(f"{who}: {len(seen)} of {workers} workers answered")
+        try:
+            seen |= answer_round(port, workers, timeout=2, who=who)
+        except (OSError, RuntimeError):
+            time.sleep(0.01)  # not listening yet
+    return seen
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -363,3 +414,228 @@ def stopwatch() -> Iterator[list[float]]:
         yield box
     finally:
         box.append(time.perf_counter() - start)
+
+
+def pss_kb(pid: int) -> int:
+    """Return the PSS of ``pid`` in kB (``/proc/PID/smaps_rollup``), 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as file:
+            for line in file:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_pss_kb(root: int) -> dict[int, int]:
+    """Return {pid: PSS in kB} of ``root`` and every descendant (the sum is the tree's PSS)."""
+    return {pid: pss_kb(pid) for pid in [root, *descendants_of(root)]}
+
+
+# -- HTTP load while a server reloads -------------------------------------------------
+#
+# Two load shapes: `run_load` (asyncio, a new connection per request, ``Connection:
+# close``) and `KeepAliveLoad` (threads of http.client, one persistent connection each).
+# Neither retries a failed request: a failure is counted, by kind.
+
+#: How a request fails: "refused", "reset" (reset / broken pipe / aborted), "closed" (a
+#: keep-alive connection closed by the server without an answer to the request sent on
+#: it), "timeout" (no complete answer in time), "empty" (EOF before any byte), "bad" (not
+#: a complete HTTP 200 answer), "other" (any other OSError).
+FAILURE_KINDS = ("refused", "reset", "closed", "timeout", "empty", "bad", "other")
+REQUEST_TIMEOUT = 5.0  # seconds for one request: connect, send, read the answer
+PID_RE = re.compile(rb"(?:x-worker-pid: |pid=)(\d+)", re.IGNORECASE)
+
+
+@dataclass
+class LoadStats:
+    """What a load client saw; `merge` adds another's (one per thread, merged at the end)."""
+
+    requests: int = 0
+    ok: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    pids: set[int] = field(default_factory=set)
+    reconnects: int = 0  # answers with ``Connection: close`` on a keep-alive connection
+    first_failures: list[str] = field(default_factory=list)  # a few, with their time
+    failure_times: list[float] = field(default_factory=list)  # time.monotonic() of each (bounded)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+    def fail(self, kind: str, t0: float, detail: str) -> None:
+        now = time.monotonic()
+        self.failures[kind] += 1
+        if len(self.failure_times) < 1000:
+            self.failure_times.append(now)
+        if len(self.first_failures) < 10:
+            self.first_failures.append(f"t={now - t0:.3f}s {kind} {detail}")
+
+    def merge(self, other: LoadStats) -> None:
+        self.requests += other.requests
+        self.ok += other.ok
+        self.failures.update(other.failures)
+        self.pids |= other.pids
+        self.reconnects += other.reconnects
+        self.first_failures = (self.first_failures + other.first_failures)[:10]
+        self.failure_times = sorted(self.failure_times + other.failure_times)[:1000]
+
+    def kinds(self) -> dict[str, int]:
+        return {kind: self.failures[kind] for kind in FAILURE_KINDS}
+
+
+def check_response(data: bytes) -> str | None:
+    """Return None for a complete HTTP 200 answer, else the failure kind."""
+    if not data:
+        return "empty"
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep or not head.startswith(b"HTTP/1.1 200"):
+        return "bad"
+    match = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
+    if match is None or len(body) != int(match.group(1)):
+        return "bad"
+    return None
+
+
+async def one_request(port: int, request: bytes, timeout: float = REQUEST_TIMEOUT) -> tuple[str | None, bytes]:
+    """Send one request on a new connection to 127.0.0.1; return (failure kind or None, answer)."""
+    data = b""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(request)
+                await writer.drain()
+                data = await reader.read()  # to EOF: the server closes (Connection: close)
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except ConnectionRefusedError:
+        return "refused", data
+    except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+        return "reset", data
+    except TimeoutError:
+        return "timeout", data
+    except OSError:
+        return "other", data
+    return check_response(data), data
+
+
+async def run_load(
+    port: int,
+    total: int,
+    concurrency: int,
+    stats: LoadStats,
+    t0: float,
+    stop: Callable[[], bool] = lambda: False,
+    deadline_s: float = 600.0,
+) -> None:
+    """Keep ``concurrency`` new-connection clients busy until ``total`` requests were
+    issued, ``stop()`` is true, or ``deadline_s`` passed."""
+    request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+    issued = 0
+    deadline = time.monotonic() + deadline_s
+
+    async def client() -> None:
+        nonlocal issued
+        while issued < total and not stop() and time.monotonic() < deadline:
+            issued += 1
+            kind, data = await one_request(port, request)
+            stats.requests += 1
+            if kind is None:
+                stats.ok += 1
+                match = PID_RE.search(data)
+                if match is not None:
+                    stats.pids.add(int(match.group(1)))
+            else:
+                stats.fail(kind, t0, f"{len(data)} bytes, ending {data[-60:]!r}")
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+
+
+class ConnectionLoad:
+    """`run_load` in a thread of its own (its own event loop) until `stop`."""
+
+    def __init__(self, port: int, concurrency: int, t0: float) -> None:
+        self.stats = LoadStats()
+        self._stop = threading.Event()
+        args = (port, 1 << 62, concurrency, self.stats, t0, self._stop.is_set)
+        self._thread = threading.Thread(target=lambda: asyncio.run(run_load(*args)), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> LoadStats:
+        self._stop.set()
+        self._thread.join(REQUEST_TIMEOUT + 5)
+        return self.stats
+
+
+class KeepAliveLoad:
+    """``threads`` clients, each with one persistent HTTP/1.1 connection (http.client).
+
+    No retry: a request that fails is counted, and the next one goes on a new
+    connection. An answer with ``Connection: close`` ends its connection and the next
+    request opens a new one, as any client does (counted in ``reconnects``, not a
+    failure).
+    """
+
+    def __init__(self, port: int, threads: int, t0: float) -> None:
+        self.port, self.t0 = port, t0
+        self._stop = threading.Event()
+        self._stats = [LoadStats() for _ in range(threads)]
+        self._threads = [threading.Thread(target=self._client, args=(s,), daemon=True) for s in self._stats]
+        for thread in self._threads:
+            thread.start()
+
+    def _client(self, stats: LoadStats) -> None:
+        conn: http.client.HTTPConnection | None = None
+        while not self._stop.is_set():
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=REQUEST_TIMEOUT)
+            stats.requests += 1
+            kind, detail = None, ""
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                body = response.read()
+                length = response.getheader("content-length")
+                if response.status != 200 or length is None or int(length) != len(body):
+                    kind, detail = "bad", f"status {response.status}, {len(body)} bytes"
+                else:
+                    stats.ok += 1
+                    pid = response.getheader("x-worker-pid")
+                    if pid is not None:
+                        stats.pids.add(int(pid))
+                    if response.will_close:
+                        stats.reconnects += 1
+                        conn.close()
+                        conn = None
+            except http.client.RemoteDisconnected as exc:  # before ConnectionResetError: it is one
+                kind, detail = "closed", str(exc)
+            except ConnectionRefusedError as exc:
+                kind, detail = "refused", str(exc)
+            except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
+                kind, detail = "reset", f"{type(exc).__name__}: {exc}"
+            except TimeoutError as exc:
+                kind, detail = "timeout", str(exc)
+            except (http.client.HTTPException, ValueError) as exc:
+                kind, detail = "bad", f"{type(exc).__name__}: {exc}"
+            except OSError as exc:
+                kind, detail = "other", f"{type(exc).__name__}: {exc}"
+            if kind is not None:
+                stats.fail(kind, self.t0, detail)
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.001)  # a refused connect fails at once: do not spin
+        if conn is not None:
+            conn.close()
+
+    def stop(self) -> LoadStats:
+        self._stop.set()
+        total = LoadStats()
+        for thread, stats in zip(self._threads, self._stats):
+            thread.join(REQUEST_TIMEOUT + 5)
+            total.merge(stats)
+        return total

@@ -164,15 +164,51 @@ def plot_scale(doc: Doc, ax_factory: Callable[[int], list[Axes]]) -> None:
 
 
 def plot_serve(doc: Doc, ax_factory: Callable[[int], list[Axes]]) -> None:
-    served = doc["raw"]["served_ms"]
+    raw = doc["raw"]
+    served, memory = raw.get("served_ms"), raw.get("memory_mb")
+    axes = ax_factory(int(served is not None) + int(memory is not None))
+    if served is not None:
+        ax = axes.pop(0)
+        names = list(served)
+        colors = [DROVER if n.startswith(("drover", "serve")) else REF for n in names]
+        _bars(ax, names, [served[n] for n in names], colors, "ms")
+        for i, name in enumerate(names):
+            ready = raw["ready_ms"].get(name)
+            if ready and ready.get("median") is not None:
+                ax.plot([i], [ready["median"]], "k_", markersize=20)
+        ax.set_title("launch to 4 workers answering (bar), ready line (tick)", fontsize=9)
+    if memory is not None:
+        ax = axes.pop(0)
+        names = list(memory)
+        colors = [DROVER if n.startswith("serve") else REF for n in names]
+        _bars(ax, names, [_ms([v / 1e3 for v in memory[n]]) for n in names], colors, "MB")
+        ax.set_title("tree PSS, 16 idle workers", fontsize=9)
+
+
+def plot_serve_reload(doc: Doc, ax_factory: Callable[[int], list[Axes]]) -> None:
+    results = doc["raw"]["results"]
+    ax_failed, ax_time = ax_factory(2)
+    keys = list(results)
+    xs = range(len(keys))
+    for offset, shape, color in ((-0.2, "keepalive", DROVER), (0.2, "connection", OTHER)):
+        values = [results[k].get(shape, {}).get("failed", 0) for k in keys]
+        ax_failed.bar([x + offset for x in xs], values, width=0.4, color=color, label=shape)
+    ax_failed.set_xticks(list(xs), keys, rotation=30, ha="right", fontsize=8)
+    ax_failed.set_ylabel("failed requests")
+    ax_failed.legend(fontsize=8)
+    ax_failed.set_title(f"failed requests over {doc['raw']['reloads']} reloads of 4 workers", fontsize=9)
+    colors = [DROVER if not results[k]["label"].startswith(("uvicorn", "gunicorn", "granian")) else REF for k in keys]
+    _bars(ax_time, keys, [_ms(results[k]["reload_s"]) for k in keys], colors, "ms")
+    ax_time.set_title("time per reload, under load", fontsize=9)
+
+
+def plot_serve_rps(doc: Doc, ax_factory: Callable[[int], list[Axes]]) -> None:
+    runs = doc["raw"]["runs"]
     [ax] = ax_factory(1)
-    names = list(served)
-    _bars(ax, names, [served[n] for n in names], [DROVER if n.startswith("drover") else REF for n in names], "ms")
-    for i, name in enumerate(names):
-        ready = doc["raw"]["ready_ms"].get(name)
-        if ready and ready.get("median") is not None:
-            ax.plot([i], [ready["median"]], "k_", markersize=20)
-    ax.set_title("launch to 4 workers answering (bar), start() returned (tick)", fontsize=9)
+    keys = list(runs)
+    stats = [_ms([r["rps"] / 1e3 for r in runs[k]]) for k in keys]
+    _bars(ax, keys, stats, [DROVER if k.startswith("drover") else REF for k in keys], "requests/s")
+    ax.set_title("wrk -t2 -c32, 4 workers", fontsize=9)
 
 
 PLOTTERS: dict[str, Callable[[Doc, Callable[[int], list[Axes]]], None]] = {
@@ -184,6 +220,8 @@ PLOTTERS: dict[str, Callable[[Doc, Callable[[int], list[Axes]]], None]] = {
     "idle": plot_idle,
     "scale": plot_scale,
     "serve": plot_serve,
+    "serve_reload": plot_serve_reload,
+    "serve_rps": plot_serve_rps,
 }
 
 

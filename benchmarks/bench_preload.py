@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
-from contextlib import ExitStack
 
 import anyio
 
-from _common import APPS, PYTHON, RESULTS, child_env, descendants_of, free_port, interleaved, log, parse_args, row
-from _common import HTTP_REQUEST, fetch_head, read_head, stop_process, summary, write_result
+from _common import APPS, PYTHON, RESULTS, child_env, free_port, interleaved, log, parse_args, row, tree_pss_kb
+from _common import fetch_head, pid_in, stop_process, summary, wait_all_answered, write_result
 from _spawn import tiny_master
 
 SPAWN_GOAL_MS = 5.0
@@ -106,44 +104,11 @@ class Server:
 
     def fetch_pid(self, timeout: float = 10.0) -> int:
         """Return the pid of the worker that answers one request."""
-        return self._pid_in(fetch_head(self.port, timeout))
-
-    def _pid_in(self, data: bytes) -> int:
-        for line in data.split(b"\r\n"):
-            if line.lower().startswith(b"x-worker-pid:"):
-                return int(line.split(b":")[1])
-        raise RuntimeError(f"{self.kind}: no worker pid in {data[:200]!r}")
+        return pid_in(fetch_head(self.port, timeout), self.kind)
 
     def wait_up(self, timeout: float = 60.0) -> None:
-        """Wait until every worker answered (distinct pids), bounded by ``timeout``.
-
-        Requests go in rounds of one connection per worker, all opened before any is
-        sent: a sync worker holds the connection it accepted until its request comes,
-        so the others must take the rest. One request at a time would not reach them
-        all: every idle worker is woken for each connection, and the same few win the
-        race to accept it again and again (with 16 workers, 10 had answered after 30 s).
-        """
-        deadline = time.monotonic() + timeout
-        seen: set[int] = set()
-        while len(seen) < self.workers:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind}: {len(seen)} of {self.workers} workers answered")
-            try:
-                seen |= self._round(timeout=2)
-            except (OSError, RuntimeError):
-                time.sleep(0.01)  # not listening yet
-        self.worker_pids = seen
-
-    def _round(self, timeout: float) -> set[int]:
-        """Open one connection per worker, then send a request on each; return the pids that answered."""
-        with ExitStack() as stack:
-            socks = [
-                stack.enter_context(socket.create_connection(("127.0.0.1", self.port), timeout=timeout))
-                for _ in range(self.workers)
-            ]
-            for sock in socks:
-                sock.sendall(HTTP_REQUEST)
-            return {self._pid_in(read_head(sock)) for sock in socks}
+        """Wait until every worker answered (distinct pids), bounded by ``timeout`` (`_common.wait_all_answered`)."""
+        self.worker_pids = wait_all_answered(self.port, self.workers, timeout, lambda: self.proc.poll() is None, self.kind)
 
     def crash_to_answer(self) -> float:
         """SIGKILL the worker that answers; return seconds until its replacement answered."""
@@ -163,18 +128,8 @@ class Server:
 
     def tree_pss_kb(self) -> tuple[int, int]:
         """Return the PSS of the server process and every descendant, and that of its workers, in kB."""
-        total = workers = 0
-        for pid in [self.proc.pid, *descendants_of(self.proc.pid)]:
-            try:
-                with open(f"/proc/{pid}/smaps_rollup") as file:
-                    for line in file:
-                        if line.startswith("Pss:"):
-                            total += int(line.split()[1])
-                            workers += int(line.split()[1]) if pid in self.worker_pids else 0
-                            break
-            except OSError:
-                continue
-        return total, workers
+        pss = tree_pss_kb(self.proc.pid)
+        return sum(pss.values()), sum(kb for pid, kb in pss.items() if pid in self.worker_pids)
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -18,8 +18,8 @@ reloaded again and again: a new reload starts as soon as the previous one finish
 
 A request fails as "refused", "reset" (reset / broken pipe / aborted), "timeout" (no
 complete answer within 5 s), "empty" (EOF before any byte), "bad" (not a complete
-HTTP 200 answer) or "other" (any other OSError). Prints a table and writes the results
-to benchmarks/results/reload_load.json.
+HTTP 200 answer) or "other" (any other OSError); the load client is `_common.run_load`.
+Prints a table and writes the results to benchmarks/results/reload_load.json.
 """
 
 from __future__ import annotations
@@ -32,157 +32,25 @@ import os
 import platform
 import re
 import signal
-import socket
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
-HERE = Path(__file__).resolve().parent
-APPS = HERE / "apps"
-RESULTS = HERE / "results"
-PYTHON = sys.executable
+from _common import APPS, FAILURE_KINDS, PYTHON, REQUEST_TIMEOUT, RESULTS, LoadStats, descendants_of, free_port
+from _common import one_request, run_load, workers_of
+
 HOST = "127.0.0.1"
 
-REQUEST_TIMEOUT = 5.0  # seconds for one request: connect, send, read to EOF
 READY_TIMEOUT = 60.0  # seconds for a server to answer its first request
 RELOAD_TIMEOUT = 60.0  # seconds for one reload to finish
 LOAD_DEADLINE = 600.0  # seconds for the whole load of one target
 STOP_TIMEOUT = 30.0  # seconds between SIGTERM and SIGKILL at the end
-FAILURE_KINDS = ("refused", "reset", "timeout", "empty", "bad", "other")
-PID_RE = re.compile(rb"(?:x-worker-pid: |pid=)(\d+)", re.IGNORECASE)
-
-
-# -- the load client -------------------------------------------------------------------
-
-
-@dataclass
-class LoadStats:
-    requests: int = 0
-    ok: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
-    pids: set[int] = field(default_factory=set)
-    first_failures: list[str] = field(default_factory=list)  # a few, with their time
-
-    @property
-    def failed(self) -> int:
-        return sum(self.failures.values())
-
-
-def check_response(data: bytes) -> str | None:
-    """Return None for a complete HTTP 200 answer, else the failure kind."""
-    if not data:
-        return "empty"
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep or not head.startswith(b"HTTP/1.1 200"):
-        return "bad"
-    match = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
-    if match is None or len(body) != int(match.group(1)):
-        return "bad"
-    return None
-
-
-async def one_request(port: int, request: bytes) -> tuple[str | None, bytes]:
-    """Send one request on a new connection; return (failure kind or None, answer)."""
-    data = b""
-    try:
-        async with asyncio.timeout(REQUEST_TIMEOUT):
-            reader, writer = await asyncio.open_connection(HOST, port)
-            try:
-                writer.write(request)
-                await writer.drain()
-                data = await reader.read()  # to EOF: the server closes (Connection: close)
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-    except ConnectionRefusedError:
-        return "refused", data
-    except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
-        return "reset", data
-    except TimeoutError:
-        return "timeout", data
-    except OSError:
-        return "other", data
-    return check_response(data), data
-
-
-async def run_load(port: int, total: int, concurrency: int, stats: LoadStats, t0: float) -> None:
-    """Keep ``concurrency`` connections busy until ``total`` requests are done."""
-    request = f"GET / HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
-    issued = 0
-    deadline = time.monotonic() + LOAD_DEADLINE
-
-    async def client() -> None:
-        nonlocal issued
-        while issued < total and time.monotonic() < deadline:
-            issued += 1
-            kind, data = await one_request(port, request)
-            stats.requests += 1
-            if kind is None:
-                stats.ok += 1
-                match = PID_RE.search(data)
-                if match is not None:
-                    stats.pids.add(int(match.group(1)))
-            else:
-                stats.failures[kind] += 1
-                if len(stats.first_failures) < 10:
-                    stats.first_failures.append(f"t={time.monotonic() - t0:.3f}s {kind} {len(data)} bytes, ending {data[-60:]!r}")
-
-    await asyncio.gather(*(client() for _ in range(concurrency)))
 
 
 # -- the servers under test ------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def children_of(pid: int) -> set[int]:
-    """The pids whose parent is ``pid`` (a /proc scan: bounded by the process count)."""
-    found: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if int(fields[1]) == pid:
-            found.add(int(entry))
-    return found
-
-
-def workers_of(pid: int) -> set[int]:
-    """The children of ``pid`` but multiprocessing's resource tracker (uvicorn starts one)."""
-    found: set[int] = set()
-    for child in children_of(pid):
-        try:
-            with open(f"/proc/{child}/cmdline", "rb") as f:
-                if b"resource_tracker" in f.read():
-                    continue
-        except OSError:
-            continue
-        found.add(child)
-    return found
-
-
-def descendants_of(pid: int) -> set[int]:
-    found: set[int] = set()
-    todo = [pid]
-    while todo and len(found) < 1000:
-        for child in children_of(todo.pop()) - found:
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 @dataclass

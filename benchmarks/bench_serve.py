@@ -1,17 +1,26 @@
-"""7. Time to serve: launch 4 HTTP workers until every one has answered a request.
+"""7. Time to serve: launch 4 HTTP workers until every one has answered; memory of 16 idle ones.
 
-Each server is launched as a subprocess (launchers in apps/), the clock starting just
-before the launch:
+Part "launch": each server is launched as a subprocess, the clock starting just before
+the launch:
 
 - drover-py, 4 workers of examples/single_app_cluster/app.py (hypercorn on trio);
 - drover-py, 4 workers of apps/uvicorn_worker.py (uvicorn's server, the ASGI app below);
+- ``drover-py serve asgi_app:app -w 4`` (uvicorn on asyncio), exec and ``--preload``;
 - ``gunicorn -w 4`` (sync workers), a trivial WSGI app;
-- ``uvicorn --workers 4``, a trivial ASGI app.
+- ``uvicorn --workers 4``, a trivial ASGI app (``apps/asgi_app.py``).
 
-For all four the same poller (4 threads, a new connection per request) hits the port
+For all of them the same poller (4 threads, a new connection per request) hits the port
 from the launch on, until responses from 4 distinct worker pids (a response header)
 were seen, bounded by a timeout. For drover-py the time at which ``start()`` returned
-(its "ready" line) is reported too: by then all workers listen.
+(its "ready" line, or ``drover-py serve``'s "serving" line) is reported too: by then all
+workers listen. Goal: ``drover-py serve --preload`` at or below gunicorn.
+
+Part "memory": tree PSS (`_common.tree_pss_kb`: the server process and every
+descendant) with 16 idle workers, each server once up (every worker answered, or said
+its startup completed): ``drover-py serve --preload`` with the ASGI app
+(``apps/asgi_app.py``, uvicorn on asyncio) and with the WSGI app (``apps/wsgi_app.py``,
+a2wsgi behind uvicorn), ``uvicorn --workers 16`` (the ASGI app), ``gunicorn -w 16``
+sync (the WSGI app). Goal: at or below the reference of the same interface.
 """
 
 from __future__ import annotations
@@ -22,24 +31,42 @@ import threading
 import time
 from typing import IO
 
-from _common import APPS, PYTHON, RESULTS, child_env, free_port, interleaved, log, parse_args, row, stop_process
-from _common import fetch_head, summary, write_result
+from _common import APPS, PYTHON, RESULTS, child_env, descendants_of, free_port, interleaved, log, parse_args, row
+from _common import Json, cmdline, fetch_head, stop_process, summary, tree_pss_kb, wait_all_answered, workers_of, write_result
 
 WORKERS = 4
+MEMORY_WORKERS = 16
 TIMEOUT = 60.0
 PID_HEADER = re.compile(rb"(?:x-worker-pid: *|x-worker: [^\r\n]*pid=)(\d+)", re.IGNORECASE)
+PARTS = ["launch", "memory"]
+
+
+def drover_serve(app: str, port: int, workers: int, *options: str) -> list[str]:
+    """``drover-py serve APP -w N`` on 127.0.0.1:PORT, apps/ as its app folder, quiet."""
+    return [
+        PYTHON, "-m", "drover_py", "serve", app, "-w", str(workers), "--bind", f"127.0.0.1:{port}", "--app-dir",
+        str(APPS), "--no-control", "--no-access-log", "--log-level", "warning", *options,
+    ]  # fmt: skip
+
+
 CASES = {
     "drover-hypercorn": lambda port: [PYTHON, str(APPS / "serve_drover.py"), str(port), str(WORKERS), "hypercorn"],
     "drover-uvicorn": lambda port: [PYTHON, str(APPS / "serve_drover.py"), str(port), str(WORKERS), "uvicorn"],
+    "serve": lambda port: drover_serve("asgi_app:app", port, WORKERS),
+    "serve-preload": lambda port: drover_serve("asgi_app:app", port, WORKERS, "--preload"),
     "gunicorn": lambda port: [PYTHON, str(APPS / "launch_gunicorn.py"), str(port), str(WORKERS)],
     "uvicorn": lambda port: [PYTHON, str(APPS / "launch_uvicorn.py"), str(port), str(WORKERS)],
 }
 LABELS = {
     "drover-hypercorn": "drover-py + hypercorn/trio",
     "drover-uvicorn": "drover-py + uvicorn worker",
+    "serve": "drover-py serve",
+    "serve-preload": "drover-py serve --preload",
     "gunicorn": "gunicorn -w 4",
     "uvicorn": "uvicorn --workers 4",
 }
+#: What says that a launched drover-py is ready: the example's "ready", serve's "serving" line.
+READY_LINES = ("ready", "drover-py: serving")
 
 
 class Poller:
@@ -104,7 +131,7 @@ def launch_once(case: str, log_file: IO[str]) -> tuple[float | None, float | Non
     def watch_stdout() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if line.strip() == "ready" and not ready_at:
+            if line.strip().startswith(READY_LINES) and not ready_at:
                 ready_at.append(time.perf_counter() - start)
 
     watcher = threading.Thread(target=watch_stdout, daemon=True)
@@ -112,7 +139,7 @@ def launch_once(case: str, log_file: IO[str]) -> tuple[float | None, float | Non
     poller = Poller(port, WORKERS, start, proc)
     try:
         served = poller.wait()
-        if case.startswith("drover"):
+        if case.startswith(("drover", "serve")):
             deadline = time.monotonic() + 10
             while not ready_at and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.005)
@@ -122,9 +149,8 @@ def launch_once(case: str, log_file: IO[str]) -> tuple[float | None, float | Non
     return served, (ready_at[0] if ready_at else None), poller.requests
 
 
-def main() -> None:
-    args = parse_args(__doc__ or "")
-    reps = 2 if args.quick else 5
+def launch_part(quick: bool) -> tuple[list[Json], Json, list[str]]:
+    reps = 2 if quick else 5
     served: dict[str, list[float]] = {case: [] for case in CASES}
     ready: dict[str, list[float]] = {case: [] for case in CASES}
     failures: dict[str, int] = {case: 0 for case in CASES}
@@ -146,21 +172,137 @@ def main() -> None:
     stats = {case: summary(values, 1e3) for case, values in served.items()}
     ready_stats = {case: summary(values, 1e3) for case, values in ready.items() if values}
     rows = []
-    for mine in ("drover-hypercorn", "drover-uvicorn"):
+    for mine in ("drover-hypercorn", "drover-uvicorn", "serve", "serve-preload"):
         for ref in ("gunicorn", "uvicorn"):
             note = ""
             if mine in ready_stats:
-                note = f"start() returned at {ready_stats[mine]['median']:.0f} ms"
-            rows.append(
-                row("serve", LABELS[mine], "launch to 4 pids served", "ms", stats[mine], stats[ref], LABELS[ref], note=note)
+                said = "its 'serving' line came" if mine.startswith("serve") else "start() returned"
+                note = f"{said} at {ready_stats[mine]['median']:.0f} ms"
+            r = row(
+                "serve", LABELS[mine], "launch to 4 pids served", "ms", stats[mine], stats[ref], LABELS[ref], note=note,
+                goal="<= gunicorn" if (mine, ref) == ("serve-preload", "gunicorn") else "",
+            )  # fmt: skip
+            if r["goal"] and r["cmp"] is not None:
+                r["ok"] = r["cmp"] <= 1.0
+            rows.append(r)
+    raw = {"served_ms": stats, "ready_ms": ready_stats, "samples_s": served, "failures": failures}
+    notes = [f"{LABELS[c]}: {stats[c]['median']:.0f} ms (median of {stats[c]['n']})" for c in CASES if stats[c]["n"]]
+    return rows, raw, notes
+
+
+# -- memory of 16 idle workers ---------------------------------------------------------------
+
+MEMORY = {
+    "serve-preload-asgi": ("drover-py serve --preload, ASGI", "uvicorn"),
+    "serve-preload-wsgi": ("drover-py serve --preload, WSGI", "gunicorn"),
+    "uvicorn": ("uvicorn --workers 16", ""),
+    "gunicorn": ("gunicorn -w 16 sync", ""),
+}
+
+
+def memory_once(kind: str, log_file: IO[str]) -> tuple[float, float, int]:
+    """Launch ``kind`` with 16 workers, wait until all are up and 1 s idle; return (tree PSS MB, one worker's median MB, processes)."""
+    port = free_port()
+    workers = MEMORY_WORKERS
+    argv = {
+        "serve-preload-asgi": drover_serve("asgi_app:app", port, workers, "--preload"),
+        "serve-preload-wsgi": drover_serve("wsgi_app:app", port, workers, "--preload"),
+        "uvicorn": [PYTHON, str(APPS / "launch_uvicorn.py"), str(port), str(workers)],  # logs at info level
+        "gunicorn": [PYTHON, str(APPS / "launch_gunicorn.py"), str(port), str(workers)],
+    }[kind]
+    log_file.write(f"=== memory {kind}: {' '.join(argv)}\n")
+    log_file.flush()
+    proc = subprocess.Popen(argv, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines: list[str] = []
+    done = threading.Event()
+
+    def read(stream: IO[str]) -> None:
+        for line in stream:
+            lines.append(line)
+            log_file.write(f"[{kind}] {line}")
+        done.set()
+
+    readers = [threading.Thread(target=read, args=(stream,), daemon=True) for stream in (proc.stdout, proc.stderr)]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + 120
+    try:
+        if kind == "gunicorn":  # sync workers: every one answers a round of 16 connections
+            worker_pids = wait_all_answered(port, workers, 120, lambda: proc.poll() is None, kind)
+        else:  # drover-py says when all are ready; uvicorn's workers each log their startup
+            needle, count = ("drover-py: serving", 1) if kind.startswith("serve") else ("Application startup complete", workers)
+            while sum(needle in line for line in list(lines)) < count:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"{kind}: not up in 120 s (exit {proc.poll()})")
+                time.sleep(0.05)
+            if kind == "uvicorn":
+                worker_pids = workers_of(proc.pid)
+            else:
+                worker_pids = {pid for pid in descendants_of(proc.pid) if cmdline(pid).startswith("drover-py worker")}
+        time.sleep(1.0)  # idle
+        pss = tree_pss_kb(proc.pid)
+        of_workers = sorted(pss[pid] for pid in worker_pids if pid in pss)
+        if len(of_workers) != workers:
+            raise RuntimeError(f"{kind}: {len(of_workers)} worker processes found, {workers} expected")
+        return sum(pss.values()) / 1024, of_workers[len(of_workers) // 2] / 1024, len(pss)
+    finally:
+        stop_process(proc)
+        for reader in readers:
+            reader.join(5)
+
+
+def memory_part(quick: bool) -> tuple[list[Json], Json, list[str]]:
+    reps = 1 if quick else 3
+    samples: dict[str, list[float]] = {kind: [] for kind in MEMORY}
+    per_worker: dict[str, list[float]] = {kind: [] for kind in MEMORY}
+    processes: dict[str, int] = {}
+    with open(RESULTS / "logs" / "serve-memory.log", "w") as log_file:
+        for _, kind in interleaved(reps, list(MEMORY)):
+            total, worker_mb, count = memory_once(kind, log_file)
+            samples[kind].append(total)
+            per_worker[kind].append(worker_mb)
+            processes[kind] = count
+            log(f"memory {kind}: {total:.1f} MB in {count} processes, one worker {worker_mb:.2f} MB")
+    stats = {kind: summary(values) for kind, values in samples.items()}
+    one = {kind: summary(values) for kind, values in per_worker.items()}
+    rows = []
+    for mine in ("serve-preload-asgi", "serve-preload-wsgi"):
+        label, same = MEMORY[mine]
+        for ref in ("uvicorn", "gunicorn"):
+            note = (
+                f"one worker {one[mine]['median']:.2f} MB ({MEMORY[ref][0]}'s {one[ref]['median']:.2f}); the rest "
+                f"(master, template; {MEMORY[ref][0].split()[0]}'s master) "
+                f"{stats[mine]['median'] - MEMORY_WORKERS * one[mine]['median']:.1f} MB "
+                f"({stats[ref]['median'] - MEMORY_WORKERS * one[ref]['median']:.1f}); {processes[mine]} processes"
             )
-    write_result(
-        args.out,
-        "serve",
-        rows,
-        {"served_ms": stats, "ready_ms": ready_stats, "samples_s": served, "failures": failures},
-        [f"{LABELS[c]}: {stats[c]['median']:.0f} ms (median of {stats[c]['n']})" for c in CASES if stats[c]["n"]],
-    )
+            r = row(
+                "serve", f"memory, 16 idle, {label}", "tree PSS", "MB", stats[mine], stats[ref], MEMORY[ref][0],
+                paired=list(zip(samples[mine], samples[ref])), goal="<= ref" if ref == same else "", note=note,
+            )  # fmt: skip
+            if ref == same and r["cmp"] is not None:
+                r["ok"] = r["cmp"] <= 1.0
+            rows.append(r)
+    notes = [f"memory: {MEMORY[k][0]}: {stats[k]['median']:.1f} MB, one worker {one[k]['median']:.2f} MB" for k in MEMORY]
+    return rows, {"memory_mb": samples, "memory_per_worker_mb": per_worker, "processes": processes}, notes
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "", parts=PARTS)
+    (RESULTS / "logs").mkdir(parents=True, exist_ok=True)
+    rows: list[Json] = []
+    raw: Json = {}
+    notes: list[str] = []
+    if "launch" in args.part:
+        part_rows, part_raw, part_notes = launch_part(args.quick)
+        rows += part_rows
+        raw.update(part_raw)
+        notes += part_notes
+    if "memory" in args.part:
+        part_rows, part_raw, part_notes = memory_part(args.quick)
+        rows += part_rows
+        raw.update(part_raw)
+        notes += part_notes
+    write_result(args.out, "serve", rows, raw, notes)
 
 
 if __name__ == "__main__":

@@ -37,17 +37,22 @@ BENCHES: dict[str, tuple[str, float, float]] = {
     "talk": ("bench_talk.py", 150, 60),
     "idle": ("bench_idle.py", 150, 60),
     "scale": ("bench_scale.py", 240, 60),
-    "serve": ("bench_serve.py", 150, 60),
+    "serve": ("bench_serve.py", 360, 150),
     "preload": ("bench_preload.py", 240, 120),
+    "serve_reload": ("bench_serve_reload.py", 900, 300),
+    "serve_rps": ("bench_serve_rps.py", 300, 120),
 }
-PACKAGES = ["drover-py", "anyio", "trio", "structlog", "attrs", "hypercorn", "uvicorn", "gunicorn", "matplotlib"]
+PACKAGES = [
+    "drover-py", "anyio", "trio", "structlog", "attrs", "hypercorn", "uvicorn", "gunicorn", "granian", "a2wsgi", "matplotlib",
+]  # fmt: skip
 # Imported once before the benchmarks so that the bytecode cache is warm for every child.
 WARM_IMPORTS = (
     "import anyio, anyio.abc, anyio.lowlevel, anyio._backends._asyncio, anyio._backends._trio, trio, json, "
     "multiprocessing.connection, structlog, attrs, hypercorn.trio, hypercorn.config, uvicorn, uvicorn.main, "
     "uvicorn.supervisors.multiprocess, uvicorn.protocols.http.h11_impl, uvicorn.lifespan.on, uvicorn.loops.asyncio, "
     "gunicorn.app.wsgiapp, gunicorn.workers.sync, drover_py, drover_py._master, drover_py._factory, "
-    "drover_py._signals, drover_py._restart"
+    "drover_py._signals, drover_py._restart, drover_py._cli, drover_py.serve._master, drover_py.serve.worker, "
+    "drover_py.serve._uvicorn, drover_py.serve._hypercorn, a2wsgi, granian"
 )
 
 
