@@ -19,7 +19,7 @@ Part "memory": tree PSS (`_common.tree_pss_kb`: the server process and every
 descendant) with 16 idle workers, each server once up (every worker answered, or said
 its startup completed): ``drover-py serve --preload`` with the ASGI app
 (``apps/asgi_app.py``, uvicorn on asyncio) and with the WSGI app (``apps/wsgi_app.py``,
-a2wsgi behind uvicorn), ``uvicorn --workers 16`` (the ASGI app), ``gunicorn -w 16``
+waitress), ``uvicorn --workers 16`` (the ASGI app), ``gunicorn -w 16``
 sync (the WSGI app). Goal: at or below the reference of the same interface.
 """
 

@@ -17,7 +17,7 @@ from the signal to its end (see `_servers`); one reload before the loads start i
 too ("without load").
 
 Servers (`_servers`): ``drover-py serve`` ASGI on asyncio (uvicorn) and on trio
-(hypercorn), the WSGI app behind it (a2wsgi, asyncio), each exec and ``--preload``;
+(hypercorn), the WSGI app (waitress), each exec and ``--preload``;
 ``uvicorn --workers 4`` (``--timeout-worker-healthcheck 30``); ``gunicorn -k
 <UvicornWorker> -w 4`` (left out, with a note, when no UvicornWorker is importable);
 ``granian --interface asgi --workers 4`` (``--respawn-interval 1``); ``gunicorn -w 4``

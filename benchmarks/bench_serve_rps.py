@@ -11,7 +11,7 @@ per-round ratios.
   --workers 4``: the same HTTP stack (uvicorn's protocol: httptools when installed,
   else h11), so the difference is drover-py's (its worker, its drain middleware).
   Goal >= 0.95x.
-- WSGI: ``drover-py serve serve_app:wsgi -w 4`` (a2wsgi behind uvicorn) against
+- WSGI: ``drover-py serve serve_app:wsgi -w 4`` (waitress) against
   ``gunicorn -w 4`` (sync workers, which answer every request with ``Connection:
   close``: wrk opens a connection per request). Goal >= 0.95x.
 - References: ``granian --interface asgi --workers 4``; in full runs also

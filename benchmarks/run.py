@@ -43,7 +43,7 @@ BENCHES: dict[str, tuple[str, float, float]] = {
     "serve_rps": ("bench_serve_rps.py", 300, 120),
 }
 PACKAGES = [
-    "drover-py", "anyio", "trio", "structlog", "attrs", "hypercorn", "uvicorn", "gunicorn", "granian", "a2wsgi", "matplotlib",
+    "drover-py", "anyio", "trio", "structlog", "attrs", "hypercorn", "uvicorn", "gunicorn", "granian", "waitress", "matplotlib",
 ]  # fmt: skip
 # Imported once before the benchmarks so that the bytecode cache is warm for every child.
 WARM_IMPORTS = (
@@ -52,7 +52,7 @@ WARM_IMPORTS = (
     "uvicorn.supervisors.multiprocess, uvicorn.protocols.http.h11_impl, uvicorn.lifespan.on, uvicorn.loops.asyncio, "
     "gunicorn.app.wsgiapp, gunicorn.workers.sync, drover_py, drover_py._master, drover_py._factory, "
     "drover_py._signals, drover_py._restart, drover_py._cli, drover_py.serve._master, drover_py.serve.worker, "
-    "drover_py.serve._uvicorn, drover_py.serve._hypercorn, a2wsgi, granian"
+    "drover_py.serve._uvicorn, drover_py.serve._hypercorn, drover_py.serve._waitress, granian"
 )
 
 
