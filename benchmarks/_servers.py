@@ -74,9 +74,9 @@ def uvicorn(key: str, app: str, workers: int) -> Spec:
 def gunicorn(key: str, app: str, workers: int, worker_class: str = "sync") -> Spec:
     """gunicorn (no access log unless asked: none here); SIGHUP reloads it.
 
-    Its worker timeout is 10 s (30 by default): old UvicornWorkers that go on serving
-    keep-alive connections after a SIGHUP stop heart-beating and are only ended by it
-    ("WORKER TIMEOUT", SIGABRT), which made each reload take 30 s.
+    Its worker timeout is 10 s (30 by default): after a SIGHUP, old UvicornWorkers under
+    a keep-alive load often did not exit until it ended them ("WORKER TIMEOUT",
+    SIGABRT), which made each reload take 30 s.
     """
     argv = [PYTHON, "-m", "gunicorn", "-w", str(workers), "-k", worker_class, "-b", "127.0.0.1:{port}"]
     argv += ["--chdir", str(APPS), "--log-level", "warning", "--graceful-timeout", "10", "--timeout", "10", app]
