@@ -29,7 +29,12 @@ from ._options import ServeOptions
 
 #: What uvicorn and anyio import on a server's first start, imported with this module
 #: instead, so that a preload template holds them and a forked worker starts at once.
-_IMPORTED_AHEAD = ("anyio._backends._asyncio", "uvicorn.lifespan.on", "uvicorn.protocols.websockets.auto")
+_IMPORTED_AHEAD = (
+    "anyio._backends._asyncio",
+    "uvicorn.lifespan.on",
+    "uvicorn.loops.auto",
+    "uvicorn.protocols.websockets.auto",
+)
 
 for _name in _IMPORTED_AHEAD:
     with contextlib.suppress(ImportError):  # a later version may have moved it: then the worker imports it
