@@ -406,6 +406,21 @@ async def test_failing_lifespan_startup_fails_the_start(tmp_path: Path, anyio_ba
     assert not INTERNAL_FRAME.search(err), err
 
 
+async def test_a_slow_start_shows_which_workers_are_pending(tmp_path: Path, anyio_backend: str) -> None:
+    gate = tmp_path / "gate"
+    env = serve_env(SERVE_TEST_GATE=str(gate))
+    with anyio.fail_after(DEADLINE):
+        async with open_serve(
+            "starlette_app:app", "-w", "1", "--app-dir", str(SERVE_APPS), "--backend", anyio_backend, "--no-control",
+            *QUIET, cwd=tmp_path, env=env,
+        ) as serve:
+            # not a terminal: plain lines, the first after 2 s of waiting
+            await serve.wait_for(r"drover-py: starting: 0 of 1 ready after \d+ s; waiting for worker 1 \(slot 0\)")
+            gate.touch()
+            await serve.serving()
+            await serve.terminate()
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # refused before any loop runs
 async def test_misspelt_module_is_refused_before_any_worker(tmp_path: Path) -> None:
     code, out, err = await run_serve("mian:app", "--app-dir", str(SERVE_APPS), "--no-control", *QUIET, cwd=tmp_path)

@@ -291,6 +291,7 @@ def _create_master(ns: argparse.Namespace) -> Master:
 
 async def _supervise_async(ns: argparse.Namespace, key: str | None) -> int:
     from ._control import open_control_server
+    from ._progress import show_progress
     from ._signals import open_signal_handlers
 
     master = _create_master(ns)
@@ -303,7 +304,8 @@ async def _supervise_async(ns: argparse.Namespace, key: str | None) -> int:
                 open_control_server(master, unix=unix, tcp=ns.control_tcp, access_key=key)
             )
             where = [f"unix:{server.unix_path}", *([server.url] if server.url else [])]
-        await master.start()
+        async with show_progress(master, "starting"):
+            await master.start()
         control = f"; control on {' and '.join(where)}" if where else ""
         print(f"drover-py: {await _describe(ns, master)}{control}", flush=True)
         async with anyio.create_task_group() as tg:

@@ -17,6 +17,7 @@ import anyio
 
 from .._exceptions import DroverError
 from .._master import Master
+from .._progress import show_progress
 
 DEFAULT_INCLUDE = ("*.py",)
 #: Folders never worth a reload.
@@ -58,7 +59,8 @@ async def watch_and_reload(master: Master, dirs: Sequence[str], includes: Sequen
             shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
             print(f"drover-py: {shown} changed; reloading", flush=True)
             try:
-                await master.graceful_reload()
+                async with show_progress(master, "reloading"):
+                    await master.graceful_reload()
             except DroverError as exc:
                 print(f"drover-py: reload failed, the previous version keeps serving: {exc}", flush=True)
             else:

@@ -2,7 +2,8 @@
 
 ``GET /`` answers ``VERSION pid=PID`` (``VERSION`` is a module constant, so a test can
 write a new version of this file) with the pid in an ``x-pid`` header too. With
-``SERVE_TEST_FAIL_LIFESPAN`` set, its lifespan startup raises.
+``SERVE_TEST_FAIL_LIFESPAN`` set, its lifespan startup raises; with ``SERVE_TEST_GATE``
+set to a path, its startup completes only once that file exists.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -23,6 +25,9 @@ VERSION = "v1"
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     if os.environ.get("SERVE_TEST_FAIL_LIFESPAN"):
         raise RuntimeError("lifespan startup failed on purpose")
+    gate = os.environ.get("SERVE_TEST_GATE")
+    while gate and not os.path.exists(gate):  # the test opens the gate when it saw what it waits for
+        await anyio.sleep(0.02)
     yield
 
 
