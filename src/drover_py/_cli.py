@@ -328,7 +328,7 @@ async def _describe(ns: argparse.Namespace, master: Master) -> str:
     workers = _plural(master.config.count, "worker")
     if ns.action == "run":
         return f"{workers} of {master.config.script.name} started"
-    from .serve.worker import INFO_REQUEST
+    from .serve._options import INFO_REQUEST
 
     how = ""
     with anyio.move_on_after(5):

@@ -13,8 +13,7 @@ from .._exceptions import ConfigError
 from .._factory import MasterFactory
 from .._master import Master
 from .._restart import RecyclePolicy, RestartPolicy
-from ._options import ServeOptions
-from .worker import RECYCLE_REQUEST
+from ._options import RECYCLE_REQUEST, ServeOptions
 
 #: The program every worker runs (a folder of its own: see its docstring).
 WORKER_SCRIPT = Path(__file__).with_name("_bin") / "drover_py_serve_worker.py"

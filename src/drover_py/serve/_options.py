@@ -17,6 +17,10 @@ from .._exceptions import ConfigError, check_seconds
 
 #: The worker's environment variable carrying the options, as JSON.
 OPTIONS_ENV = "DROVER_PY_SERVE"
+#: The master's request handler a worker asks for its own replacement (``max_requests``).
+RECYCLE_REQUEST = "drover_py.serve.recycle"
+#: The worker's request handler that says how it serves.
+INFO_REQUEST = "drover_py.serve.info"
 
 Interface = Literal["auto", "asgi", "wsgi"]
 Backend = Literal["asyncio", "trio"]

@@ -31,7 +31,7 @@ import waitress.task
 import waitress.wasyncore
 
 from .. import RequestError, SyncMessageBus
-from ._options import ServeOptions
+from ._options import INFO_REQUEST, RECYCLE_REQUEST, ServeOptions
 
 #: Seconds between the loop's wake-ups while it serves (waitress's default) and while
 #: it drains (to see the last connection go, and to close idle ones on time).
@@ -130,7 +130,7 @@ def run_waitress_worker(server: WaitressServer, max_requests: int | None, info: 
 
         def ask_recycle() -> None:
             try:
-                mb.request("drover_py.serve.recycle", {"requests": server.requests})
+                mb.request(RECYCLE_REQUEST, {"requests": server.requests})
             except RequestError:  # the master is going, or does not recycle: serve on
                 pass
 
@@ -138,7 +138,7 @@ def run_waitress_worker(server: WaitressServer, max_requests: int | None, info: 
             server.limit_requests(max_requests, lambda: threading.Thread(target=ask_recycle, daemon=True).start())
         mb.on("stop", server.stop)
         mb.on("quit", lambda: None)  # answered below, after "stopped"
-        mb.handle("drover_py.serve.info", lambda payload: info)
+        mb.handle(INFO_REQUEST, lambda payload: info)
         mb.send_started()
         server.serve()
         mb.send_stopped()

@@ -35,14 +35,10 @@ from .. import MessageBus, RequestError, inherited_sockets
 from .._exceptions import ConfigError
 from ._drain import ASGIApp, Drain
 from ._load import AppLoadError, load_app, report
-from ._options import ServeOptions
+from ._options import INFO_REQUEST, RECYCLE_REQUEST, ServeOptions
 
 #: Exit code of a worker that cannot start: no options, no socket, the app failed to load.
 CANNOT_START = 3
-#: The master's request handler a worker asks for its own replacement (``max_requests``).
-RECYCLE_REQUEST = "drover_py.serve.recycle"
-#: The worker's request handler that says how it serves.
-INFO_REQUEST = "drover_py.serve.info"
 
 
 class Server(Protocol):
