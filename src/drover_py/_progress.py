@@ -15,6 +15,7 @@ from typing import TextIO
 
 import anyio
 
+from ._compat import exit_task_group
 from ._master import Master
 from ._status import WorkerStatus
 
@@ -53,12 +54,21 @@ async def show_progress(master: Master, action: str, out: TextIO | None = None) 
             shown = True
             await anyio.sleep(INTERVAL)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(tick)
-        try:
-            yield
-        finally:
-            tg.cancel_scope.cancel()
-            if shown and tty:
-                stream.write("\r\033[K")
-                stream.flush()
+    def clear() -> None:
+        if shown and tty:
+            stream.write("\r\033[K")
+            stream.flush()
+
+    tg = anyio.create_task_group()
+    await tg.__aenter__()
+    tg.start_soon(tick)
+    try:
+        yield
+    except BaseException as exc:  # the block's own error comes out unchanged, not in a group
+        tg.cancel_scope.cancel()
+        clear()
+        await exit_task_group(tg, type(exc), exc, exc.__traceback__)
+        raise
+    tg.cancel_scope.cancel()
+    clear()
+    await tg.__aexit__(None, None, None)
