@@ -5,12 +5,13 @@ sending a request at that very moment (the request would be lost: no peer gets t
 right). Instead, once `Drain.start` was called, every response that starts from then on
 carries ``Connection: close``, so the server closes that connection right after it and
 the client knows not to reuse it; idle connections are left to the server's keep-alive
-timeout, as at any other time. The middleware also counts the requests answered, for
-``max_requests``.
+timeout, as at any other time. `RequestLimit` counts the requests answered, for
+``max_requests`` (the ASGI middleware here, and waitress's WSGI wrapper, feed it).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -23,15 +24,32 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 CLOSE = (b"connection", b"close")
 
 
-class Drain:
-    """Wrap an ASGI app: count its HTTP requests, and close connections once draining."""
+class RequestLimit:
+    """Count the requests answered (from any thread); call ``on_limit`` once at ``limit``."""
 
-    def __init__(self, app: ASGIApp, *, max_requests: int | None = None, on_limit: Callable[[], object] | None = None) -> None:
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.count = 0
+        #: Called, once, by the request that reaches ``limit``.
+        self.on_limit: Callable[[], object] | None = None
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        """Count one answered request."""
+        with self._lock:
+            self.count += 1
+            reached = self.count == self.limit
+        if reached and self.on_limit is not None:
+            self.on_limit()
+
+
+class Drain:
+    """Wrap an ASGI app: count its HTTP requests in ``served``, and close connections once draining."""
+
+    def __init__(self, app: ASGIApp, served: RequestLimit) -> None:
         self.app = app
         self.draining = False
-        self.requests = 0
-        self._max_requests = max_requests
-        self.on_limit: Callable[[], object] | None = on_limit
+        self.served = served
 
     def start(self) -> None:
         """Answer every response from now on with ``Connection: close``."""
@@ -51,6 +69,4 @@ class Drain:
         try:
             await self.app(scope, receive, send_closing)
         finally:
-            self.requests += 1
-            if self.requests == self._max_requests and self.on_limit is not None:
-                self.on_limit()
+            self.served.add()

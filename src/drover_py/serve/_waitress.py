@@ -31,6 +31,7 @@ import waitress.task
 import waitress.wasyncore
 
 from .. import RequestError, SyncMessageBus
+from ._drain import RequestLimit
 from ._options import INFO_REQUEST, RECYCLE_REQUEST, ServeOptions
 
 #: Seconds between the loop's wake-ups while it serves (waitress's default) and while
@@ -55,13 +56,12 @@ class _Channel(waitress.channel.HTTPChannel):
 class WaitressServer:
     """waitress over inherited sockets: serve, drain, report requests for ``max_requests``."""
 
-    def __init__(self, app: Callable[..., Any], options: ServeOptions, sockets: list[socket.socket], threads: int = 4) -> None:
+    def __init__(
+        self, app: Callable[..., Any], options: ServeOptions, sockets: list[socket.socket], served: RequestLimit, threads: int = 4
+    ) -> None:
         self._options = options
         self._map: dict[int, Any] = {}
-        self.requests = 0
-        self._lock = threading.Lock()
-        self._max_requests: int | None = None
-        self.on_limit: Callable[[], object] | None = None
+        self.served = served
         self._server: Any = waitress.server.create_server(
             self._counting(app),
             map=self._map,
@@ -80,20 +80,12 @@ class WaitressServer:
             listener.channel_class = _Channel
         self._draining = threading.Event()
 
-    def limit_requests(self, count: int, on_limit: Callable[[], object]) -> None:
-        """Call ``on_limit`` (once) when ``count`` requests were answered."""
-        self._max_requests, self.on_limit = count, on_limit
-
     def _counting(self, app: Callable[..., Any]) -> Callable[..., Any]:
         def counted(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             try:
                 return app(environ, start_response)
             finally:
-                with self._lock:
-                    self.requests += 1
-                    reached = self.requests == self._max_requests
-                if reached and self.on_limit is not None:
-                    self.on_limit()
+                self.served.add()
 
         return counted
 
@@ -124,18 +116,17 @@ class WaitressServer:
         waitress.wasyncore.close_all(self._map)
 
 
-def run_waitress_worker(server: WaitressServer, max_requests: int | None, info: dict[str, str]) -> int:
+def run_waitress_worker(server: WaitressServer, info: dict[str, str]) -> int:
     """Serve as a worker of the master (started, stop, stopped, quit); return the exit code."""
     with SyncMessageBus() as mb:
 
         def ask_recycle() -> None:
             try:
-                mb.request(RECYCLE_REQUEST, {"requests": server.requests})
+                mb.request(RECYCLE_REQUEST, {"requests": server.served.count})
             except RequestError:  # the master is going, or does not recycle: serve on
                 pass
 
-        if max_requests is not None:
-            server.limit_requests(max_requests, lambda: threading.Thread(target=ask_recycle, daemon=True).start())
+        server.served.on_limit = lambda: threading.Thread(target=ask_recycle, daemon=True).start()
         mb.on("stop", server.stop)
         mb.on("quit", lambda: None)  # answered below, after "stopped"
         mb.handle(INFO_REQUEST, lambda payload: info)

@@ -33,7 +33,7 @@ import anyio
 
 from .. import MessageBus, RequestError, inherited_sockets
 from .._exceptions import ConfigError
-from ._drain import ASGIApp, Drain
+from ._drain import Drain, RequestLimit
 from ._load import AppLoadError, load_app, report
 from ._options import INFO_REQUEST, RECYCLE_REQUEST, ServeOptions
 
@@ -73,7 +73,7 @@ async def run_worker(server: Server, drain: Drain, info: dict[str, str]) -> int:
 
             async def ask_recycle() -> None:
                 try:
-                    await mb.request(RECYCLE_REQUEST, {"requests": drain.requests})
+                    await mb.request(RECYCLE_REQUEST, {"requests": drain.served.count})
                 except RequestError:  # the master is going, or does not recycle: serve on
                     pass
 
@@ -82,7 +82,7 @@ async def run_worker(server: Server, drain: Drain, info: dict[str, str]) -> int:
                 exit_code = await server.run_until_stopped()
                 tg.cancel_scope.cancel()  # nothing more to wait for in this block
 
-            drain.on_limit = functools.partial(tg.start_soon, ask_recycle)
+            drain.served.on_limit = functools.partial(tg.start_soon, ask_recycle)
             tg.start_soon(serve)
             await server.wait_ready()
             await mb.send_started()
@@ -113,14 +113,17 @@ def main() -> None:
     limit = None
     if options.max_requests is not None:
         limit = options.max_requests + random.randint(0, options.max_requests_jitter)
+    served = RequestLimit(limit)
+    if interface == "wsgi":
+        server_name = "waitress"
+    else:
+        server_name = "uvicorn on asyncio" if options.backend == "asyncio" else "hypercorn on trio"
+    info = {"app": options.app, "interface": interface, "server": server_name, "pid": str(os.getpid())}
     if interface == "wsgi":
         from ._waitress import WaitressServer, run_waitress_worker
 
-        info = {"app": options.app, "interface": interface, "server": "waitress", "pid": str(os.getpid())}
-        sys.exit(run_waitress_worker(WaitressServer(app, options, sockets), limit, info))
-    drain = Drain(app, max_requests=limit)  # type: ignore[arg-type]
-    server_name = "uvicorn on asyncio" if options.backend == "asyncio" else "hypercorn on trio"
-    info = {"app": options.app, "interface": interface, "server": server_name, "pid": str(os.getpid())}
+        sys.exit(run_waitress_worker(WaitressServer(app, options, sockets, served), info))
+    drain = Drain(app, served)  # type: ignore[arg-type]
     server: Server
     if options.backend == "asyncio":
         from ._uvicorn import UvicornServer
