@@ -219,6 +219,17 @@ async def test_crash_on_boot_fails_start_and_leaves_nothing(make_master: MasterB
     assert log.of("worker-exit") == []
 
 
+async def test_signal_handlers_let_the_blocks_error_out_unchanged(make_master: MasterBuilder) -> None:
+    # not wrapped in an exception group, as `async with master` does not wrap it either
+    from drover_py import open_signal_handlers
+
+    master = make_master("crash_boot", count=1)
+    async with master:
+        with pytest.raises(WorkerStartError):
+            async with open_signal_handlers(master):
+                await master.start()
+
+
 async def test_start_timeout_fails_start_and_leaves_nothing(make_master: MasterBuilder) -> None:
     master = make_master("hang_boot", count=2, start_timeout=0.5)
     log = EventLog(master)

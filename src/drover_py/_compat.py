@@ -5,7 +5,8 @@ from __future__ import annotations
 import _thread
 import inspect
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from types import CoroutineType
 from typing import TYPE_CHECKING, cast
 
@@ -35,6 +36,27 @@ async def exit_task_group(
         if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
             raise exc from group.__cause__
         raise
+
+
+@asynccontextmanager
+async def open_background_tasks() -> AsyncIterator[anyio.abc.TaskGroup]:
+    """Yield a task group for tasks that run beside the block and are cancelled when it ends.
+
+    Unlike a plain task group, an error of the block comes out unchanged, not in an
+    exception group (see `exit_task_group`).
+    """
+    import anyio  # here: the child side imports this module too
+
+    tg = anyio.create_task_group()
+    await tg.__aenter__()
+    try:
+        yield tg
+    except BaseException as exc:
+        tg.cancel_scope.cancel()
+        await exit_task_group(tg, type(exc), exc, exc.__traceback__)
+        raise
+    tg.cancel_scope.cancel()
+    await tg.__aexit__(None, None, None)
 
 
 async def call_maybe_async(function: Callable[..., object], *args: object, **kwargs: object) -> object:

@@ -15,7 +15,7 @@ from typing import TextIO
 
 import anyio
 
-from ._compat import exit_task_group
+from ._compat import open_background_tasks
 from ._master import Master
 from ._status import WorkerStatus
 
@@ -54,21 +54,11 @@ async def show_progress(master: Master, action: str, out: TextIO | None = None) 
             shown = True
             await anyio.sleep(INTERVAL)
 
-    def clear() -> None:
-        if shown and tty:
-            stream.write("\r\033[K")
-            stream.flush()
-
-    tg = anyio.create_task_group()
-    await tg.__aenter__()
-    tg.start_soon(tick)
-    try:
-        yield
-    except BaseException as exc:  # the block's own error comes out unchanged, not in a group
-        tg.cancel_scope.cancel()
-        clear()
-        await exit_task_group(tg, type(exc), exc, exc.__traceback__)
-        raise
-    tg.cancel_scope.cancel()
-    clear()
-    await tg.__aexit__(None, None, None)
+    async with open_background_tasks() as tg:
+        tg.start_soon(tick)
+        try:
+            yield  # an error of the block comes out unchanged
+        finally:
+            if shown and tty:
+                stream.write("\r\033[K")
+                stream.flush()

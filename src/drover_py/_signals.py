@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.abc
 
-from ._compat import exit_task_group
+from ._compat import open_background_tasks
 from ._exceptions import DroverError
 from ._log import get_logger
 from ._master import Master
@@ -33,9 +33,7 @@ async def open_signal_handlers(*masters: Master) -> AsyncIterator[None]:
         raise ValueError("open_signal_handlers() needs at least one master")
     log = get_logger()
     with anyio.open_signal_receiver(*HANDLED) as signals:
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        try:
+        async with open_background_tasks() as tg:
 
             def run(action: Callable[[], Awaitable[None]]) -> None:
                 async def guarded() -> None:
@@ -63,13 +61,7 @@ async def open_signal_handlers(*masters: Master) -> AsyncIterator[None]:
                         interrupts += 1
 
             tg.start_soon(dispatch)
-            yield
-        except BaseException as exc:  # the block's own error comes out unchanged, not in a group
-            tg.cancel_scope.cancel()
-            await exit_task_group(tg, type(exc), exc, exc.__traceback__)
-            raise
-        tg.cancel_scope.cancel()
-        await tg.__aexit__(None, None, None)
+            yield  # an error of the block comes out unchanged
 
 
 async def _reload(master: Master) -> None:
