@@ -129,7 +129,7 @@ async def test_run_as_the_readme_writes_it_and_health_fails_when_a_slot_is_down(
                 health = await ctl(sock, "health")
                 if health.returncode != 0:
                     break
-                await anyio.sleep(0.05)  # bounded poll of an external observer, not synchronisation
+                await anyio.sleep(0.05)  # sync-ok: ctl is polled from outside, as a probe would; bounded by fail_after
         assert health.returncode == 1 and "healthy: False" in health.stdout.decode()
         bye = await ctl(sock, "shutdown", "all")
         assert bye.returncode == 0, bye.stderr

@@ -86,7 +86,8 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--reload-exclude", action="append", default=[], metavar="GLOB", help="file names to ignore (repeatable)")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
+    """Return the parser, and the repeatable options' values from the environment by ``dest``."""
     parser = argparse.ArgumentParser(
         prog="drover-py",
         description="Serve an ASGI/WSGI app or run a Python script as a supervised cluster of workers, or command a running one.",
@@ -103,8 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("args", nargs="*", help="arguments passed to every worker (after --)")
     run.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop of the master")
     _add_master_options(run)
-    for command in (serve, run):
-        _defaults_from_env(command)
+    from_env = {dest: values for command in (serve, run) for dest, values in _defaults_from_env(command).items()}
 
     ctl = sub.add_parser("ctl", help="send a command to a running master (no command: interactive console)", description="Send COMMAND to a running master and print the result; without COMMAND, read commands line by line from stdin. Exit codes: 0 ok, 1 command failed, 2 bad usage, 3 cannot connect, 4 unauthorized.")
     where = ctl.add_mutually_exclusive_group()
@@ -116,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     ctl.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds to wait for the reply")
     ctl.add_argument("command", nargs="?", help="e.g. workers, health, help, restart all, scale 4")
     ctl.add_argument("words", nargs=argparse.REMAINDER, help="the command's arguments")
-    return parser
+    return parser, from_env
 
 
 #: Options of ``run`` and ``serve`` read from the environment: ``--max-requests`` from
@@ -125,12 +125,15 @@ OPTION_ENV_PREFIX = "DROVER_PY_"
 #: Options that have an environment variable of their own, or none.
 _NOT_FROM_ENV = {"--key", "--control", "--help"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-#: Repeatable options set from the environment: the command line replaces them.
-_FROM_ENV: dict[str, list[str]] = {}
 
 
-def _defaults_from_env(parser: argparse.ArgumentParser) -> None:
-    """Take each option's default from ``DROVER_PY_<OPTION>`` when that is set."""
+def _defaults_from_env(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
+    """Take each option's default from ``DROVER_PY_<OPTION>`` when that is set.
+
+    Return the values of repeatable options instead (argparse would add the command
+    line's to a default list; these apply only when the command line gives none).
+    """
+    repeatable: dict[str, list[str]] = {}
     for action in parser._actions:
         longs = [s for s in action.option_strings if s.startswith("--")]
         if not longs or longs[0] in _NOT_FROM_ENV:
@@ -140,11 +143,14 @@ def _defaults_from_env(parser: argparse.ArgumentParser) -> None:
         if text is None:
             continue
         try:
-            action.default = _env_value(action, text)
+            value = _env_value(action, text)
         except ValueError as exc:
             parser.error(f"${name}: {exc}")
-        if isinstance(action, argparse._AppendAction):
-            _FROM_ENV[action.dest] = list(action.default)
+        if isinstance(value, list):
+            repeatable[action.dest] = value
+        else:
+            action.default = value
+    return repeatable
 
 
 def _env_value(action: argparse.Action, text: str) -> object:
@@ -168,11 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words[:1] == ["run"] and "--" in words:  # everything after -- goes to the workers
         cut = words.index("--")
         words, passed = words[:cut], words[cut + 1 :]
-    ns = _parser().parse_args(words)
-    for dest, from_env in _FROM_ENV.items():  # argparse appends to the default list
-        given = getattr(ns, dest, None)
-        if isinstance(given, list) and len(given) > len(from_env):
-            setattr(ns, dest, given[len(from_env) :])
+    parser, from_env = _parser()
+    ns = parser.parse_args(words)
+    for dest, values in from_env.items():
+        if getattr(ns, dest, None) == []:  # the command line gave none: the environment's
+            setattr(ns, dest, values)
     if ns.action == "run":
         ns.args = [*ns.args, *passed]
     key = ns.key or os.environ.pop(KEY_ENV, None) or None  # never handed on to workers
@@ -331,13 +337,12 @@ async def _describe(ns: argparse.Namespace, master: Master) -> str:
     from .serve._options import INFO_REQUEST
 
     how = ""
-    with anyio.move_on_after(5):
-        try:
-            info = await master.request(master.workers[0].id, INFO_REQUEST, timeout=5)
-            if isinstance(info, dict):
-                how = f" ({str(info.get('interface', '')).upper()}, {info.get('server')})"
-        except DroverError:
-            pass
+    try:  # the worker says which interface it found and which server runs it
+        info = await master.request(master.workers[0].id, INFO_REQUEST, timeout=5)
+    except DroverError:  # gone meanwhile: the line goes without it
+        info = None
+    if isinstance(info, dict):
+        how = f" ({str(info.get('interface', '')).upper()}, {info.get('server')})"
     urls = ", ".join(_url(sock) for sock in master.sockets)
     return f"serving {ns.app}{how} with {workers} on {urls}"
 

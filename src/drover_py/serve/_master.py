@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.machinery
 import importlib.util
 import os
@@ -9,7 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, check_seconds
 from .._factory import MasterFactory
 from .._master import Master
 from .._restart import RecyclePolicy, RestartPolicy
@@ -55,9 +56,8 @@ def create_master(
     `Master.restart_worker_by_id` does, the replacement first.
     """
     options = app if isinstance(app, ServeOptions) else ServeOptions(app=app)
-    stop_timeout_s = float(stop_timeout) if isinstance(stop_timeout, (int, float)) else stop_timeout
-    if options.drain_timeout == ServeOptions.drain_timeout and isinstance(stop_timeout_s, float) and stop_timeout_s > 0:
-        options = _evolve(options, drain_timeout=round(stop_timeout_s * 0.9, 3))
+    if options.drain_timeout == ServeOptions.drain_timeout:  # the default: most of the stop's deadline
+        options = dataclasses.replace(options, drain_timeout=0.9 * check_seconds("stop_timeout", stop_timeout))
     check_importable(options)
     master = MasterFactory.create(
         script=WORKER_SCRIPT,
@@ -110,9 +110,3 @@ def check_importable(options: ServeOptions) -> None:
     for needed in (server, "waitress"):
         if importlib.util.find_spec(needed) is None:
             raise ConfigError("backend", f"serving needs {needed}: pip install 'drover-py[serve]'")
-
-
-def _evolve(options: ServeOptions, **changes: object) -> ServeOptions:
-    import dataclasses
-
-    return dataclasses.replace(options, **changes)  # type: ignore[arg-type]
