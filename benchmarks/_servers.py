@@ -45,19 +45,24 @@ class Spec:
     cwd: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     reload_failed: tuple[str, ...] = ()  # output that says a reload failed (drover-py's: "reload failed")
+    #: With --preload: what its template imports (the app's module, the worker program, the server).
+    template_imports: tuple[str, ...] = ()
 
     def command(self, port: int) -> list[str]:
         return [arg.replace("{port}", str(port)) for arg in self.argv]
 
 
 def drover(
-    key: str, label: str, app: str, workers: int, *, backend: str = "asyncio", preload: bool = False, quiet: bool = True
+    key: str, label: str, app: str, workers: int, *, backend: str = "asyncio", preload: bool = False, quiet: bool = True,
+    interface: str = "asgi",
 ) -> Spec:
     """``drover-py serve APP -w N --bind 127.0.0.1:PORT`` (no control socket, access log off)."""
     argv = [PYTHON, "-m", "drover_py", "serve", app, "-w", str(workers), "--bind", "127.0.0.1:{port}"]
     argv += ["--app-dir", str(APPS), "--backend", backend, "--no-control", "--no-access-log"]
     argv += ["--log-level", "warning" if quiet else "info", *(["--preload"] if preload else [])]
-    return Spec(key, label, argv, workers, drover=True)
+    server = {"asyncio": "_uvicorn", "trio": "_hypercorn"}[backend] if interface == "asgi" else "_waitress"
+    imports = (app.split(":")[0], "drover_py.serve.worker", f"drover_py.serve.{server}") if preload else ()
+    return Spec(key, label, argv, workers, drover=True, template_imports=imports)
 
 
 def uvicorn(key: str, app: str, workers: int) -> Spec:

@@ -14,7 +14,10 @@ first second on until the last reload finished and 0.5 s more:
 Meanwhile the server is reloaded by SIGHUP, 5 times (2 with ``--quick``), each reload
 starting 0.3 s after the previous one finished. The time of each reload is measured
 from the signal to its end (see `_servers`); one reload before the loads start is timed
-too ("without load").
+too ("without load"). For a ``--preload`` row, the floor of its reload is timed in each
+pause too, under the same load: a new interpreter importing what its template imports
+(the app's module, the worker program, the server); a reload that runs the code on disk
+cannot take less.
 
 Servers (`_servers`): ``drover-py serve`` ASGI on asyncio (uvicorn) and on trio
 (hypercorn), the WSGI app (waitress), each exec and ``--preload``;
@@ -32,11 +35,12 @@ from __future__ import annotations
 
 import bisect
 import statistics
+import subprocess
 import time
 from typing import Any
 
 import _servers
-from _common import RESULTS, ConnectionLoad, KeepAliveLoad, LoadStats, log, parse_args, row, summary, write_result
+from _common import APPS, PYTHON, RESULTS, ConnectionLoad, KeepAliveLoad, LoadStats, log, parse_args, row, summary, write_result
 from _servers import Running, Spec
 
 WORKERS = 4
@@ -61,8 +65,8 @@ def targets(keys: list[str]) -> tuple[list[Spec], list[str]]:
         _servers.drover("asyncio-preload", "drover-py serve --preload, asyncio", asgi, WORKERS, preload=True),
         _servers.drover("trio-exec", "drover-py serve, trio", asgi, WORKERS, backend="trio"),
         _servers.drover("trio-preload", "drover-py serve --preload, trio", asgi, WORKERS, backend="trio", preload=True),
-        _servers.drover("wsgi-exec", "drover-py serve, WSGI app", wsgi, WORKERS),
-        _servers.drover("wsgi-preload", "drover-py serve --preload, WSGI app", wsgi, WORKERS, preload=True),
+        _servers.drover("wsgi-exec", "drover-py serve, WSGI app", wsgi, WORKERS, interface="wsgi"),
+        _servers.drover("wsgi-preload", "drover-py serve --preload, WSGI app", wsgi, WORKERS, preload=True, interface="wsgi"),
     ]
     refs = [_servers.uvicorn("uvicorn", asgi, WORKERS)]
     notes = []
@@ -90,10 +94,18 @@ def where_in_reloads(times: list[float], starts: list[float], ends: list[float])
     return out
 
 
+def template_floor(spec: Spec) -> float:
+    """Return the seconds a new interpreter takes to import what ``spec``'s template imports."""
+    start = time.monotonic()
+    subprocess.run([PYTHON, "-c", f"import {', '.join(spec.template_imports)}"], cwd=APPS, check=True, timeout=60)
+    return time.monotonic() - start
+
+
 def measure(spec: Spec, reloads: int, log_file: Any) -> dict[str, Any]:
     """Start ``spec``, load it with both shapes while reloading it; return what happened."""
     out: dict[str, Any] = {
         "label": spec.label, "reload_s": [], "reload_failures": [], "idle_reload_s": None, "error": None,
+        "floor_s": [], "idle_floor_s": template_floor(spec) if spec.template_imports else None,
     }  # fmt: skip
     server = Running(spec, log_file)
     starts: list[float] = []
@@ -116,6 +128,8 @@ def measure(spec: Spec, reloads: int, log_file: Any) -> dict[str, Any]:
                     out["reload_s"].append(outcome.seconds)
                 else:
                     out["reload_failures"].append(f"after {outcome.seconds:.2f} s: {outcome.line.strip()}")
+                if spec.template_imports:
+                    out["floor_s"].append(template_floor(spec))
                 time.sleep(PAUSE)
             time.sleep(TAIL - PAUSE)
         except RuntimeError as exc:
@@ -156,6 +170,9 @@ def describe(result: dict[str, Any]) -> str:
         parts.append(f"reload {statistics.median(times):.2f} s [{min(times):.2f}-{max(times):.2f}] x{len(times)}")
     if result["idle_reload_s"] is not None:
         parts.append(f"without load {result['idle_reload_s']:.2f} s")
+    if result["floor_s"]:
+        floor = result["floor_s"]
+        parts.append(f"floor (template imports) {statistics.median(floor):.2f} s under load, {result['idle_floor_s']:.2f} s without")
     if result["reload_failures"]:
         parts.append(f"{len(result['reload_failures'])} reload(s) FAILED: {result['reload_failures'][0]}")
     if result["error"]:
@@ -250,6 +267,14 @@ def main() -> None:
         if preload and result["reload_s"]:
             r["ok"] = complete and statistics.median(result["reload_s"]) < RELOAD_GOAL_S
         rows.append(r)
+        if result["floor_s"]:
+            rows.append(
+                row(
+                    "serve_reload", f"{spec.label}: floor", "new template's imports under load", "s",
+                    summary(result["floor_s"]), summary(result["reload_s"]), "its reload",
+                    note=f"without load: {_seconds(result['idle_floor_s'])}",
+                )
+            )  # fmt: skip
     for spec in specs:
         if not spec.drover:
             notes.append(f"{spec.label}: {describe(results[spec.key])}")

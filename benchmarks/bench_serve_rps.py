@@ -44,7 +44,7 @@ def specs(quick: bool) -> list[Spec]:
     out = [
         _servers.drover("drover-asgi", "drover-py serve, ASGI", asgi, WORKERS),
         _servers.uvicorn("uvicorn", asgi, WORKERS),
-        _servers.drover("drover-wsgi", "drover-py serve, WSGI", wsgi, WORKERS),
+        _servers.drover("drover-wsgi", "drover-py serve, WSGI", wsgi, WORKERS, interface="wsgi"),
         _servers.gunicorn("gunicorn", wsgi, WORKERS),
         _servers.granian("granian", asgi, WORKERS),
     ]

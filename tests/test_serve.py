@@ -145,9 +145,15 @@ async def run_serve(*args: str, cwd: Path, env: dict[str, str] | None = None) ->
 
 def get(port: int) -> tuple[str, int]:
     """GET / on a new connection; return the body and the answering worker's pid."""
+    body, headers = get_with_headers(port)
+    return body, int(headers["x-pid"])
+
+
+def get_with_headers(port: int) -> tuple[str, dict[str, str]]:
+    """GET / on a new connection; return the body and the headers (lower-case names)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
         body: bytes = response.read()
-        return body.decode(), int(response.headers["x-pid"])
+        return body.decode(), {name.lower(): value for name, value in response.headers.items()}
 
 
 async def pids_answering(port: int, count: int, attempts: int = 300) -> set[int]:
@@ -308,6 +314,33 @@ async def test_app_dir_interface_and_factory(
             assert (serving["server"], serving["backend"]) == expected
             answer, pid = await anyio.to_thread.run_sync(get, int(serving["port"]))
             assert answer == f"{body} pid={pid}"
+            await serve.terminate()
+
+
+@pytest.mark.parametrize(
+    ("app", "servers"),
+    [("starlette_app:app", {"asyncio": "uvicorn", "trio": "hypercorn"}), ("flask_app:app", {"asyncio": "waitress", "trio": "waitress"})],
+    ids=["asgi", "wsgi"],
+)
+async def test_preload_imports_the_app_and_only_its_server_once(
+    tmp_path: Path, anyio_backend: str, app: str, servers: dict[str, str]
+) -> None:
+    """``--preload``: every worker runs the app its template imported, with the one server it needs; a reload makes a new template."""
+    with anyio.fail_after(DEADLINE):
+        async with open_serve(
+            app, "-w", "2", "--preload", "--app-dir", str(SERVE_APPS), "--backend", anyio_backend, "--no-control",
+            *QUIET, cwd=tmp_path,
+        ) as serve:
+            port = int((await serve.serving())["port"])
+            answers = [await anyio.to_thread.run_sync(get_with_headers, port) for _ in range(10)]
+            template = {headers["x-imported-by"] for _, headers in answers}
+            assert len(template) == 1 and not template & {headers["x-pid"] for _, headers in answers}
+            assert {headers["x-servers"] for _, headers in answers} == {servers[anyio_backend]}
+
+            serve.process.send_signal(signal.SIGHUP)
+            await serve.wait_for(r".*\] reloaded .*", stream="err")
+            _, headers = await anyio.to_thread.run_sync(get_with_headers, port)
+            assert headers["x-imported-by"] not in template | {headers["x-pid"]}
             await serve.terminate()
 
 

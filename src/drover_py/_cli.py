@@ -25,13 +25,15 @@ from ._exceptions import DroverError
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-from ._client import ControlClient, ControlConnectError, ControlReply
-from ._commands import JSON
-from ._control import KEY_ENV
 
 if TYPE_CHECKING:
+    from ._client import ControlClient
+    from ._commands import JSON
     from ._master import Master
 
+#: Environment variable the access key is read from (kept out of ``ps``), for ``run``,
+#: ``serve`` and ``ctl``; never handed on to workers.
+KEY_ENV = "DROVER_PY_KEY"
 #: Environment variable naming the control socket, for ``run`` and ``ctl``.
 SOCKET_ENV = "DROVER_PY_SOCKET"
 DEFAULT_SOCKET = "drover-py.sock"
@@ -359,6 +361,8 @@ def _url(sock: socket.socket) -> str:
 
 
 def _ctl(ns: argparse.Namespace, key: str | None) -> int:
+    from ._client import ControlClient  # here: serving needs no client (a start imports less)
+
     client = ControlClient(
         unix=None if ns.url else (ns.socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET),
         url=ns.url,
@@ -390,6 +394,8 @@ def _ctl(ns: argparse.Namespace, key: str | None) -> int:
 
 
 def _one(client: ControlClient, ns: argparse.Namespace, words: list[str], out: TextIO) -> int:
+    from ._client import ControlConnectError, ControlReply
+
     command, args = words[0], words[1:]
     try:
         reply: ControlReply = anyio.run(lambda: client.run(command, list(args) or None, master=ns.master))

@@ -43,8 +43,6 @@ from ._restart import read_rss
 from ._sockets import parse_bind
 from ._status import WorkerStatus
 
-#: Environment variable the CLI reads the access key from (kept out of ``ps``).
-KEY_ENV = "DROVER_PY_KEY"
 #: Seconds a built-in operation's reply waits by default before saying "still running".
 DEFAULT_TIMEOUT = 60.0
 

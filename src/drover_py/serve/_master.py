@@ -93,9 +93,8 @@ def worker_env(options: ServeOptions) -> dict[str, str]:
 
 
 def preload_modules(options: ServeOptions) -> list[str]:
-    """Return the modules a template imports for ``options``: the server, the adapter, the app."""
-    server = "drover_py.serve._uvicorn" if options.backend == "asyncio" else "drover_py.serve._hypercorn"
-    return ["drover_py.serve.worker", server, "drover_py.serve._waitress", options.module]
+    """Return the modules a template imports for ``options``: the app's, then its server (`_warm`)."""
+    return [options.module, "drover_py.serve._warm"]
 
 
 def check_importable(options: ServeOptions) -> None:

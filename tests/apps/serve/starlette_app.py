@@ -1,7 +1,7 @@
 """A Starlette app for `drover-py serve` tests: it answers with its pid.
 
 ``GET /`` answers ``VERSION pid=PID`` (``VERSION`` is a module constant, so a test can
-write a new version of this file) with the pid in an ``x-pid`` header too. With
+write a new version of this file) with the pid in ``x-pid``, ``x-imported-by`` and ``x-servers`` headers too. With
 ``SERVE_TEST_FAIL_LIFESPAN`` set, its lifespan startup raises; with ``SERVE_TEST_GATE``
 set to a path, its startup completes only once that file exists.
 """
@@ -9,6 +9,7 @@ set to a path, its startup completes only once that file exists.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +20,15 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 VERSION = "v1"
+
+#: The pid of the process that imported this module (the preload template's under ``--preload``).
+IMPORTED_BY = str(os.getpid())
+
+
+def headers(pid: str) -> dict[str, str]:
+    """Return an answer's headers: ``x-pid``, ``x-imported-by`` and ``x-servers`` (servers loaded here)."""
+    servers = ",".join(name for name in ("uvicorn", "hypercorn", "waitress") if name in sys.modules)
+    return {"x-pid": pid, "x-imported-by": IMPORTED_BY, "x-servers": servers}
 
 
 @asynccontextmanager
@@ -33,7 +43,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 async def home(request: Request) -> PlainTextResponse:
     pid = str(os.getpid())
-    return PlainTextResponse(f"{VERSION} pid={pid}", headers={"x-pid": pid})
+    return PlainTextResponse(f"{VERSION} pid={pid}", headers=headers(pid))
 
 
 app = Starlette(routes=[Route("/", home)], lifespan=lifespan)
