@@ -298,7 +298,6 @@ def _create_master(ns: argparse.Namespace) -> Master:
 
 
 async def _supervise_async(ns: argparse.Namespace, key: str | None) -> int:
-    from ._control import open_control_server
     from ._progress import show_progress
     from ._signals import open_signal_handlers
 
@@ -307,6 +306,8 @@ async def _supervise_async(ns: argparse.Namespace, key: str | None) -> int:
         await stack.enter_async_context(open_signal_handlers(master))
         where: list[str] = []
         if not ns.no_control:
+            from ._control import open_control_server  # here: h11 and the rest only when used
+
             unix = ns.control or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
             server = await stack.enter_async_context(
                 open_control_server(master, unix=unix, tcp=ns.control_tcp, access_key=key)
