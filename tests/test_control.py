@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -94,7 +95,9 @@ async def test_builtin_commands(make_master: MasterBuilder, tmp_path: Path) -> N
         assert result((await client.run("scale", ["3"])).body) == {"done": True, "message": "scale to 3 done"}
         assert master.get_workers_statuses() == [WorkerStatus.STARTED] * 3
         old = {w.id for w in master.workers}
-        assert (await client.run("restart", {"target": "all"})).ok
+        report = result((await client.run("restart", {"target": "all"})).body)
+        assert isinstance(report, dict) and report["workers"] == 3 and isinstance(report["seconds"], float)
+        assert re.fullmatch(r"reloaded 3 workers in \d+\.\d\d s", str(report["message"])), report
         assert not old & {w.id for w in master.workers}
         assert [w["restarts"] for w in rows((await client.run("workers")).body)] == [1, 1, 1]
 
@@ -128,12 +131,13 @@ async def test_builtin_commands(make_master: MasterBuilder, tmp_path: Path) -> N
 
 async def test_upgrade_failure_rolls_back_and_reports(make_master: MasterBuilder, tmp_path: Path) -> None:
     broken = tmp_path / "broken.py"
-    broken.write_text("raise SystemExit(3)\n")
+    broken.write_text("import sys\nsys.exit('broken.py: refusing to start')\n")
     master = make_master(count=2)
     async with served(master, tmp_path) as (server, client):
         before = [w.pid for w in master.workers]
         reply = await client.run("upgrade", ["all", str(broken)])
         assert reply.status == 500 and "rolled back" in reply.error
+        assert isinstance(reply.body, dict) and reply.body["stderr_tail"] == "broken.py: refusing to start"
         assert [w.pid for w in master.workers] == before and master.config.script == WORKER
         assert (await client.run("upgrade", ["3", str(broken)])).status == 400  # one master, one script
         await master.graceful_shutdown()

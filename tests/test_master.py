@@ -60,6 +60,8 @@ async def test_exit_codes_are_classified(
         [(reason, worker_id)] = log.exits()
         assert type(reason) is kind
         assert reason.payload.code == code
+        assert reason.stderr_tail == f"exiting with code {code}"  # what the worker said last
+        assert str(reason) == f"exited with code {code}"
         assert master.get_workers_statuses() == [WorkerStatus.FAILED]
         assert master.workers[0].id == worker_id
         assert master.workers[0].exit_reason == reason
@@ -215,6 +217,10 @@ async def test_crash_on_boot_fails_start_and_leaves_nothing(make_master: MasterB
         assert isinstance(reason, ExitReasons.AbnormalExit) and reason.payload.code == 3
         assert info.value.slot == 1
         assert "exited with code 3 before it sent 'started'" in str(info.value)
+        assert "\n" not in str(info.value)
+        # the worker's last 20 lines of stderr: the 25 numbered ones from the 7th on, and the last
+        expected = "\n".join([*(f"boot line {n}" for n in range(7, 26)), "crash_boot: giving up before 'started'"])
+        assert info.value.stderr_tail == reason.stderr_tail == expected
         assert master.workers == []
     assert log.of("worker-exit") == []
 

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drover_py import ConfigError, MasterFactory
-from drover_py._output import LineSplitter
+from drover_py._output import LineSplitter, Tail
 
 from .conftest import APPS
 
@@ -41,6 +41,25 @@ def test_any_cut_of_a_stream_gives_the_same_lines(lines: list[bytes], cuts: list
     for start, end in zip(bounds, bounds[1:]):
         out.extend(splitter.feed(stream[start:end]))
     assert out == lines and splitter.flush() is None
+
+
+@given(lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=30))
+def test_tail_keeps_the_newest_lines_that_fit_its_bounds(lines: list[bytes]) -> None:
+    tail = Tail(lines=5, size=64)
+    for line in lines:
+        tail.add(line)
+    fit = 0  # how many of the newest lines fit in 5 lines and 64 bytes (the newest always does)
+    while fit < min(5, len(lines)) and sum(map(len, lines[len(lines) - fit - 1 :])) <= 64:
+        fit += 1
+    kept = lines[len(lines) - fit :] if fit else []
+    assert tail.text() == "\n".join(line.decode(errors="backslashreplace") for line in kept)
+
+
+def test_tail_keeps_the_end_of_an_overlong_line() -> None:
+    tail = Tail(lines=5, size=8)
+    tail.add(b"first")
+    tail.add(b"0123456789abcdef")
+    assert tail.text() == "89abcdef"
 
 
 def test_output_option_is_checked() -> None:

@@ -172,6 +172,7 @@ async def test_reload_rolls_back_when_the_canary_dies(make_master: MasterBuilder
             await master.graceful_reload(env=bad_env, canary=5.0)
         reason = info.value.reason
         assert isinstance(reason, ExitReasons.AbnormalExit) and reason.payload.code == 4
+        assert info.value.stderr_tail == "exiting with code 4"
         assert master.workers == before  # the old workers were never touched
         await master.graceful_shutdown()
     assert log.of("worker-exit") == []

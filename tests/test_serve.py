@@ -497,14 +497,14 @@ async def test_reload_on_change_keeps_the_old_version_when_the_new_one_is_broken
                 write_atomically(site / "main.py", text)
                 await serve.wait_for(outcome, count=count)
 
-            await edit(source.replace('VERSION = "v1"', 'VERSION = "v2"'), r"drover-py: reloaded 1 worker", 1)
+            await edit(source.replace('VERSION = "v1"', 'VERSION = "v2"'), r"drover-py: reloaded 1 worker in \d+\.\d\d s", 1)
             assert (await anyio.to_thread.run_sync(get, port))[0].startswith("v2 pid=")
 
             await edit(source + "\ndef broken(:\n", r"drover-py: reload failed, the previous version keeps serving: .*", 1)
             assert "SyntaxError" in serve.output["err"]
             assert (await anyio.to_thread.run_sync(get, port))[0].startswith("v2 pid=")
 
-            await edit(source.replace('VERSION = "v1"', 'VERSION = "v3"'), r"drover-py: reloaded 1 worker", 2)
+            await edit(source.replace('VERSION = "v1"', 'VERSION = "v3"'), r"drover-py: reloaded 1 worker in \d+\.\d\d s", 2)
             assert (await anyio.to_thread.run_sync(get, port))[0].startswith("v3 pid=")
             assert len(await serve.wait_for(r"drover-py: site/main\.py changed; reloading", count=3)) == 3
             await serve.terminate()

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from . import _exit_reasons as ExitReasons
     from ._factory import MasterFactory as MasterFactory
     from ._master import Master as Master
+    from ._master import ReloadReport as ReloadReport
     from ._restart import RecyclePolicy as RecyclePolicy
     from ._restart import RestartPolicy as RestartPolicy
     from ._signals import open_signal_handlers as open_signal_handlers
@@ -80,6 +81,7 @@ __all__ = [
     "ProtocolError",
     "RecyclePolicy",
     "ReloadError",
+    "ReloadReport",
     "RemoteError",
     "RequestError",
     "RequestTimeoutError",
@@ -107,6 +109,7 @@ _LAZY = {
     "ControlServer": "._control",
     "open_control_server": "._control",
     "Master": "._master",
+    "ReloadReport": "._master",
     "MasterConfig": "._config",
     "MasterFactory": "._factory",
     "RecyclePolicy": "._restart",

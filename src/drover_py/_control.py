@@ -34,10 +34,11 @@ import h11
 
 from ._commands import JSON, Command, CommandError, make_command
 from ._compat import exit_task_group
-from ._exceptions import BindError, ConfigError, DroverError, StateError, UnknownWorkerError
+from ._exit_reasons import ExitReason
+from ._exceptions import BindError, ConfigError, DroverError, StateError, UnknownWorkerError, WorkerStartError
 from ._http import MAX_HEAD, TooLarge, Closed, json_body, receive_message, send_message
 from ._log import get_logger
-from ._master import EVENTS, Master
+from ._master import EVENTS, Master, ReloadReport
 from ._openapi import openapi_document
 from ._restart import read_rss
 from ._sockets import parse_bind
@@ -306,7 +307,10 @@ class ControlServer:
             json.dumps(result)  # a result that is not JSON is the handler's error (500)
         except DroverError as exc:
             status = next((code for kind, code in _STATUS_OF if isinstance(exc, kind)), 500)
-            return _Reply(status, {"ok": False, "command": command.name, "error": str(exc)})
+            failed: dict[str, JSON] = {"ok": False, "command": command.name, "error": str(exc)}
+            if isinstance(exc, WorkerStartError) and exc.stderr_tail:
+                failed["stderr_tail"] = exc.stderr_tail  # what the failed worker said last
+            return _Reply(status, failed)
         except Exception as exc:
             self._log.exception("control command raised", command=command.name, master=master_name)
             return _Reply(500, {"ok": False, "command": command.name, "error": f"{type(exc).__name__}: {exc}"})
@@ -337,7 +341,11 @@ class ControlServer:
 
         def forward(event: str) -> Callable[..., None]:
             def handler(*args: object) -> None:
-                data = json.dumps({"event": event, "master": name, "args": [_jsonable(a) for a in args]})
+                fields: dict[str, JSON] = {"event": event, "master": name, "args": [_jsonable(a) for a in args]}
+                tails = [a.stderr_tail for a in args if isinstance(a, ExitReason) and a.stderr_tail]
+                if tails:
+                    fields["stderr_tail"] = tails[0]  # the exit reason's: why the worker went
+                data = json.dumps(fields)
                 try:
                     send.send_nowait(f"event: {event}\ndata: {data}\n\n".encode())
                 except anyio.WouldBlock:
@@ -374,10 +382,11 @@ class ControlServer:
         """Run ``operation`` in the server's task group; wait for it at most ``timeout`` s."""
         done = anyio.Event()
         failure: list[Exception] = []
+        result: list[object] = []
 
         async def run() -> None:
             try:
-                await operation()
+                result.append(await operation())
             except Exception as exc:  # reported to the caller, or logged if it left
                 failure.append(exc)
                 self._log.warning("control operation failed", operation=what, error=str(exc))
@@ -391,6 +400,9 @@ class ControlServer:
             return {"done": False, "message": f"{what} still running after {timeout:g} s; it goes on, see 'workers'"}
         if failure:
             raise failure[0]
+        report = result[0] if result else None
+        if isinstance(report, ReloadReport):
+            return {"done": True, "message": str(report), "workers": report.workers, "seconds": round(report.seconds, 3)}
         return {"done": True, "message": f"{what} done"}
 
     def _builtins(self, master_name: str, master: Master) -> dict[str, Command]:
@@ -508,8 +520,8 @@ class ControlServer:
             if worker_id is not None:
                 raise CommandError("upgrade of one worker is not supported: one master runs one script; use 'upgrade all'")
 
-            async def reload() -> None:
-                await master.graceful_reload(script=script, canary=canary or None)
+            async def reload() -> ReloadReport:
+                return await master.graceful_reload(script=script, canary=canary or None)
 
             return await server._bounded(f"upgrade all to {script}", reload, timeout)
 

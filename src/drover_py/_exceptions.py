@@ -72,7 +72,8 @@ class WorkerStartError(DroverError):
 
     ``reason`` is the worker's exit reason (an `ExitReasons.ExitReason`), a
     `StartTimeout` when it missed ``start_timeout``, or ``None`` when the process could
-    not be spawned at all (then ``__cause__`` holds the `OSError`).
+    not be spawned at all (then ``__cause__`` holds the `OSError`). ``stderr_tail`` is
+    the worker's last lines of stderr (at most 20 lines, 4 KiB; "" if it wrote none).
     """
 
     def __init__(
@@ -82,11 +83,13 @@ class WorkerStartError(DroverError):
         reason: ExitReason | StartTimeout | None,
         worker_id: int,
         slot: int,
+        stderr_tail: str = "",
     ) -> None:
         super().__init__(message)
         self.reason = reason
         self.worker_id = worker_id
         self.slot = slot
+        self.stderr_tail = stderr_tail
 
 
 class SpawnError(WorkerStartError):

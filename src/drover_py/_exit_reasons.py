@@ -35,11 +35,14 @@ class ExitReason:
     """Why a worker process ended. Base class of the three concrete reasons.
 
     ``detail`` is set when the master ended the worker on its own judgement (a broken
-    channel, a missed heartbeat) and says why; it is None otherwise.
+    channel, a missed heartbeat) and says why; it is None otherwise. ``stderr_tail`` is
+    the worker's last lines of stderr (at most 20 lines, 4 KiB; "" if it wrote none); it
+    is not part of ``str()``, which stays one line.
     """
 
     payload: ExitPayload
     detail: str | None = attrs.field(default=None, kw_only=True)
+    stderr_tail: str = attrs.field(default="", kw_only=True, repr=False)
 
     def _with_detail(self, text: str) -> str:
         return text if self.detail is None else f"{text} ({self.detail})"
@@ -88,18 +91,18 @@ class StartTimeout:
         return f"sent no 'started' within {self.timeout:g} s"
 
 
-def classify(returncode: int, detail: str | None = None) -> ExitReason:
-    """Turn a `subprocess`-style return code into an `ExitReason` (with ``detail``).
+def classify(returncode: int, detail: str | None = None, stderr_tail: str = "") -> ExitReason:
+    """Turn a `subprocess`-style return code into an `ExitReason` (with ``detail`` and ``stderr_tail``).
 
     Negative codes are signals. A signal number this platform does not name is reported
     as an `AbnormalExit` carrying the raw (negative) code.
     """
     if returncode == 0:
-        return NormalExit(ExitPayload(code=0), detail=detail)
+        return NormalExit(ExitPayload(code=0), detail=detail, stderr_tail=stderr_tail)
     if returncode > 0:
-        return AbnormalExit(ExitPayload(code=returncode), detail=detail)
+        return AbnormalExit(ExitPayload(code=returncode), detail=detail, stderr_tail=stderr_tail)
     try:
         sig = signal.Signals(-returncode)
     except ValueError:
-        return AbnormalExit(ExitPayload(code=returncode), detail=detail)
-    return ExternalSignal(ExitPayload(signal=sig), detail=detail)
+        return AbnormalExit(ExitPayload(code=returncode), detail=detail, stderr_tail=stderr_tail)
+    return ExternalSignal(ExitPayload(signal=sig), detail=detail, stderr_tail=stderr_tail)

@@ -73,6 +73,17 @@ class _Restart:
         self.error: DroverError | None = None
 
 
+@attrs.frozen
+class ReloadReport:
+    """What a `Master.graceful_reload` did: ``workers`` slots replaced in ``seconds``."""
+
+    workers: int
+    seconds: float
+
+    def __str__(self) -> str:
+        return f"reloaded {self.workers} worker{'' if self.workers == 1 else 's'} in {self.seconds:.2f} s"
+
+
 class Master:
     """Supervise ``config.count`` worker processes of one script.
 
@@ -285,9 +296,8 @@ class Master:
             self._tg.start_soon(self._watchdog, interval, name="drover-py sd_notify watchdog")
         if self._config.recycle is not None:
             self._tg.start_soon(self._recycle, self._config.recycle, name="drover-py recycler")
-        if self._config.output != "inherit":
-            self._output = OutputSink(self._config.output, self._log)
-            self._tg.start_soon(self._output.run, name="drover-py output")
+        self._output = OutputSink(self._config.output, self._log)
+        self._tg.start_soon(self._output.run, name="drover-py output")
         self._log.debug("master open", count=self._config.count)
         return self
 
@@ -627,6 +637,7 @@ class Master:
                 reason=bad.exit_reason,
                 worker_id=bad.id,
                 slot=bad.slot,
+                stderr_tail=bad.stderr_tail.text(),
             )
 
     async def scale(self, count: int) -> None:
@@ -655,8 +666,8 @@ class Master:
         *,
         batch_size: int = 1,
         canary: float | None = None,
-    ) -> None:
-        """Replace every worker with zero downtime; optionally upgrade script or env.
+    ) -> ReloadReport:
+        """Replace every worker with zero downtime; optionally upgrade script or env; return a `ReloadReport`.
 
         Slot by slot (``batch_size`` slots at a time): start the replacement, wait for
         "started", then retire the old worker gracefully, so a slot is never empty. A
@@ -685,10 +696,12 @@ class Master:
             if self._notifier is not None:
                 self._notifier.reloading()
             self._spawners.fresh(new_config)  # preload mode: a new template imports the code on disk now
+            began = anyio.current_time()
             try:
                 await self._reload(old_config, new_config, batch_size, canary)
             finally:
                 self._notify_ready()
+            return ReloadReport(workers=new_config.count, seconds=anyio.current_time() - began)
 
     async def _reload(
         self, old_config: MasterConfig, new_config: MasterConfig, batch_size: int, canary: float | None
@@ -721,12 +734,14 @@ class Master:
                         reason=exc.reason,
                         worker_id=exc.worker_id,
                         slot=exc.slot,
+                        stderr_tail=exc.stderr_tail,
                     ) from exc
             raise ReloadError(
                 f"graceful reload failed, {len(switched)} slot(s) rolled back: {exc}",
                 reason=exc.reason,
                 worker_id=exc.worker_id,
                 slot=exc.slot,
+                stderr_tail=exc.stderr_tail,
             ) from exc
         self._config = new_config
         self._show_title()

@@ -147,7 +147,12 @@ def openapi_document() -> dict[str, JSON]:
                 "Error": {
                     "type": "object",
                     "required": ["ok", "error"],
-                    "properties": {"ok": {"type": "boolean", "enum": [False]}, "error": {"type": "string"}, "command": {"type": "string"}},
+                    "properties": {
+                        "ok": {"type": "boolean", "enum": [False]},
+                        "error": {"type": "string"},
+                        "command": {"type": "string"},
+                        "stderr_tail": {"type": "string", "description": "a worker that failed to start: its last lines of stderr"},
+                    },
                 },
                 "Arguments": {
                     "oneOf": [

@@ -1,9 +1,12 @@
 """Captured worker output: split into lines, then written whole through the master.
 
-With ``output="prefix"`` or ``output="log"``, each worker's stdout and stderr are pipes
-that the master reads. `LineSplitter` (pure) turns the bytes into lines; `OutputSink`
-writes them, one whole line at a time, so lines of different workers never interleave
-mid-line: prefixed on the master's own stdout/stderr, or as structlog events.
+Each worker's stderr is a pipe that the master reads, and with ``output="prefix"`` or
+``output="log"`` its stdout too (with ``"inherit"``, stdout is the master's own). The
+master keeps the last lines of every worker's stderr (`Tail`), so that the reason of a
+worker that failed can say what the worker said. `LineSplitter` (pure) turns the bytes
+into lines; `OutputSink` writes them, one whole line at a time, so lines of different
+workers never interleave mid-line: as they were (``inherit``), prefixed, on the
+master's own stdout/stderr, or as structlog events.
 
 The policy when output comes faster than it can be written (a terminal or a log
 collector that is slow, or a stdout nobody reads): the master keeps reading every
@@ -24,8 +27,10 @@ import anyio
 import anyio.to_thread
 from structlog.typing import FilteringBoundLogger
 
-#: Output modes: share the master's stdout/stderr, or capture and prefix, or capture and log.
+#: Output modes: share the master's stdout (stderr passes through it), or capture and prefix, or capture and log.
 OUTPUT_MODES = ("inherit", "prefix", "log")
+#: The most lines, and bytes, of a worker's stderr that its exit reason carries.
+TAIL_LINES, TAIL_BYTES = 20, 4096
 #: Longest line written as one; a longer one is cut into pieces of this size.
 MAX_LINE = 16 * 1024
 #: Bytes of captured lines a sink buffers before it drops lines.
@@ -75,12 +80,35 @@ class LineSplitter:
         return rest or None
 
 
+class Tail:
+    """The last lines of a stream: at most ``lines`` of them and ``size`` bytes in all. Pure."""
+
+    __slots__ = ("_lines", "_bytes", "_max_lines", "_max_bytes")
+
+    def __init__(self, lines: int = TAIL_LINES, size: int = TAIL_BYTES) -> None:
+        self._lines: collections.deque[bytes] = collections.deque()
+        self._bytes = 0
+        self._max_lines, self._max_bytes = lines, size
+
+    def add(self, line: bytes) -> None:
+        """Keep ``line`` (without newline), forgetting the oldest lines beyond the bounds."""
+        line = line[-self._max_bytes :]
+        self._lines.append(line)
+        self._bytes += len(line)
+        while len(self._lines) > self._max_lines or self._bytes > self._max_bytes:
+            self._bytes -= len(self._lines.popleft())
+
+    def text(self) -> str:
+        """Return the lines kept, newline-separated (undecodable bytes escaped)."""
+        return "\n".join(line.decode(errors="backslashreplace") for line in self._lines)
+
+
 class Source:
-    """Who wrote a line: the fields a sink prefixes or binds."""
+    """Who wrote a line: the fields a sink prefixes or binds, and the tail of its stderr."""
 
-    __slots__ = ("script", "slot", "worker_id", "pid", "prefix", "dropped")
+    __slots__ = ("script", "slot", "worker_id", "pid", "prefix", "dropped", "tail")
 
-    def __init__(self, script: str, slot: int, worker_id: int, pid: int) -> None:
+    def __init__(self, script: str, slot: int, worker_id: int, pid: int, tail: Tail | None = None) -> None:
         self.script = script
         self.slot = slot
         self.worker_id = worker_id
@@ -88,6 +116,8 @@ class Source:
         self.prefix = f"[{script} slot {slot} id {worker_id} pid {pid}] ".encode()
         #: Lines of this worker dropped since the last notice.
         self.dropped = 0
+        #: The last lines of its stderr, dropped ones included.
+        self.tail = Tail() if tail is None else tail
 
 
 class OutputSink:
@@ -97,9 +127,11 @@ class OutputSink:
     """
 
     def __init__(self, mode: str, log: FilteringBoundLogger, *, stdout_fd: int = 1, stderr_fd: int = 2) -> None:
-        if mode not in ("prefix", "log"):
-            raise ValueError(f"not a capture mode: {mode!r}")
+        if mode not in OUTPUT_MODES:
+            raise ValueError(f"not an output mode: {mode!r}")
         self._mode = mode
+        #: Whether workers' stdout is captured too (with "inherit", only stderr is).
+        self.captures_stdout = mode != "inherit"
         self._log = log
         self._fds = {"stdout": stdout_fd, "stderr": stderr_fd}
         self._pending: collections.deque[tuple[Source, str, bytes]] = collections.deque()
@@ -142,7 +174,7 @@ class OutputSink:
         notices = [source for source in self._dropping if source.dropped]
         self._dropping.clear()
         for source in notices:
-            note = f"drover-py: dropped {source.dropped} lines of this worker's output (written too slowly)"
+            note = f"drover-py: dropped {source.dropped} lines of worker {source.worker_id}'s output (written too slowly)"
             batch.append((source, "stderr", note.encode()))
             source.dropped = 0
         claim = _Claim(self._idle)
@@ -175,7 +207,7 @@ class OutputSink:
             return
         chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
         for source, stream, line in batch:
-            chunks[stream].append(source.prefix + line + b"\n")
+            chunks[stream].append((source.prefix if self._mode == "prefix" else b"") + line + b"\n")
         for stream, lines in chunks.items():
             if lines:
                 _write_all(self._fds[stream], b"".join(lines))
@@ -220,7 +252,11 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 async def read_output(fd: int, source: Source, stream: str, sink: OutputSink) -> None:
-    """Read a worker's output pipe until end of file, passing whole lines to ``sink``."""
+    """Read a worker's output pipe until end of file, passing whole lines to ``sink``.
+
+    Lines of stderr are kept in ``source.tail`` too.
+    """
+    tail = source.tail if stream == "stderr" else None
     splitter = LineSplitter()
     os.set_blocking(fd, False)
     try:
@@ -234,7 +270,11 @@ async def read_output(fd: int, source: Source, stream: str, sink: OutputSink) ->
                 return
             for line in splitter.feed(data):
                 sink.emit(source, stream, line)
+                if tail is not None:
+                    tail.add(line)
     finally:
         rest = splitter.flush()
         if rest is not None:
             sink.emit(source, stream, rest)
+            if tail is not None:
+                tail.add(rest)

@@ -67,13 +67,12 @@ async def open_signal_handlers(*masters: Master) -> AsyncIterator[None]:
 async def _reload(master: Master) -> None:
     """Reload ``master`` gracefully and log the outcome (a failure rolled back: log why)."""
     log = get_logger()
-    began = anyio.current_time()
     try:
-        await master.graceful_reload()
+        report = await master.graceful_reload()
     except DroverError as exc:
         log.warning("reload failed; the previous workers keep running", error=str(exc))
         return
-    log.info("reloaded", workers=master.config.count, seconds=round(anyio.current_time() - began, 2))
+    log.info("reloaded", workers=report.workers, seconds=round(report.seconds, 2))
 
 
 async def _step(master: Master, delta: int) -> None:

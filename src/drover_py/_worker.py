@@ -15,7 +15,7 @@ from structlog.typing import FilteringBoundLogger
 from . import _protocol as proto
 from ._channel import ChannelReader, ChannelWriter
 from ._config import MasterConfig
-from ._output import OutputSink, Source, read_output
+from ._output import OutputSink, Source, Tail, read_output
 from ._conversation import DEFAULT_TIMEOUT, Conversation, NoHandler
 from ._exceptions import (
     ChannelError,
@@ -97,7 +97,9 @@ class Worker:
         self._on_request = on_request
         self._conversation: Conversation | None = None
         self._output = output
-        self._output_fds: tuple[int, int] | None = None  # read ends of captured stdout, stderr
+        self._output_fds: tuple[int | None, int] | None = None  # read ends of captured stdout (if it is), stderr
+        #: The last lines of the worker's stderr (while the master's output sink reads it).
+        self.stderr_tail = Tail()
         self._output_done = anyio.Event()
         self.status = WorkerStatus.INITIALIZED
         self.process: ChildProcess | None = None
@@ -212,12 +214,13 @@ class Worker:
                 self._fds = ()
                 self._finish(None if process is None else process.returncode)
 
-    async def _capture(self, fds: tuple[int, int], pid: int) -> None:
+    async def _capture(self, fds: tuple[int | None, int], pid: int) -> None:
         assert self._output is not None
-        source = Source(self.config.script.name, self.slot, self.id, pid)
+        source = Source(self.config.script.name, self.slot, self.id, pid, self.stderr_tail)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(read_output, fds[0], source, "stdout", self._output)
+                if fds[0] is not None:
+                    tg.start_soon(read_output, fds[0], source, "stdout", self._output)
                 tg.start_soon(read_output, fds[1], source, "stderr", self._output)
         finally:
             self._output_done.set()
@@ -239,8 +242,9 @@ class Worker:
 
     async def _spawn_once(self) -> ChildProcess:
         opened: list[int] = []
+        pipes = 2 if self._output is None else 3 + self._output.captures_stdout
         try:
-            for _ in range(2 if self._output is None else 4):
+            for _ in range(pipes):
                 opened.extend(os.pipe())
         except OSError:
             for fd in opened:
@@ -249,7 +253,9 @@ class Worker:
         read_child, write_master, read_master, write_child = opened[:4]
         stdout_pipe = stderr_pipe = None
         if self._output is not None:
-            stdout_pipe, stderr_pipe = (opened[4], opened[5]), (opened[6], opened[7])
+            stderr_pipe = (opened[4], opened[5])
+            if self._output.captures_stdout:
+                stdout_pipe = (opened[6], opened[7])
         env = {
             **{k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV},
             **self.config.env,
@@ -280,9 +286,9 @@ class Worker:
             for fd in (read_child, write_child, *(p[1] for p in (stdout_pipe, stderr_pipe) if p)):
                 os.close(fd)
         self._fds = (read_master, write_master)
-        if stdout_pipe is not None and stderr_pipe is not None:
-            self._output_fds = (stdout_pipe[0], stderr_pipe[0])
-            self._fds += self._output_fds
+        if stderr_pipe is not None:
+            self._output_fds = (None if stdout_pipe is None else stdout_pipe[0], stderr_pipe[0])
+            self._fds += tuple(fd for fd in self._output_fds if fd is not None)
         self._writer = ChannelWriter(write_master)
         self._reader = ChannelReader(read_master, proto.TO_MASTER)
         self._conversation = Conversation(
@@ -312,7 +318,7 @@ class Worker:
 
     def _finish(self, returncode: int | None) -> None:
         if returncode is not None:
-            self.exit_reason = classify(returncode, detail=self.fault or self.escalation)
+            self.exit_reason = classify(returncode, detail=self.fault or self.escalation, stderr_tail=self.stderr_tail.text())
         if not self.requested:
             self._set_status(WorkerStatus.FAILED)
         for event in (self._started, self._stopped, self._shut_down, self._process_ended, self.exited):
@@ -422,6 +428,7 @@ class Worker:
                 reason=self.exit_reason,
                 worker_id=self.id,
                 slot=self.slot,
+                stderr_tail=self.stderr_tail.text(),
             )
         timeout = StartTimeout(self.config.start_timeout)
         raise StartTimeoutError(
@@ -430,6 +437,7 @@ class Worker:
             reason=timeout,
             worker_id=self.id,
             slot=self.slot,
+            stderr_tail=self.stderr_tail.text(),
         )
 
     def _talk(self) -> Conversation:

@@ -1,12 +1,12 @@
 """A configurable worker for the tests, driven by environment variables.
 
 TEST_BEHAVIOUR is a comma-separated list of flags; "flag@N" applies only in slot N:
-  crash_boot        exit with code 3 before sending "started"
+  crash_boot        write 25 numbered lines and a last one on stderr, exit with code 3 before "started"
   hang_boot         never send "started"
   ignore_stop       register a "stop" handler that never answers
   slow_stop=S       take S seconds to drain on "stop" before answering
   ignore_term       ignore SIGTERM
-  exit_after_start=N  exit with code N right after "started"
+  exit_after_start=N  write "exiting with code N" on stderr and exit with code N right after "started"
   garbage           write a malformed frame on the channel after "started"
   oversized         write a frame larger than the limit after "started"
   close_channel     close the channel after "started" and keep running
@@ -64,6 +64,9 @@ async def main() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if "crash_boot" in FLAGS:
         record("crash")
+        for n in range(1, 26):
+            print(f"boot line {n}", file=sys.stderr)
+        print("crash_boot: giving up before 'started'", file=sys.stderr)
         sys.exit(3)
     if os.environ.get("TEST_TAG"):
         record(f"tag:{os.environ['TEST_TAG']}")
@@ -98,6 +101,7 @@ async def main() -> None:
         record("started")  # before sending: the master may answer at once
         await mb.send_started()
         if "exit_after_start" in FLAGS:
+            print(f"exiting with code {FLAGS['exit_after_start']}", file=sys.stderr, flush=True)
             os._exit(int(FLAGS["exit_after_start"]))
         if "garbage" in FLAGS:
             write_raw(b"\x00not json at all\n")

@@ -60,11 +60,11 @@ async def watch_and_reload(master: Master, dirs: Sequence[str], includes: Sequen
             print(f"drover-py: {shown} changed; reloading", flush=True)
             try:
                 async with show_progress(master, "reloading"):
-                    await master.graceful_reload()
+                    report = await master.graceful_reload()
             except DroverError as exc:
                 print(f"drover-py: reload failed, the previous version keeps serving: {exc}", flush=True)
             else:
-                print(f"drover-py: reloaded {master.config.count} worker{'s' if master.config.count != 1 else ''}", flush=True)
+                print(f"drover-py: {report}", flush=True)
         tg.cancel_scope.cancel()
 
 
