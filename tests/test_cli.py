@@ -157,6 +157,26 @@ async def test_run_refuses_an_unknown_user(tmp_path: Path) -> None:
     assert result.returncode == 2 and b"--user: unknown user 'drover-py-no-such-user'" in result.stderr
 
 
+async def test_run_preload_takes_modules_only_after_an_equals_sign(tmp_path: Path) -> None:
+    async def run(*options: str, behaviour: str = "") -> subprocess.CompletedProcess[bytes]:
+        command = [sys.executable, "-m", "drover_py", "run", *options, "-w", "1", "--no-control", "--restart", "off"]
+        with anyio.fail_after(30):
+            return await anyio.run_process(command, env={**os.environ, "TEST_BEHAVIOUR": behaviour}, check=False, cwd=tmp_path)
+
+    # --preload=MODULES: the template imports those (a missing one fails the start, named)
+    missing = await run("--preload=json,drover_py_no_such_module", str(WORKER))
+    err = missing.stderr.decode()
+    assert missing.returncode == 1 and "drover_py_no_such_module" in err.splitlines()[-1], err
+    assert "Traceback" not in err
+    # a bare --preload does not take the script as its value; the worker's own last lines
+    # of stderr come through before the one line that says what failed
+    crashed = await run("--preload", str(WORKER), behaviour="crash_boot")
+    *said, last = crashed.stderr.decode().splitlines()
+    assert crashed.returncode == 1
+    assert last.startswith("drover-py run: worker ") and last.endswith("exited with code 3 before it sent 'started'")
+    assert said[-1] == "crash_boot: giving up before 'started'" and "boot line 25" in said
+
+
 def test_render_tables_and_mappings() -> None:
     assert render(None) == "ok"
     assert render("text") == "text"

@@ -51,7 +51,8 @@ def _add_master_options(parser: argparse.ArgumentParser, *, default_bind: str | 
     where = f" (default: {default_bind})" if default_bind else ""
     parser.add_argument("-w", "--workers", type=int, default=None, help="number of workers (default: CPU count)")
     parser.add_argument("-b", "--bind", action="append", default=[], metavar="ADDR", help=f"listening socket every worker inherits: HOST:PORT, unix:PATH, fd://N, systemd (repeatable){where}")
-    parser.add_argument("--preload", action="store_true", help="fork workers from a template process that imported the code once (fast start and reload)")
+    modules = "; --preload=MOD,MOD imports these instead of the script's top-level imports" if default_bind is None else ""
+    parser.add_argument("--preload", action="store_true", help=f"fork workers from a template process that imported the code once (fast start and reload){modules}")
     parser.add_argument("--control", default=None, metavar="PATH", help=f"control socket (default: ${SOCKET_ENV} or ./{DEFAULT_SOCKET})")
     parser.add_argument("--control-tcp", default=None, metavar="HOST:PORT", help="also serve the control API on TCP (needs a key)")
     parser.add_argument("--no-control", action="store_true", help="serve no control API")
@@ -105,6 +106,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     run.add_argument("script", help="the worker script (it uses drover_py.MessageBus)")
     run.add_argument("args", nargs="*", help="arguments passed to every worker (after --)")
     run.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop of the master")
+    # --preload=MODULES, rewritten by main(): a bare --preload never takes the script as its value
+    run.add_argument("--preload-modules", default=None, metavar="MODULES", help=argparse.SUPPRESS)
     _add_master_options(run)
     from_env = {dest: values for command in (serve, run) for dest, values in _defaults_from_env(command).items()}
 
@@ -176,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words[:1] == ["run"] and "--" in words:  # everything after -- goes to the workers
         cut = words.index("--")
         words, passed = words[:cut], words[cut + 1 :]
+    if words[:1] == ["run"]:
+        words = [f"--preload-modules={w.partition('=')[2]}" if w.startswith("--preload=") else w for w in words]
     parser, from_env = _parser()
     ns = parser.parse_args(words)
     for dest, values in from_env.items():
@@ -287,11 +292,12 @@ def _create_master(ns: argparse.Namespace) -> Master:
         )
     from ._factory import MasterFactory
 
+    modules = [name.strip() for name in (ns.preload_modules or "").split(",") if name.strip()]
     return MasterFactory.create(
         script=ns.script,
         args=ns.args,
         bind=ns.bind,
-        preload=ns.preload,
+        preload=modules or ns.preload or ns.preload_modules is not None,
         proctitle=not ns.no_proctitle,
         **common,
     )
