@@ -145,6 +145,15 @@ async def test_run_refuses_a_missing_script(tmp_path: Path) -> None:
     # a bad option: exit code 2, one line naming it as the user typed it, no traceback
     assert result.returncode == 2 and b"no such file" in result.stderr
     assert result.stderr.decode().startswith("drover-py run: SCRIPT: ") and b"Traceback" not in result.stderr
+    # --debug ($DROVER_PY_DEBUG=1): the traceback behind the error too, then the same line
+    with anyio.fail_after(30):
+        debug = await anyio.run_process(
+            [sys.executable, "-m", "drover_py", "run", str(tmp_path / "missing.py"), "--no-control"],
+            check=False, cwd=tmp_path, env={**os.environ, "DROVER_PY_DEBUG": "1"},
+        )  # fmt: skip
+    err = debug.stderr.decode()
+    assert debug.returncode == 2 and "Traceback (most recent call last)" in err
+    assert err.splitlines()[-1] == result.stderr.decode().splitlines()[-1]
 
 
 async def test_run_refuses_an_unknown_user(tmp_path: Path) -> None:

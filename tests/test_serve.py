@@ -439,7 +439,7 @@ async def test_failing_lifespan_startup_fails_the_start(tmp_path: Path, anyio_ba
     assert not INTERNAL_FRAME.search(err), err
 
 
-async def test_a_slow_start_shows_which_workers_are_pending(tmp_path: Path, anyio_backend: str) -> None:
+async def test_a_slow_start_or_reload_shows_which_workers_are_pending(tmp_path: Path, anyio_backend: str) -> None:
     gate = tmp_path / "gate"
     env = serve_env(SERVE_TEST_GATE=str(gate))
     with anyio.fail_after(DEADLINE):
@@ -451,6 +451,12 @@ async def test_a_slow_start_shows_which_workers_are_pending(tmp_path: Path, anyi
             await serve.wait_for(r"drover-py: starting: 0 of 1 ready after \d+ s; waiting for worker 1 \(slot 0\)")
             gate.touch()
             await serve.serving()
+            # once serving, a reload by SIGHUP whose new worker is slow says so too
+            gate.unlink()
+            serve.process.send_signal(signal.SIGHUP)
+            await serve.wait_for(r"drover-py: waiting for worker 2 \(slot 0\) to start \(\d+ s\)")
+            gate.touch()
+            await serve.wait_for(r".*\] reloaded .*", stream="err")
             await serve.terminate()
 
 

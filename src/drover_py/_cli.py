@@ -14,6 +14,7 @@ import os
 import shlex
 import socket
 import sys
+import traceback
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, TextIO
@@ -64,6 +65,7 @@ def _add_master_options(parser: argparse.ArgumentParser, *, default_bind: str | 
     parser.add_argument("--user", default=None, help="run the workers as this user (name or uid; the master must be root)")
     parser.add_argument("--group", default=None, help="run the workers with this group (default: the user's primary group)")
     parser.add_argument("--no-proctitle", action="store_true", help="leave process titles alone (they need setproctitle)")
+    parser.add_argument("--debug", action="store_true", help="drover-py's debug logs, and the traceback behind an error (also $DROVER_PY_DEBUG=1)")
 
 
 def _add_serve_options(serve: argparse.ArgumentParser) -> None:
@@ -191,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = ns.key or os.environ.pop(KEY_ENV, None) or None  # never handed on to workers
     os.environ.pop(KEY_ENV, None)
     if ns.action in ("run", "serve"):
+        if ns.debug:
+            os.environ["DROVER_PY_DEBUG"] = "1"  # before any logger is made (the workers' too)
         return _supervise(ns, key)
     return _ctl(ns, key)
 
@@ -207,6 +211,8 @@ def _supervise(ns: argparse.Namespace, key: str | None) -> int:
         errors = _leaves(exc)
         if not all(isinstance(error, DroverError) for error in errors):
             raise
+        if ns.debug:
+            traceback.print_exception(exc)
         for error in dict.fromkeys(_as_typed(error) for error in errors):
             print(f"drover-py {ns.action}: {error}", file=sys.stderr)
         return _exit_code(errors[0])
@@ -304,7 +310,7 @@ def _create_master(ns: argparse.Namespace) -> Master:
 
 
 async def _supervise_async(ns: argparse.Namespace, key: str | None) -> int:
-    from ._progress import show_progress
+    from ._progress import show_pending, show_progress
     from ._signals import open_signal_handlers
 
     master = _create_master(ns)
@@ -323,6 +329,7 @@ async def _supervise_async(ns: argparse.Namespace, key: str | None) -> int:
             await master.start()
         control = f"; control on {' and '.join(where)}" if where else ""
         print(f"drover-py: {await _describe(ns, master)}{control}", flush=True)
+        await stack.enter_async_context(show_pending(master))
         async with anyio.create_task_group() as tg:
             if ns.action == "serve" and ns.reload:
                 from .serve._watch import watch_and_reload

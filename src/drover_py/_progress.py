@@ -3,7 +3,9 @@
 While ``serve``/``run`` wait for workers to start (or a ``--reload`` to finish), a line
 every `INTERVAL` seconds after the first `DELAY` says how many are ready and which are
 still starting: updated in place on a terminal, one plain line each time otherwise (a
-log file or a CI log then shows the wait too).
+log file or a CI log then shows the wait too). Once serving, `show_pending` does the
+same whenever workers take long to start, whatever started them (SIGHUP, SIGTTIN, the
+control API, the restart policy).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import anyio
 from ._compat import open_background_tasks
 from ._master import Master
 from ._status import WorkerStatus
+from ._worker import WorkerSnapshot
 
 #: Seconds of waiting before the first progress line, and between two.
 DELAY, INTERVAL = 2.0, 2.0
@@ -30,10 +33,13 @@ def progress_line(master: Master, action: str, elapsed: float) -> str:
     workers = master.workers
     ready = sum(w.status is WorkerStatus.STARTED for w in workers)
     pending = [w for w in workers if w.status is WorkerStatus.STARTING]
-    names = ", ".join(f"worker {w.id} (slot {w.slot})" for w in pending[:SHOWN])
-    more = f" and {len(pending) - SHOWN} more" if len(pending) > SHOWN else ""
-    waiting = f"; waiting for {names}{more}" if pending else ""
+    waiting = f"; waiting for {_names(pending)}" if pending else ""
     return f"drover-py: {action}: {ready} of {master.config.count} ready after {elapsed:.0f} s{waiting}"
+
+
+def _names(workers: list[WorkerSnapshot]) -> str:
+    names = ", ".join(f"worker {w.id} (slot {w.slot})" for w in workers[:SHOWN])
+    return names + (f" and {len(workers) - SHOWN} more" if len(workers) > SHOWN else "")
 
 
 @asynccontextmanager
@@ -62,3 +68,47 @@ async def show_progress(master: Master, action: str, out: TextIO | None = None) 
             if shown and tty:
                 stream.write("\r\033[K")
                 stream.flush()
+
+
+@asynccontextmanager
+async def show_pending(master: Master, out: TextIO | None = None) -> AsyncIterator[None]:
+    """While the block runs, print which workers are starting whenever one takes over `DELAY` s.
+
+    Driven by the master's "status-changed" events: nothing runs while no worker starts.
+    """
+    stream = sys.stdout if out is None else out
+    starting: dict[int, float] = {}  # worker id -> when it began to start
+    ticking = False
+
+    async def tick() -> None:
+        nonlocal ticking
+        try:
+            await anyio.sleep(DELAY)
+            while starting:
+                now = anyio.current_time()
+                pending = [w for w in master.workers if w.id in starting]
+                if pending:
+                    longest = now - min(starting.values())
+                    stream.write(f"drover-py: waiting for {_names(pending)} to start ({longest:.0f} s)\n")
+                    stream.flush()
+                await anyio.sleep(INTERVAL)
+        finally:
+            ticking = False
+
+    async with open_background_tasks() as tg:
+
+        def on_status(worker_id: int, status: WorkerStatus) -> None:
+            nonlocal ticking
+            if status is WorkerStatus.STARTING:
+                starting[worker_id] = anyio.current_time()
+                if not ticking:
+                    ticking = True
+                    tg.start_soon(tick)
+            else:
+                starting.pop(worker_id, None)
+
+        master.on("status-changed", on_status)
+        try:
+            yield  # an error of the block comes out unchanged
+        finally:
+            master.off("status-changed", on_status)
