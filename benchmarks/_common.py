@@ -34,6 +34,8 @@ APPS = HERE / "apps"
 RESULTS = HERE / "results"
 EXAMPLES = ROOT / "examples"
 PYTHON = sys.executable
+#: The ``drover-py`` console command of this environment: what a user runs (no ``-m``/runpy).
+DROVER_PY = str(Path(PYTHON).with_name("drover-py"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PR_SET_CHILD_SUBREAPER = 36
 

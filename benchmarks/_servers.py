@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from _common import APPS, PYTHON, child_env, fetch_head, free_port, pid_in, stop_process, workers_of
+from _common import APPS, DROVER_PY, PYTHON, child_env, fetch_head, free_port, pid_in, stop_process, workers_of
 
 READY_TIMEOUT = 60.0
 RELOAD_TIMEOUT = 60.0
@@ -57,7 +57,7 @@ def drover(
     interface: str = "asgi",
 ) -> Spec:
     """``drover-py serve APP -w N --bind 127.0.0.1:PORT`` (no control socket, access log off)."""
-    argv = [PYTHON, "-m", "drover_py", "serve", app, "-w", str(workers), "--bind", "127.0.0.1:{port}"]
+    argv = [DROVER_PY, "serve", app, "-w", str(workers), "--bind", "127.0.0.1:{port}"]
     argv += ["--app-dir", str(APPS), "--backend", backend, "--no-control", "--no-access-log"]
     argv += ["--log-level", "warning" if quiet else "info", *(["--preload"] if preload else [])]
     server = {"asyncio": "_uvicorn", "trio": "_hypercorn"}[backend] if interface == "asgi" else "_waitress"

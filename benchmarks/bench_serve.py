@@ -33,7 +33,7 @@ import threading
 import time
 from typing import IO
 
-from _common import APPS, PYTHON, RESULTS, child_env, descendants_of, free_port, interleaved, log, parse_args, row
+from _common import APPS, DROVER_PY, PYTHON, RESULTS, child_env, descendants_of, free_port, interleaved, log, parse_args, row
 from _common import Json, cmdline, fetch_head, stop_process, summary, tree_pss_kb, wait_all_answered, workers_of, write_result
 
 WORKERS = 4
@@ -46,7 +46,7 @@ PARTS = ["launch", "memory"]
 def drover_serve(app: str, port: int, workers: int, *options: str) -> list[str]:
     """``drover-py serve APP -w N`` on 127.0.0.1:PORT, apps/ as its app folder, quiet."""
     return [
-        PYTHON, "-m", "drover_py", "serve", app, "-w", str(workers), "--bind", f"127.0.0.1:{port}", "--app-dir",
+        DROVER_PY, "serve", app, "-w", str(workers), "--bind", f"127.0.0.1:{port}", "--app-dir",
         str(APPS), "--no-control", "--no-access-log", "--log-level", "warning", *options,
     ]  # fmt: skip
 

@@ -202,6 +202,7 @@ class Template:
                 self._process = process
                 self.pid = process.pid
                 self._log = self._log.bind(template_pid=process.pid)
+                self._log.debug("preload template started")
                 parent.setblocking(False)
                 self._sock = parent
                 await self._read_loop(parent)
