@@ -310,7 +310,7 @@ async def test_concurrent_commands(make_master: MasterBuilder, tmp_path: Path) -
 
 
 async def test_several_masters_start_and_exit(make_master: MasterBuilder, tmp_path: Path) -> None:
-    one, two = make_master(count=1), make_master(count=1)
+    one, two = make_master(count=1), make_master(count=1, env={"TEST_TAG": "two"}, stop_timeout=7.0)
     async with one, two, open_control_server({"one": one, "two": two}, unix=tmp_path / "ctl.sock") as server:
         await one.start()
         client = ControlClient(unix=str(tmp_path / "ctl.sock"))
@@ -323,6 +323,9 @@ async def test_several_masters_start_and_exit(make_master: MasterBuilder, tmp_pa
         assert [(m["name"], m["started"]) for m in listing] == [("one", 1), ("two", 0), ("extra", 1)]
         assert (await client.run("start", [str(WORKER), 1, "extra"], master="one")).status == 400  # name taken
         [extra_pid] = [w["pid"] for w in rows((await client.run("workers", master="extra")).body)]
+        # a master started by 'start SCRIPT' has the options of the master that started it
+        extra = server.masters["extra"]
+        assert (extra.config.env, extra.config.stop_timeout) == (two.config.env, 7.0)
         assert (await client.run("shutdown", master="extra")).ok
         assert isinstance(extra_pid, int) and not is_running(extra_pid)
         assert "extra" not in server.masters

@@ -35,6 +35,7 @@ import h11
 from ._commands import JSON, Command, CommandError, make_command
 from ._compat import exit_task_group
 from ._exit_reasons import ExitReason
+from ._config import check_count, check_script
 from ._exceptions import BindError, ConfigError, DroverError, StateError, UnknownWorkerError, WorkerStartError
 from ._http import MAX_HEAD, TooLarge, Closed, json_body, receive_message, send_message
 from ._log import get_logger
@@ -478,8 +479,9 @@ class ControlServer:
             Without SCRIPT, start this master if it was not started yet (WORKERS, if
             given, sets the count first). With SCRIPT, start a new master of WORKERS
             workers (default: as many as this one) for that script, served here under
-            NAME (default: the script's file name without suffix); shut it down with
-            'shutdown all' and ?master=NAME.
+            NAME (default: the script's file name without suffix), with this master's
+            options (env, cwd, user, timeouts, restart, output, preload) but no listening
+            sockets; shut it down with 'shutdown all' and ?master=NAME.
             """
             if workers < 0:
                 raise CommandError(f"workers must be >= 1, got {workers}")
@@ -583,18 +585,26 @@ class ControlServer:
         return {name: make_command(name, handler) for name, handler in handlers.items()}
 
     async def _start_master(self, script: str, count: int, name: str, like: Master) -> JSON:
-        from ._factory import MasterFactory
+        """Serve a new master of ``script`` with every option of ``like`` but what is its script's own.
 
+        Its arguments, listening sockets, title and preload module list belong to
+        ``like``'s script: the new master has none of them (it preloads the new script's
+        imports when ``like`` preloads).
+        """
         name = name or Path(script).stem
         if name in self._masters:
             raise CommandError(f"a master named {name!r} is already served; give another NAME")
         config = like.config
-        new = MasterFactory.create(
-            script=script,
-            count=count,
-            start_timeout=config.start_timeout,
-            stop_timeout=config.stop_timeout,
-            kill_timeout=config.kill_timeout,
+        new = Master(
+            attrs.evolve(
+                config,
+                script=check_script(script),
+                count=check_count(count),
+                args=(),
+                bind=(),
+                proctitle=bool(config.proctitle),
+                preload=bool(config.preload),
+            )
         )
         self._masters[name] = new
         gone = self._added[name] = anyio.Event()
