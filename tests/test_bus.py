@@ -41,12 +41,35 @@ def test_script_run_without_master_exits_with_the_error() -> None:
     assert "ChannelError" in result.stderr and CHANNEL_ENV in result.stderr
 
 
-def test_importing_the_child_side_stays_light() -> None:
-    result = run_python("import sys, json\nfrom drover_py import MessageBus, SyncMessageBus\nprint(json.dumps(sorted(sys.modules)))")
+#: What a worker process imports of drover-py, exactly: a new import here is a decision to make.
+CHILD_MODULES = {
+    "drover_py", "drover_py._bus", "drover_py._channel", "drover_py._compat", "drover_py._conversation",
+    "drover_py._exceptions", "drover_py._inherit", "drover_py._proctitle", "drover_py._protocol",
+}  # fmt: skip
+#: ... and of drover-py serve's WSGI worker (no event loop server).
+SERVE_WSGI_MODULES = CHILD_MODULES | {
+    "drover_py.serve", "drover_py.serve._drain", "drover_py.serve._load", "drover_py.serve._options",
+    "drover_py.serve._waitress", "drover_py.serve.worker",
+}  # fmt: skip
+#: The other distributions a worker may import (anyio's own dependencies vary by Python version).
+THIRD_PARTY = {"anyio", "exceptiongroup", "sniffio", "typing_extensions"}
+
+
+@pytest.mark.parametrize(
+    ("imports", "expected", "others"),
+    [
+        ("from drover_py import MessageBus, SyncMessageBus", CHILD_MODULES, THIRD_PARTY),
+        ("import drover_py.serve.worker, drover_py.serve._waitress", SERVE_WSGI_MODULES, THIRD_PARTY | {"waitress"}),
+    ],
+    ids=["bus", "serve-wsgi"],
+)
+def test_a_worker_imports_only_what_is_allowed(imports: str, expected: set[str], others: set[str]) -> None:
+    result = run_python(f"import sys, json\n{imports}\nprint(json.dumps(sorted(sys.modules)))")
     assert result.returncode == 0, result.stderr
     modules = set(json.loads(result.stdout))
-    for heavy in ("attrs", "structlog", "drover_py._master", "drover_py._worker", "drover_py._config", "trio"):
-        assert heavy not in modules
+    assert {m for m in modules if m.split(".")[0] == "drover_py"} == expected
+    tops = {m.split(".")[0] for m in modules if not m.startswith("_")} - set(sys.stdlib_module_names) - {"drover_py"}
+    assert tops <= others, f"a worker imports {sorted(tops - others)}"
 
 
 def _bus_with_pipe(monkeypatch: pytest.MonkeyPatch) -> tuple[MessageBus, list[int]]:

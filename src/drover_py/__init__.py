@@ -39,6 +39,13 @@ from ._exceptions import UnknownWorkerError as UnknownWorkerError
 from ._exceptions import WorkerStartError as WorkerStartError
 from ._inherit import inherited_sockets as inherited_sockets
 
+
+def _own(value: object) -> object:
+    """Name a public class or function ``drover_py.X`` (tracebacks, reprs), as trio does."""
+    if getattr(value, "__module__", "").startswith(f"{__name__}.") and (isinstance(value, type) or callable(value)):
+        value.__module__ = __name__
+    return value
+
 if TYPE_CHECKING:
     from ._client import ControlClient as ControlClient
     from ._client import ControlConnectError as ControlConnectError
@@ -100,6 +107,11 @@ __all__ = [
     "open_signal_handlers",
 ]
 
+for _name in __all__:
+    if _name in globals():  # the eager ones; the lazy ones on first use (__getattr__)
+        _own(globals()[_name])
+del _name
+
 _LAZY = {
     "CommandError": "._commands",
     "CommandRegistry": "._commands",
@@ -128,7 +140,7 @@ def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+    value = _own(getattr(importlib.import_module(module, __name__), name))
     globals()[name] = value
     return value
 

@@ -106,3 +106,7 @@ def classify(returncode: int, detail: str | None = None, stderr_tail: str = "") 
     except ValueError:
         return AbnormalExit(ExitPayload(code=returncode), detail=detail, stderr_tail=stderr_tail)
     return ExternalSignal(ExitPayload(signal=sig), detail=detail, stderr_tail=stderr_tail)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)  # what ``drover_py.ExitReasons`` offers, not its imports
