@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from drover_py import LIFELINE_EXIT_CODE, ChannelError, MessageBus, StateError, SyncMessageBus
-from drover_py._protocol import CHANNEL_ENV
+from drover_py._env import CHANNEL_ENV
 
 
 def run_python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -43,7 +43,7 @@ def test_script_run_without_master_exits_with_the_error() -> None:
 
 #: What a worker process imports of drover-py, exactly: a new import here is a decision to make.
 CHILD_MODULES = {
-    "drover_py", "drover_py._bus", "drover_py._channel", "drover_py._compat", "drover_py._conversation",
+    "drover_py", "drover_py._bus", "drover_py._channel", "drover_py._compat", "drover_py._conversation", "drover_py._env",
     "drover_py._exceptions", "drover_py._inherit", "drover_py._proctitle", "drover_py._protocol",
 }  # fmt: skip
 #: ... and of drover-py serve's WSGI worker (no event loop server).

@@ -97,13 +97,6 @@ def test_frame_of_exactly_the_limit_is_accepted() -> None:
     assert proto.Decoder(proto.TO_MASTER, max_size=len(frame)).feed(frame) == [proto.STARTED]
 
 
-def test_parse_channel_round_trip_and_errors() -> None:
-    assert proto.parse_channel(proto.format_channel(5, 9)) == (5, 9)
-    for bad in ["", "5", "a,b", "5,5", "-1,3"]:
-        with pytest.raises(ValueError):
-            proto.parse_channel(bad)
-
-
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(
     messages=st.lists(st.sampled_from(ALL_TYPES), max_size=30),

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _alt_channels import RawReader, RawWriter, Reader, Writer  # noqa: E402
 from drover_py import _protocol as proto  # noqa: E402
 from drover_py._channel import ChannelReader, ChannelWriter  # noqa: E402
+from drover_py._env import parse_channel  # noqa: E402
 
 # A message type the protocol knows (so the decoder takes its fast path, as real traffic
 # does), allowed in this direction by the Decoder built for the benchmark.
@@ -28,7 +29,7 @@ FRAME = proto.encode(PING)
 
 
 async def main(impl: str, mode: str, count: int) -> None:
-    read_fd, write_fd = proto.parse_channel(os.environ["BENCH_CHANNEL"])
+    read_fd, write_fd = parse_channel(os.environ["BENCH_CHANNEL"])
     if impl == "drover":
         reader: Reader = ChannelReader(read_fd, frozenset({PING}))
         writer: Writer = ChannelWriter(write_fd)

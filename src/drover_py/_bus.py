@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 from . import _protocol as proto
 from ._channel import ChannelReader, ChannelWriter
+from ._env import CHANNEL_ENV, HEARTBEAT_ENV, SLOT_ENV, WORKER_ID_ENV, parse_channel
 from ._compat import BareThread, call_in_turn, call_maybe_async, exit_task_group
 from ._conversation import DEFAULT_TIMEOUT, Conversation, NoHandler, ThreadConversation, set_request_handler
 from ._exceptions import ChannelError, StateError, check_seconds
@@ -41,18 +42,18 @@ RequestHandler = Callable[..., object]
 
 
 def _channel_from_env() -> tuple[int, int]:
-    value = os.environ.get(proto.CHANNEL_ENV)
+    value = os.environ.get(CHANNEL_ENV)
     if value is None:
         raise ChannelError(
-            f"no drover-py channel: {proto.CHANNEL_ENV} is not set. "
+            f"no drover-py channel: {CHANNEL_ENV} is not set. "
             "This script must be started by a drover_py Master."
         )
     try:
-        read_fd, write_fd = proto.parse_channel(value)
+        read_fd, write_fd = parse_channel(value)
         os.fstat(read_fd)
         os.fstat(write_fd)
     except (ValueError, OSError) as exc:
-        raise ChannelError(f"invalid drover-py channel {proto.CHANNEL_ENV}={value!r}: {exc}") from None
+        raise ChannelError(f"invalid drover-py channel {CHANNEL_ENV}={value!r}: {exc}") from None
     return read_fd, write_fd
 
 
@@ -63,7 +64,7 @@ def _int_env(name: str) -> int | None:
 
 def _heartbeat_interval() -> float | None:
     try:
-        interval = float(os.environ.get(proto.HEARTBEAT_ENV, ""))
+        interval = float(os.environ.get(HEARTBEAT_ENV, ""))
     except ValueError:
         return None
     return interval if interval > 0 else None
@@ -105,9 +106,9 @@ class _BusState:
     def __init__(self) -> None:
         self._read_fd, self._write_fd = _channel_from_env()
         #: The worker's slot (0 .. count-1), or None if the master did not say.
-        self.slot = _int_env(proto.SLOT_ENV)
+        self.slot = _int_env(SLOT_ENV)
         #: The worker's id within its master, or None if the master did not say.
-        self.worker_id = _int_env(proto.WORKER_ID_ENV)
+        self.worker_id = _int_env(WORKER_ID_ENV)
         self._handlers: dict[str, list[Callable[..., object]]] = {proto.STOP: [], proto.QUIT: [], proto.MESSAGE: []}
         self._request_handlers: dict[str, RequestHandler] = {}
         self._received: set[str] = set()

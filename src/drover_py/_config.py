@@ -12,7 +12,8 @@ import attrs
 
 from ._exceptions import ConfigError
 from ._exceptions import check_seconds as check_seconds
-from ._proctitle import PROCTITLE_ENV, worker_title
+from ._env import PROCTITLE_ENV
+from ._proctitle import worker_title
 
 if TYPE_CHECKING:
     from ._credentials import RunAs

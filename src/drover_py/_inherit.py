@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from ._env import SOCKETS_ENV, parse_sockets
+
 if TYPE_CHECKING:
     import socket
 
-#: Environment variable listing the inherited listener fds, in bind order.
-SOCKETS_ENV = "DROVER_PY_SOCKETS"
 
 _cache: list[socket.socket] | None = None
 
@@ -26,10 +26,9 @@ def inherited_sockets() -> list[socket.socket]:
     global _cache
     if _cache is None:
         import socket  # here, not at import: every worker imports this module
-        value = os.environ.get(SOCKETS_ENV, "")
         _cache = []
-        for text in filter(None, value.split(",")):
-            sock = socket.socket(fileno=int(text))
+        for fd in parse_sockets(os.environ.get(SOCKETS_ENV, "")):
+            sock = socket.socket(fileno=fd)
             sock.set_inheritable(False)
             _cache.append(sock)
     return list(_cache)

@@ -29,18 +29,14 @@ import anyio.abc
 import attrs
 from structlog.typing import FilteringBoundLogger
 
-from . import _protocol as proto
 from ._config import MasterConfig
-from ._inherit import SOCKETS_ENV
-from ._proctitle import PROCTITLE_ENV
+from ._env import FD_ENV, template_env
 from ._spawn import ExecSpawner, Spawner, SpawnRequest
 
 #: The template program, run by path so that starting it imports nothing of drover-py.
 TEMPLATE_PROGRAM = Path(__file__).with_name("_template.py")
 #: Return code of a forked worker whose template died before it: its status is unknown.
 LOST_STATUS = 255
-#: Per-worker variables left out of the template's own environment.
-_PER_WORKER_ENV = (proto.CHANNEL_ENV, proto.SLOT_ENV, proto.WORKER_ID_ENV, proto.HEARTBEAT_ENV, SOCKETS_ENV, PROCTITLE_ENV)
 #: Seconds a closed template has to exit before it is killed.
 _EXIT_TIMEOUT = 5.0
 
@@ -314,7 +310,7 @@ class Template:
             "spawn": rid,
             "argv": [str(config.script), *config.args],
             "env": dict(request.env),
-            "fd_env": [proto.CHANNEL_ENV, SOCKETS_ENV],
+            "fd_env": list(FD_ENV),
             "nfds": len(request.pass_fds),
             "targets": list(request.pass_fds),
             "stdout": request.stdout is not None,
@@ -439,8 +435,7 @@ class Spawners:
             return found
         if self._tg is None:
             raise TemplateError("preload templates need the master's context: 'async with master:'")
-        env = {k: v for k, v in request.env.items() if k not in _PER_WORKER_ENV}
-        template = Template(config, env, self._log, self.retire_unused)
+        template = Template(config, template_env(request.env), self._log, self.retire_unused)
         self._templates.append(template)
         self._tg.start_soon(template.run, self._template_exited, name="drover-py preload template")
         return template

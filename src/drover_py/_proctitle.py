@@ -13,8 +13,8 @@ from __future__ import annotations
 import itertools
 import os
 
-#: The title the master chose for a worker; the worker sets it and drops the variable.
-PROCTITLE_ENV = "DROVER_PY_PROCTITLE"
+from ._env import PROCTITLE_ENV
+
 
 
 def set_title(title: str) -> bool:

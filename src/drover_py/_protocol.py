@@ -425,28 +425,3 @@ def _parse_data(obj: dict[str, object], line: bytes) -> Data:
 def _preview(line: bytes, limit: int = 60) -> str:
     text = repr(line[:limit])
     return text + "..." if len(line) > limit else text
-
-#: Environment variable carrying the child's channel: "<read fd>,<write fd>".
-CHANNEL_ENV = "DROVER_PY_CHANNEL"
-#: Environment variable carrying the worker's slot number (0 .. count-1).
-SLOT_ENV = "DROVER_PY_SLOT"
-#: Environment variable carrying the worker's id (unique within one master).
-WORKER_ID_ENV = "DROVER_PY_WORKER_ID"
-#: Environment variable carrying the heartbeat interval in seconds, if the master wants one.
-HEARTBEAT_ENV = "DROVER_PY_HEARTBEAT"
-
-
-def format_channel(read_fd: int, write_fd: int) -> str:
-    """Return the value of `CHANNEL_ENV` for a child that reads ``read_fd``."""
-    return f"{read_fd},{write_fd}"
-
-
-def parse_channel(value: str) -> tuple[int, int]:
-    """Parse a `CHANNEL_ENV` value into (read fd, write fd); raise ValueError if malformed."""
-    read_text, sep, write_text = value.partition(",")
-    if not sep:
-        raise ValueError(f"expected '<read fd>,<write fd>', got {value!r}")
-    read_fd, write_fd = int(read_text), int(write_text)
-    if read_fd < 0 or write_fd < 0 or read_fd == write_fd:
-        raise ValueError(f"invalid fds in {value!r}")
-    return read_fd, write_fd

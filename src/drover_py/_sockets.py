@@ -16,9 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from ._exceptions import BindError, ConfigError
-from ._inherit import SOCKETS_ENV
 
-__all__ = ["SOCKETS_ENV", "SYSTEMD_ENV", "BindSpec", "Listeners", "check_binds", "parse_bind", "systemd_fds"]
+__all__ = ["SYSTEMD_ENV", "BindSpec", "Listeners", "check_binds", "parse_bind", "systemd_fds"]
 
 #: The first fd systemd passes with socket activation.
 SD_LISTEN_FDS_START = 3

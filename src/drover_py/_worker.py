@@ -15,6 +15,7 @@ from structlog.typing import FilteringBoundLogger
 from . import _protocol as proto
 from ._channel import ChannelReader, ChannelWriter
 from ._config import MasterConfig
+from ._env import worker_vars
 from ._output import OutputSink, Source, Tail, read_output
 from ._conversation import DEFAULT_TIMEOUT, Conversation, NoHandler
 from ._exceptions import (
@@ -28,7 +29,7 @@ from ._exceptions import (
 )
 from ._exit_reasons import ExitReason, StartTimeout, classify
 from ._preload import TemplateDied, TemplateError
-from ._sockets import SOCKETS_ENV, SYSTEMD_ENV
+from ._sockets import SYSTEMD_ENV
 from ._spawn import ChildProcess, ExecSpawner, Spawner, SpawnRequest
 from ._status import WorkerStatus, can_transition
 
@@ -256,18 +257,16 @@ class Worker:
             stderr_pipe = (opened[4], opened[5])
             if self._output.captures_stdout:
                 stdout_pipe = (opened[6], opened[7])
+        heartbeat = None if self.config.heartbeat_timeout is None else self.config.heartbeat_timeout / 3
         env = {
             **{k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV},
             **self.config.env,
-            proto.CHANNEL_ENV: proto.format_channel(read_child, write_child),
-            proto.SLOT_ENV: str(self.slot),
-            proto.WORKER_ID_ENV: str(self.id),
+            **worker_vars(
+                channel=(read_child, write_child), slot=self.slot, worker_id=self.id, sockets=self._listen_fds,
+                heartbeat=heartbeat,
+            ),  # fmt: skip
+            **self.config.worker_env(self.slot),  # title, and the user's HOME etc. under env
         }
-        if self._listen_fds:
-            env[SOCKETS_ENV] = ",".join(map(str, self._listen_fds))
-        if self.config.heartbeat_timeout is not None:
-            env[proto.HEARTBEAT_ENV] = f"{self.config.heartbeat_timeout / 3:g}"
-        env.update(self.config.worker_env(self.slot))  # title, and the user's HOME etc. under env
         try:
             process = await self._spawner.spawn(
                 SpawnRequest(

@@ -29,7 +29,8 @@ import sys
 import anyio
 
 from drover_py import MessageBus
-from drover_py._protocol import CHANNEL_ENV, MAX_FRAME_SIZE, parse_channel
+from drover_py._env import CHANNEL_ENV, parse_channel
+from drover_py._protocol import MAX_FRAME_SIZE
 
 def parse_flags(text: str, slot: str | None) -> dict[str, str]:
     """Parse "name[@slot][=value],...": a flag with @slot applies only in that slot."""
