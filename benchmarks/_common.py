@@ -370,13 +370,17 @@ def pid_in(head: bytes, who: str = "the server") -> int:
 def answer_round(port: int, count: int, timeout: float, who: str = "the server") -> set[int]:
     """Open ``count`` connections to 127.0.0.1:``port``, then send a request on each; return the pids that answered."""
     with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=timeout)) for _ in range(count)]
+        socks = [
+            stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=timeout)) for _ in range(count)
+        ]
         for sock in socks:
             sock.sendall(HTTP_REQUEST)
         return {pid_in(read_head(sock), who) for sock in socks}
 
 
-def wait_all_answered(port: int, workers: int, timeout: float, alive: Callable[[], bool], who: str = "the server") -> set[int]:
+def wait_all_answered(
+    port: int, workers: int, timeout: float, alive: Callable[[], bool], who: str = "the server"
+) -> set[int]:
     """Wait until ``workers`` distinct worker pids answered; return them. Raise RuntimeError after ``timeout``.
 
     Requests go in rounds of one connection per worker, all opened before any is sent: a

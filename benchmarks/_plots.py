@@ -59,11 +59,18 @@ def plot_restart(doc: Doc, ax_factory: Callable[[int], list[Axes]]) -> None:
     for ax, (case, data) in zip(axes, raw.items()):
         if case == "many":  # simultaneous crashes, against a cold start() of as many
             count = data["count"]
-            names = [("crash", f"{count} SIGKILLed at once\nto all ready", DROVER), ("cold", f"cold start()\n{count} workers", REF)]
+            names = [
+                ("crash", f"{count} SIGKILLed at once\nto all ready", DROVER),
+                ("cold", f"cold start()\n{count} workers", REF),
+            ]
             title = f"{count} crashes at once (RestartPolicy(delay=0))"
         else:
-            names = [("crash", "SIGKILL to\nreplacement ready", DROVER), ("cold", "cold start()\n1 worker", REF),
-                     ("floor", "spawn floor", REF), ("detect", "exit detected", OTHER)]
+            names = [
+                ("crash", "SIGKILL to\nreplacement ready", DROVER),
+                ("cold", "cold start()\n1 worker", REF),
+                ("floor", "spawn floor", REF),
+                ("detect", "exit detected", OTHER),
+            ]
             title = f"crash to replacement (RestartPolicy(delay=0), {case})"
         _bars(ax, [n[1] for n in names], [_ms(data["samples_s"][n[0]]) for n in names], [n[2] for n in names], "ms")
         ax.set_title(title, fontsize=9)
@@ -159,7 +166,13 @@ def plot_scale(doc: Doc, ax_factory: Callable[[int], list[Axes]]) -> None:
     axes[0].set_title("time per operation (log-log: slope 1 = linear)", fontsize=9)
     axes[0].legend(fontsize=7)
     axes[0].grid(alpha=0.3)
-    _bars(axes[1], [f"N={n}" for n in sizes], [per_size[n]["rss_kb_per_worker"] for n in sizes], [DROVER] * len(sizes), "kB")
+    _bars(
+        axes[1],
+        [f"N={n}" for n in sizes],
+        [per_size[n]["rss_kb_per_worker"] for n in sizes],
+        [DROVER] * len(sizes),
+        "kB",
+    )
     axes[1].set_title("master RSS growth per worker", fontsize=9)
 
 

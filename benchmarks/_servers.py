@@ -53,7 +53,14 @@ class Spec:
 
 
 def drover(
-    key: str, label: str, app: str, workers: int, *, backend: str = "asyncio", preload: bool = False, quiet: bool = True,
+    key: str,
+    label: str,
+    app: str,
+    workers: int,
+    *,
+    backend: str = "asyncio",
+    preload: bool = False,
+    quiet: bool = True,
     interface: str = "asgi",
 ) -> Spec:
     """``drover-py serve APP -w N --bind 127.0.0.1:PORT`` (no control socket, access log off)."""

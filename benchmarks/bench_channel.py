@@ -413,7 +413,9 @@ def main() -> None:
             rows.append(r)
         raw[backend] = {
             "stats": stats,
-            "rtt_us_sample": {impl: [v / 1e3 for v in values[:: max(1, len(values) // 4000)]] for impl, values in all_rtts.items()},
+            "rtt_us_sample": {
+                impl: [v / 1e3 for v in values[:: max(1, len(values) // 4000)]] for impl, values in all_rtts.items()
+            },
         }
         for impl in impls:
             log(

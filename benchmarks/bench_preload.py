@@ -108,7 +108,9 @@ class Server:
 
     def wait_up(self, timeout: float = 60.0) -> None:
         """Wait until every worker answered (distinct pids), bounded by ``timeout`` (`_common.wait_all_answered`)."""
-        self.worker_pids = wait_all_answered(self.port, self.workers, timeout, lambda: self.proc.poll() is None, self.kind)
+        self.worker_pids = wait_all_answered(
+            self.port, self.workers, timeout, lambda: self.proc.poll() is None, self.kind
+        )
 
     def crash_to_answer(self) -> float:
         """SIGKILL the worker that answers; return seconds until its replacement answered."""

@@ -65,9 +65,7 @@ def main() -> None:
     rows, raw = [], {"backend": backend, "batch": BATCH, "runs": runs, "per_size": per_size}
     per_worker: dict[str, dict[int, float]] = {"start": {}, "reload": {}, "shutdown": {}, "rss": {}}
     for n in sizes:
-        stats = {
-            phase: summary([r[f"{phase}_s"] for r in runs[n]], 1e3) for phase in ("start", "reload", "shutdown")
-        }
+        stats = {phase: summary([r[f"{phase}_s"] for r in runs[n]], 1e3) for phase in ("start", "reload", "shutdown")}
         rss = summary([(r["rss_started_kb"] - r["rss_before_kb"]) / n for r in runs[n]])
         per_size[n] = {**stats, "rss_kb_per_worker": rss}
         for phase in ("start", "reload", "shutdown"):

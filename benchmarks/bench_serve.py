@@ -33,8 +33,30 @@ import threading
 import time
 from typing import IO
 
-from _common import APPS, DROVER_PY, PYTHON, RESULTS, child_env, descendants_of, free_port, interleaved, log, parse_args, row
-from _common import Json, cmdline, fetch_head, stop_process, summary, tree_pss_kb, wait_all_answered, workers_of, write_result
+from _common import (
+    APPS,
+    DROVER_PY,
+    PYTHON,
+    RESULTS,
+    child_env,
+    descendants_of,
+    free_port,
+    interleaved,
+    log,
+    parse_args,
+    row,
+)
+from _common import (
+    Json,
+    cmdline,
+    fetch_head,
+    stop_process,
+    summary,
+    tree_pss_kb,
+    wait_all_answered,
+    workers_of,
+    write_result,
+)
 
 WORKERS = 4
 MEMORY_WORKERS = 16
@@ -216,7 +238,9 @@ def memory_once(kind: str, log_file: IO[str]) -> tuple[float, float, int]:
     }[kind]
     log_file.write(f"=== memory {kind}: {' '.join(argv)}\n")
     log_file.flush()
-    proc = subprocess.Popen(argv, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        argv, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     lines: list[str] = []
     done = threading.Event()
 
@@ -234,7 +258,9 @@ def memory_once(kind: str, log_file: IO[str]) -> tuple[float, float, int]:
         if kind == "gunicorn":  # sync workers: every one answers a round of 16 connections
             worker_pids = wait_all_answered(port, workers, 120, lambda: proc.poll() is None, kind)
         else:  # drover-py says when all are ready; uvicorn's workers each log their startup
-            needle, count = ("drover-py: serving", 1) if kind.startswith("serve") else ("Application startup complete", workers)
+            needle, count = (
+                ("drover-py: serving", 1) if kind.startswith("serve") else ("Application startup complete", workers)
+            )
             while sum(needle in line for line in list(lines)) < count:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"{kind}: not up in 120 s (exit {proc.poll()})")
@@ -286,7 +312,9 @@ def memory_part(quick: bool) -> tuple[list[Json], Json, list[str]]:
             if ref == same and r["cmp"] is not None:
                 r["ok"] = r["cmp"] <= 1.0
             rows.append(r)
-    notes = [f"memory: {MEMORY[k][0]}: {stats[k]['median']:.1f} MB, one worker {one[k]['median']:.2f} MB" for k in MEMORY]
+    notes = [
+        f"memory: {MEMORY[k][0]}: {stats[k]['median']:.1f} MB, one worker {one[k]['median']:.2f} MB" for k in MEMORY
+    ]
     return rows, {"memory_mb": samples, "memory_per_worker_mb": per_worker, "processes": processes}, notes
 
 

@@ -40,7 +40,19 @@ import time
 from typing import Any
 
 import _servers
-from _common import APPS, PYTHON, RESULTS, ConnectionLoad, KeepAliveLoad, LoadStats, log, parse_args, row, summary, write_result
+from _common import (
+    APPS,
+    PYTHON,
+    RESULTS,
+    ConnectionLoad,
+    KeepAliveLoad,
+    LoadStats,
+    log,
+    parse_args,
+    row,
+    summary,
+    write_result,
+)
 from _servers import Running, Spec
 
 WORKERS = 4
@@ -66,7 +78,9 @@ def targets(keys: list[str]) -> tuple[list[Spec], list[str]]:
         _servers.drover("trio-exec", "drover-py serve, trio", asgi, WORKERS, backend="trio"),
         _servers.drover("trio-preload", "drover-py serve --preload, trio", asgi, WORKERS, backend="trio", preload=True),
         _servers.drover("wsgi-exec", "drover-py serve, WSGI app", wsgi, WORKERS, interface="wsgi"),
-        _servers.drover("wsgi-preload", "drover-py serve --preload, WSGI app", wsgi, WORKERS, preload=True, interface="wsgi"),
+        _servers.drover(
+            "wsgi-preload", "drover-py serve --preload, WSGI app", wsgi, WORKERS, preload=True, interface="wsgi"
+        ),
     ]
     refs = [_servers.uvicorn("uvicorn", asgi, WORKERS)]
     notes = []
@@ -172,7 +186,9 @@ def describe(result: dict[str, Any]) -> str:
         parts.append(f"without load {result['idle_reload_s']:.2f} s")
     if result["floor_s"]:
         floor = result["floor_s"]
-        parts.append(f"floor (template imports) {statistics.median(floor):.2f} s under load, {result['idle_floor_s']:.2f} s without")
+        parts.append(
+            f"floor (template imports) {statistics.median(floor):.2f} s under load, {result['idle_floor_s']:.2f} s without"
+        )
     if result["reload_failures"]:
         parts.append(f"{len(result['reload_failures'])} reload(s) FAILED: {result['reload_failures'][0]}")
     if result["error"]:
@@ -198,7 +214,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         for shape in SHAPES:
             r = result.get(shape)
             if r is None:
-                lines.append([result["label"], shape, "-", "-", result["error"] or "", "-", "-", reload, reload_failed, idle])
+                lines.append(
+                    [result["label"], shape, "-", "-", result["error"] or "", "-", "-", reload, reload_failed, idle]
+                )
                 continue
             kinds = " ".join(f"{k}={n}" for k, n in r["kinds"].items()) or "-"
             lines.append(

@@ -47,7 +47,9 @@ def main() -> None:
             r["ok"] = r["cmp"] is not None and r["cmp"] <= GOAL
             rows.append(r)
             raw[f"{backend}/{n}"] = {"samples_s": samples, "per_worker_ms": per_worker}
-            log(f"{backend} N={n}: drover {drover['median']:.1f} ms, floor {floor['median']:.1f} ms, ratio {r['cmp']:.2f}")
+            log(
+                f"{backend} N={n}: drover {drover['median']:.1f} ms, floor {floor['median']:.1f} ms, ratio {r['cmp']:.2f}"
+            )
     write_result(args.out, "startup", rows, raw)
 
 

@@ -77,7 +77,10 @@ class MpPeer:
         child_recv.close()
         child_send.close()
         self.proc = subprocess.Popen(
-            [PYTHON, str(MP_PEER)], pass_fds=fds, env=child_env(BENCH_CHANNEL=f"{fds[0]},{fds[1]}"), start_new_session=True
+            [PYTHON, str(MP_PEER)],
+            pass_fds=fds,
+            env=child_env(BENCH_CHANNEL=f"{fds[0]},{fds[1]}"),
+            start_new_session=True,
         )
         for fd in fds:
             os.close(fd)
@@ -253,7 +256,17 @@ def main() -> None:
             note = ""
             if not higher:
                 note = f"p99 {stats['drover'][measure + '_p99']['median']:.0f} us vs {stats['mp'][measure + '_p99']['median']:.0f} us"
-            r = row("talk", f"drover-py, {label}", metric, unit, stats["drover"][measure], stats["mp"][measure], "mp.Pipe", goal=goal, note=note)
+            r = row(
+                "talk",
+                f"drover-py, {label}",
+                metric,
+                unit,
+                stats["drover"][measure],
+                stats["mp"][measure],
+                "mp.Pipe",
+                goal=goal,
+                note=note,
+            )
             cmp = r["cmp"]
             r["ok"] = cmp is not None and (cmp >= TPUT_GOAL if higher else cmp <= RTT_GOAL)
             rows.append(r)
@@ -265,7 +278,16 @@ def main() -> None:
             metric = MEASURES["rtt_m2w"][0]
             value = stats[floor]["rtt_m2w"]
             note = f"p99 {stats[floor]['rtt_m2w_p99']['median']:.0f} us; drover-py is {stats['drover']['rtt_m2w']['median'] / value['median']:.2f}x this"
-            r = row("talk", f"{FLOOR_LABELS[floor]}, {label}", metric, "us", value, stats["mp"]["rtt_m2w"], "mp.Pipe", note=note)
+            r = row(
+                "talk",
+                f"{FLOOR_LABELS[floor]}, {label}",
+                metric,
+                "us",
+                value,
+                stats["mp"]["rtt_m2w"],
+                "mp.Pipe",
+                note=note,
+            )
             rows.append(r)
             log(f"{label}: {FLOOR_LABELS[floor]}: {value['median']:.1f} us, ratio to mp.Pipe {r['cmp']:.2f}; {note}")
     notes = [

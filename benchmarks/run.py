@@ -61,7 +61,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and sizes (about 2 minutes)")
     parser.add_argument("--only", nargs="+", choices=list(BENCHES), metavar="NAME", help=f"among: {', '.join(BENCHES)}")
     parser.add_argument(
-        "--publish", action="store_true", help="also write the table and plots to benchmarks/latest/ (full runs of everything only)"
+        "--publish",
+        action="store_true",
+        help="also write the table and plots to benchmarks/latest/ (full runs of everything only)",
     )
     args = parser.parse_args()
     if args.publish and (args.quick or args.only):
@@ -71,6 +73,7 @@ def parse_args() -> argparse.Namespace:
 
 def git_state() -> dict[str, Any]:
     """Return the commit measured and whether src/ differs from it."""
+
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True, timeout=10)
@@ -141,7 +144,9 @@ def run_bench(name: str, quick: bool) -> dict[str, Any] | None:
     elapsed = time.monotonic() - start
     if proc.returncode != 0 or not out.exists():
         tail = log_path.read_text()[-1500:]
-        print(f"   {name} failed (exit {proc.returncode}); log {log_path.relative_to(HERE.parent)}:\n{tail}", flush=True)
+        print(
+            f"   {name} failed (exit {proc.returncode}); log {log_path.relative_to(HERE.parent)}:\n{tail}", flush=True
+        )
         return None
     doc: dict[str, Any] = json.loads(out.read_text())
     doc["elapsed_s"] = elapsed
@@ -177,7 +182,17 @@ def fmt_stat(stat: dict[str, Any] | None, unit: str) -> str:
     return text
 
 
-HEADER = ["bench", "case", "metric", "unit", "drover-py median [min-max]", "reference median [min-max]", "cmp", "goal", ""]
+HEADER = [
+    "bench",
+    "case",
+    "metric",
+    "unit",
+    "drover-py median [min-max]",
+    "reference median [min-max]",
+    "cmp",
+    "goal",
+    "",
+]
 
 
 def cells(rows: list[dict[str, Any]]) -> list[list[str]]:
@@ -197,7 +212,17 @@ def cells(rows: list[dict[str, Any]]) -> list[list[str]]:
         if r["ref_label"]:
             ref = f"{ref} ({r['ref_label']})"
         lines.append(
-            [r["bench"], r["case"], r["metric"], r["unit"], fmt_stat(r["value"], r["unit"]), ref, cmp, r["goal"], status]
+            [
+                r["bench"],
+                r["case"],
+                r["metric"],
+                r["unit"],
+                fmt_stat(r["value"], r["unit"]),
+                ref,
+                cmp,
+                r["goal"],
+                status,
+            ]
         )
     return lines
 

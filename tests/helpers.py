@@ -23,7 +23,14 @@ class EventLog:
     def __init__(self, master: Master) -> None:
         self.events: list[tuple[str, tuple[object, ...]]] = []
         self._changed = anyio.Event()
-        for name in ("worker-exit", "worker-retired", "worker-started", "status-changed", "restarts-exhausted", "message"):
+        for name in (
+            "worker-exit",
+            "worker-retired",
+            "worker-started",
+            "status-changed",
+            "restarts-exhausted",
+            "message",
+        ):
             master.on(name, self._recorder(name))
 
     def _recorder(self, name: str) -> Callable[..., None]:

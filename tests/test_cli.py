@@ -35,7 +35,9 @@ async def read_line(process: Process, prefix: str) -> str:
             buffer += await process.stdout.receive()
 
 
-async def ctl(sock: Path, *words: str, key: str | None = KEY, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+async def ctl(
+    sock: Path, *words: str, key: str | None = KEY, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if k != "DROVER_PY_KEY"}
     if key is not None:
         env["DROVER_PY_KEY"] = key
@@ -48,8 +50,21 @@ async def ctl(sock: Path, *words: str, key: str | None = KEY, stdin: bytes | Non
 async def test_run_and_ctl(tmp_path: Path, anyio_backend: str) -> None:
     sock = tmp_path / "ctl.sock"
     command = [
-        sys.executable, "-m", "drover_py", "run", str(WORKER), "-w", "2", "--control", str(sock),
-        "--control-tcp", "127.0.0.1:0", "--backend", anyio_backend, "--stop-timeout", "10",
+        sys.executable,
+        "-m",
+        "drover_py",
+        "run",
+        str(WORKER),
+        "-w",
+        "2",
+        "--control",
+        str(sock),
+        "--control-tcp",
+        "127.0.0.1:0",
+        "--backend",
+        anyio_backend,
+        "--stop-timeout",
+        "10",
     ]
     with open(tmp_path / "stderr.txt", "wb") as stderr:
         process = await anyio.open_process(
@@ -77,7 +92,10 @@ async def test_run_and_ctl(tmp_path: Path, anyio_backend: str) -> None:
         denied = await ctl(sock, "health", key=None)
         assert denied.returncode == 4 and denied.stderr.decode().startswith("drover-py ctl: unauthorized")
         failed = await ctl(sock, "scale", "zero")
-        assert failed.returncode == 1 and "scale failed: scale: argument 'count' must be an integer" in failed.stderr.decode()
+        assert (
+            failed.returncode == 1
+            and "scale failed: scale: argument 'count' must be an integer" in failed.stderr.decode()
+        )
         unknown = await ctl(sock, "bogus")
         assert unknown.returncode == 1 and "unknown command 'bogus'" in unknown.stderr.decode()
         nowhere = await ctl(tmp_path / "nowhere.sock", "health")
@@ -111,8 +129,21 @@ async def test_run_as_the_readme_writes_it_and_health_fails_when_a_slot_is_down(
     # $DROVER_PY_WORKERS; a slot that crashed (no restart) makes `ctl health` exit 1
     sock = tmp_path / "ctl.sock"
     command = [
-        sys.executable, "-m", "drover_py", "run", str(WORKER), "--control", str(sock), "--restart", "off",
-        "--stop-timeout", "10", "--no-proctitle", "--", "--app-flag", "value",
+        sys.executable,
+        "-m",
+        "drover_py",
+        "run",
+        str(WORKER),
+        "--control",
+        str(sock),
+        "--restart",
+        "off",
+        "--stop-timeout",
+        "10",
+        "--no-proctitle",
+        "--",
+        "--app-flag",
+        "value",
     ]
     env = {**os.environ, "DROVER_PY_KEY": KEY, "DROVER_PY_WORKERS": "2", "TEST_BEHAVIOUR": "exit_after_start@1=5"}
     process = await anyio.open_process(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
@@ -140,7 +171,9 @@ async def test_run_as_the_readme_writes_it_and_health_fails_when_a_slot_is_down(
 async def test_run_refuses_a_missing_script(tmp_path: Path) -> None:
     with anyio.fail_after(30):
         result = await anyio.run_process(
-            [sys.executable, "-m", "drover_py", "run", str(tmp_path / "missing.py"), "--no-control"], check=False, cwd=tmp_path
+            [sys.executable, "-m", "drover_py", "run", str(tmp_path / "missing.py"), "--no-control"],
+            check=False,
+            cwd=tmp_path,
         )
     # a bad option: exit code 2, one line naming it as the user typed it, no traceback
     assert result.returncode == 2 and b"no such file" in result.stderr
@@ -170,7 +203,9 @@ async def test_run_preload_takes_modules_only_after_an_equals_sign(tmp_path: Pat
     async def run(*options: str, behaviour: str = "") -> subprocess.CompletedProcess[bytes]:
         command = [sys.executable, "-m", "drover_py", "run", *options, "-w", "1", "--no-control", "--restart", "off"]
         with anyio.fail_after(30):
-            return await anyio.run_process(command, env={**os.environ, "TEST_BEHAVIOUR": behaviour}, check=False, cwd=tmp_path)
+            return await anyio.run_process(
+                command, env={**os.environ, "TEST_BEHAVIOUR": behaviour}, check=False, cwd=tmp_path
+            )
 
     # --preload=MODULES: the template imports those (a missing one fails the start, named)
     missing = await run("--preload=json,drover_py_no_such_module", str(WORKER))

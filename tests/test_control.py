@@ -84,10 +84,16 @@ async def test_builtin_commands(make_master: MasterBuilder, tmp_path: Path) -> N
         assert [(w["slot"], w["status"], w["restarts"]) for w in workers] == [(0, "STARTED", 0), (1, "STARTED", 0)]
         assert all(isinstance(w["rss"], int) and w["rss"] > 0 and isinstance(w["uptime"], float) for w in workers)
         assert result((await client.run("health")).body) == {
-            "healthy": True, "started": 2, "count": 2, "failed": 0, "pid": os.getpid()
+            "healthy": True,
+            "started": 2,
+            "count": 2,
+            "failed": 0,
+            "pid": os.getpid(),
         }
         names = [row["name"] for row in rows((await client.run("help")).body)]
-        assert names == sorted(["help", "workers", "health", "start", "restart", "upgrade", "scale", "shutdown", "exit"])
+        assert names == sorted(
+            ["help", "workers", "health", "start", "restart", "upgrade", "scale", "shutdown", "exit"]
+        )
         restart_help = result((await client.run("help", ["restart"])).body)
         assert isinstance(restart_help, dict) and restart_help["usage"] == "restart [TARGET] [TIMEOUT]"
         assert (await client.run("start")).status == 409  # already started
@@ -112,7 +118,11 @@ async def test_builtin_commands(make_master: MasterBuilder, tmp_path: Path) -> N
         assert [w.slot for w in master.workers] == [0, 1]
         assert victim.pid is not None and not is_running(victim.pid)
         assert result((await client.run("health")).body) == {
-            "healthy": False, "started": 2, "count": 3, "failed": 0, "pid": os.getpid()
+            "healthy": False,
+            "started": 2,
+            "count": 3,
+            "failed": 0,
+            "pid": os.getpid(),
         }
 
         v2 = tmp_path / "v2.py"
@@ -175,7 +185,16 @@ async def test_custom_commands_override_and_disable(make_master: MasterBuilder, 
         greet_help = result((await client.request("GET", "/commands/greet")).body)
         assert isinstance(greet_help, dict) and greet_help["usage"] == "greet NAME [TIMES] [SHOUT] [PAUSE]"
         assert greet_help["summary"] == "Greet NAME." and "TIMES times" in str(greet_help["help"])
-        bad: list[JSON] = [None, ["a", "b"], ["a", 1, True, 1.5, "x"], {"nom": "a"}, {"name": 1}, ["a", 1.5], ["a", 1, "maybe"], "a"]
+        bad: list[JSON] = [
+            None,
+            ["a", "b"],
+            ["a", 1, True, 1.5, "x"],
+            {"nom": "a"},
+            {"name": 1},
+            ["a", 1.5],
+            ["a", 1, "maybe"],
+            "a",
+        ]
         for args in bad:
             reply = await client.run("greet", args)
             assert reply.status == 400 and reply.error.startswith("greet"), (args, reply)
@@ -188,7 +207,11 @@ async def test_custom_commands_override_and_disable(make_master: MasterBuilder, 
         assert (refused.status, refused.error) == (400, "not today")
         master.commands.remove("health")
         assert result((await client.run("health")).body) == {
-            "healthy": False, "started": 0, "count": 1, "failed": 0, "pid": os.getpid()
+            "healthy": False,
+            "started": 0,
+            "count": 1,
+            "failed": 0,
+            "pid": os.getpid(),
         }
         assert result((await client.run("greet", ["still", "1"])).body) == "hello still"  # the server lived on
 
@@ -245,7 +268,9 @@ async def test_unix_socket_key_is_optional_and_enforced_when_set(make_master: Ma
     async with served(make_master(count=1), tmp_path, start=False, access_key=KEY) as (server, client):
         assert (await client.run("health")).ok
         assert (await ControlClient(unix=str(server.unix_path)).run("health")).status == 401
-        status, reply = await raw(tmp_path / "ctl.sock", b"GET /masters HTTP/1.1\r\nHost: x\r\nAuthorization: Basic abc\r\n\r\n")
+        status, reply = await raw(
+            tmp_path / "ctl.sock", b"GET /masters HTTP/1.1\r\nHost: x\r\nAuthorization: Basic abc\r\n\r\n"
+        )
         assert status == 401 and b"www-authenticate: Bearer" in reply
 
 
@@ -256,7 +281,9 @@ async def test_malformed_and_wrong_requests(make_master: MasterBuilder, tmp_path
         assert (await raw(sock, b"\x00\x01garbage\r\n\r\n"))[0] == 400
         assert (await raw(sock, b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20000 + b"\r\n\r\n"))[0] == 431
         big = b"[" + b"1," * 1000 + b"1]"
-        assert (await raw(sock, b"POST /commands/help HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big) + big))[0] == 413
+        assert (
+            await raw(sock, b"POST /commands/help HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big) + big)
+        )[0] == 413
         assert (await raw(sock, b"POST /commands/help HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{nope"))[0] == 400
         assert (await raw(sock, b"POST /commands/help HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n42"))[0] == 400
         status, reply = await raw(sock, b"DELETE /commands/workers HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -265,7 +292,9 @@ async def test_malformed_and_wrong_requests(make_master: MasterBuilder, tmp_path
         assert (await raw(sock, b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"))[0] == 404
         assert (await raw(sock, b"GET /commands/workers?master=other HTTP/1.1\r\nHost: x\r\n\r\n"))[0] == 404
         # a request that never completes is answered 408 after request_timeout
-        assert (await raw(sock, b"POST /commands/help HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n[1", eof=False))[0] == 408
+        assert (await raw(sock, b"POST /commands/help HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n[1", eof=False))[
+            0
+        ] == 408
         # keep-alive: two requests on one connection, both answered
         status, reply = await raw(
             sock,
@@ -331,7 +360,8 @@ async def test_several_masters_start_and_exit(make_master: MasterBuilder, tmp_pa
         assert "extra" not in server.masters
         [pid] = [w.pid for w in one.workers]
         assert result((await client.run("exit", ["now"], master="two")).body) == {
-            "done": True, "message": "every master was shut down hard"
+            "done": True,
+            "message": "every master was shut down hard",
         }
         with anyio.fail_after(5):
             await server.wait_exit()

@@ -16,7 +16,11 @@ def test_a_workers_variables_and_its_templates_environment() -> None:
         "DROVER_PY_CHANNEL": "5,9", "DROVER_PY_SLOT": "2", "DROVER_PY_WORKER_ID": "7", "DROVER_PY_SOCKETS": "3,4",
         "DROVER_PY_HEARTBEAT": "1.5",
     }  # fmt: skip
-    assert _env.worker_vars(channel=(5, 9), slot=0, worker_id=1).keys() == {"DROVER_PY_CHANNEL", "DROVER_PY_SLOT", "DROVER_PY_WORKER_ID"}
+    assert _env.worker_vars(channel=(5, 9), slot=0, worker_id=1).keys() == {
+        "DROVER_PY_CHANNEL",
+        "DROVER_PY_SLOT",
+        "DROVER_PY_WORKER_ID",
+    }
     worker = {"HOME": "/home/app", "APP_SETTING": "x", **env, _env.PROCTITLE_ENV: "drover-py worker 2: app.py"}
     assert _env.template_env(worker) == {"HOME": "/home/app", "APP_SETTING": "x"}
     assert set(_env.FD_ENV) <= set(_env.PER_WORKER)
@@ -27,7 +31,9 @@ def test_values_parse_back() -> None:
     for bad in ["", "5", "a,b", "5,5", "-1,3"]:
         with pytest.raises(ValueError):
             _env.parse_channel(bad)
-    assert _env.parse_sockets(_env.worker_vars(channel=(5, 9), slot=0, worker_id=1, sockets=(3, 4))["DROVER_PY_SOCKETS"]) == [3, 4]
+    assert _env.parse_sockets(
+        _env.worker_vars(channel=(5, 9), slot=0, worker_id=1, sockets=(3, 4))["DROVER_PY_SOCKETS"]
+    ) == [3, 4]
     assert _env.parse_sockets("") == []
 
 

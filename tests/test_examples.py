@@ -238,9 +238,7 @@ async def test_graceful_reload_reloads_on_sighup(anyio_backend: str) -> None:
 
 
 @pytest.mark.parametrize(("example", "app"), [("uvicorn_app", "app:app"), ("wsgi_sync", "wsgi:app")])
-async def test_example_app_serves_with_drover_py_serve(
-    example: str, app: str, anyio_backend: str
-) -> None:
+async def test_example_app_serves_with_drover_py_serve(example: str, app: str, anyio_backend: str) -> None:
     """The README's command, in the example's folder: serve, reload on SIGHUP, shut down on SIGINT.
 
     ``--backend`` is the event loop of the master and of the workers (trio: hypercorn).
@@ -288,7 +286,9 @@ async def test_uvicorn_app_answers_every_request_across_reloads(anyio_backend: s
 
 async def test_wsgi_sync_answers_every_request_across_reloads_in_preload_mode(anyio_backend: str) -> None:
     """The WSGI app, its workers forked from a template, reloaded three times under a keep-alive client: none fails."""
-    await answers_every_request_across_reloads(ServeOptions("wsgi:app", app_dir=str(EXAMPLES / "wsgi_sync")), preload=True)
+    await answers_every_request_across_reloads(
+        ServeOptions("wsgi:app", app_dir=str(EXAMPLES / "wsgi_sync")), preload=True
+    )
 
 
 async def answers_every_request_across_reloads(options: ServeOptions, *, preload: bool = False) -> None:

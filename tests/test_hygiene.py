@@ -154,8 +154,15 @@ def python_for_nobody() -> tuple[str, dict[str, str]]:
         try:
             result = subprocess.run(
                 [path, "-c", probe, str(OBSERVER)],
-                env=env, cwd="/", user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[nobody.pw_gid],
-                capture_output=True, text=True, timeout=30, check=False,
+                env=env,
+                cwd="/",
+                user=nobody.pw_uid,
+                group=nobody.pw_gid,
+                extra_groups=[nobody.pw_gid],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
             )
         except OSError as exc:
             tried[-1] += f" ({exc.strerror})"
@@ -164,18 +171,27 @@ def python_for_nobody() -> tuple[str, dict[str, str]]:
             return path, env
         tried[-1] += f" (exit {result.returncode}: {result.stderr.strip().splitlines()[-1:] or result.stdout.strip()})"
     version = "{}.{}".format(*sys.version_info)
-    pytest.skip(f"user nobody cannot run a Python {version} with drover_py and the test app here; tried: {'; '.join(tried)}")
+    pytest.skip(
+        f"user nobody cannot run a Python {version} with drover_py and the test app here; tried: {'; '.join(tried)}"
+    )
 
 
 @pytest.mark.anyio
 @BOTH_SPAWN_MODES
-async def test_workers_drop_privileges_to_the_user(python_for_nobody: tuple[str, dict[str, str]], spawn_mode: str) -> None:
+async def test_workers_drop_privileges_to_the_user(
+    python_for_nobody: tuple[str, dict[str, str]], spawn_mode: str
+) -> None:
     python, env = python_for_nobody
     nobody = _nobody()
     options: dict[str, Any] = {"start_timeout": 20.0, "stop_timeout": 10.0, "kill_timeout": 2.0}
     created = MasterFactory.create(
-        script=OBSERVER, count=1, user="nobody", cwd="/", env={**env, "LOGNAME": "custom"},
-        preload=spawn_mode == "preload", **options,
+        script=OBSERVER,
+        count=1,
+        user="nobody",
+        cwd="/",
+        env={**env, "LOGNAME": "custom"},
+        preload=spawn_mode == "preload",
+        **options,
     )
     master = Master(attrs.evolve(created.config, python=python))
     groups = sorted(set(os.getgrouplist("nobody", nobody.pw_gid)))
@@ -260,7 +276,9 @@ def test_cwd_is_resolved_to_an_absolute_path(tmp_path: Path, monkeypatch: pytest
 
 def test_a_master_that_is_not_root_cannot_switch_user_or_group() -> None:
     root_group = grp.getgrgid(0).gr_name
-    with pytest.raises(ConfigError, match=r"dropping privileges to user 'root' \(uid 0\) needs the master to run as root") as info:
+    with pytest.raises(
+        ConfigError, match=r"dropping privileges to user 'root' \(uid 0\) needs the master to run as root"
+    ) as info:
         resolve_run_as("root", None, euid=1000, egid=1000)
     assert info.value.option == "user"
     with pytest.raises(ConfigError, match="switching workers to gid 0 needs the master to run as root") as info:

@@ -32,7 +32,10 @@ def test_splitter_keeps_partial_lines_until_complete() -> None:
     assert splitter.flush() is None
 
 
-@given(lines=st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=20), cuts=st.lists(st.integers(0, 1000)))
+@given(
+    lines=st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=20),
+    cuts=st.lists(st.integers(0, 1000)),
+)
 def test_any_cut_of_a_stream_gives_the_same_lines(lines: list[bytes], cuts: list[int]) -> None:
     stream = b"".join(line + b"\n" for line in lines)
     bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
@@ -81,7 +84,9 @@ def parse(stream: bytes) -> dict[str, list[bytes]]:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("preload", [False, True], ids=["exec", "preload"])
-async def test_two_chatty_workers_never_interleave_mid_line(capfdbinary: pytest.CaptureFixture[bytes], preload: bool) -> None:
+async def test_two_chatty_workers_never_interleave_mid_line(
+    capfdbinary: pytest.CaptureFixture[bytes], preload: bool
+) -> None:
     count = 3000
     master = MasterFactory.create(
         script=CHATTY,

@@ -146,8 +146,16 @@ def test_conversation_frames_round_trip(payload: object, request_id: int, name: 
     )
     message, request, response, error, credit, stop = decoder.feed(stream)
     assert isinstance(message, proto.Data) and message.type == proto.MESSAGE and message.payload == payload
-    assert isinstance(request, proto.Data) and (request.id, request.name, request.payload) == (request_id, name, payload)
-    assert isinstance(response, proto.Data) and (response.id, response.payload, response.error) == (request_id, payload, None)
+    assert isinstance(request, proto.Data) and (request.id, request.name, request.payload) == (
+        request_id,
+        name,
+        payload,
+    )
+    assert isinstance(response, proto.Data) and (response.id, response.payload, response.error) == (
+        request_id,
+        payload,
+        None,
+    )
     assert isinstance(error, proto.Data) and error.error == ("ValueError", name)
     assert isinstance(credit, proto.Data) and credit.n == request_id % 1000 + 1
     assert stop == proto.STOP
@@ -246,6 +254,9 @@ def test_too_deeply_nested_payload_is_refused_by_the_sender() -> None:
 
 def test_deeply_nested_payload_is_a_protocol_error_not_a_crash() -> None:
     nested = b"[" * 30_000 + b"]" * 30_000
-    for frame in (b'{"type":"message","data":' + nested + b"}\n", b'{"type":"request","id":1,"name":"a","data":' + nested + b"}\n"):
+    for frame in (
+        b'{"type":"message","data":' + nested + b"}\n",
+        b'{"type":"request","id":1,"name":"a","data":' + nested + b"}\n",
+    ):
         with pytest.raises(ProtocolError, match="malformed"):
             proto.Decoder(proto.TO_MASTER).feed(frame)

@@ -312,9 +312,7 @@ async def test_signals_drive_reload_scale_and_shutdown(master_backend: str) -> N
         first = ready["ready"]
         assert isinstance(first, list) and len(first) == 2
         process.send_signal(signal.SIGHUP)
-        await wait_json(
-            process, buffer, lambda m: m.get("total") == 2 and not set(first) & set(m["started"])
-        )
+        await wait_json(process, buffer, lambda m: m.get("total") == 2 and not set(first) & set(m["started"]))
         process.send_signal(signal.SIGTTIN)
         await wait_json(process, buffer, lambda m: m.get("total") == 3 and len(m["started"]) == 3)
         process.send_signal(signal.SIGTTOU)

@@ -227,7 +227,9 @@ class KeepAliveClient:
 
         in_time = await anyio.to_thread.run_sync(wait, abandon_on_cancel=True)
         assert self.failure is None, self.failure
-        assert in_time and not self._finished, f"not done in {timeout} s after {len(self.pids)} answers by {sorted(set(self.pids))}"
+        assert in_time and not self._finished, (
+            f"not done in {timeout} s after {len(self.pids)} answers by {sorted(set(self.pids))}"
+        )
 
 
 @asynccontextmanager
@@ -253,13 +255,25 @@ def runs(pids: list[int]) -> list[int]:
 async def test_serves_with_two_workers_and_sigterm_leaves_no_process(tmp_path: Path, anyio_backend: str) -> None:
     with anyio.fail_after(DEADLINE):
         async with open_serve(
-            "starlette_app:app", "-w", "2", "--app-dir", str(SERVE_APPS), "--backend", anyio_backend, "--no-control",
-            *QUIET, cwd=tmp_path,
+            "starlette_app:app",
+            "-w",
+            "2",
+            "--app-dir",
+            str(SERVE_APPS),
+            "--backend",
+            anyio_backend,
+            "--no-control",
+            *QUIET,
+            cwd=tmp_path,
         ) as serve:
             serving = await serve.serving()
             server = "uvicorn" if anyio_backend == "asyncio" else "hypercorn"
             assert serving.group("app", "interface", "server", "backend", "workers") == (
-                "starlette_app:app", "ASGI", server, anyio_backend, "2"
+                "starlette_app:app",
+                "ASGI",
+                server,
+                anyio_backend,
+                "2",
             )
             port = int(serving["port"])
             body, pid = await anyio.to_thread.run_sync(get, port)
@@ -277,8 +291,13 @@ async def test_workers_from_the_environment(tmp_path: Path) -> None:
     """``DROVER_PY_WORKERS=2`` is ``-w 2``."""
     with anyio.fail_after(DEADLINE):
         async with open_serve(
-            "starlette_app:app", "--app-dir", str(SERVE_APPS), "--no-control", *QUIET,
-            cwd=tmp_path, env=serve_env(DROVER_PY_WORKERS="2"),
+            "starlette_app:app",
+            "--app-dir",
+            str(SERVE_APPS),
+            "--no-control",
+            *QUIET,
+            cwd=tmp_path,
+            env=serve_env(DROVER_PY_WORKERS="2"),
         ) as serve:
             serving = await serve.serving()
             assert serving["workers"] == "2"
@@ -304,12 +323,25 @@ async def test_app_dir_interface_and_factory(
     elsewhere.mkdir()
     with anyio.fail_after(DEADLINE):
         async with open_serve(
-            app, *options, "-w", "1", "--app-dir", str(SERVE_APPS), "--backend", anyio_backend, "--no-control",
-            *QUIET, cwd=elsewhere,
+            app,
+            *options,
+            "-w",
+            "1",
+            "--app-dir",
+            str(SERVE_APPS),
+            "--backend",
+            anyio_backend,
+            "--no-control",
+            *QUIET,
+            cwd=elsewhere,
         ) as serve:
             serving = await serve.serving()
             # WSGI apps are served by waitress (threads, no event loop) whatever the backend
-            expected = ("waitress", None) if interface == "WSGI" else ({"asyncio": "uvicorn", "trio": "hypercorn"}[anyio_backend], anyio_backend)
+            expected = (
+                ("waitress", None)
+                if interface == "WSGI"
+                else ({"asyncio": "uvicorn", "trio": "hypercorn"}[anyio_backend], anyio_backend)
+            )
             assert (serving["app"], serving["interface"]) == (app, interface)
             assert (serving["server"], serving["backend"]) == expected
             answer, pid = await anyio.to_thread.run_sync(get, int(serving["port"]))
@@ -319,7 +351,10 @@ async def test_app_dir_interface_and_factory(
 
 @pytest.mark.parametrize(
     ("app", "servers"),
-    [("starlette_app:app", {"asyncio": "uvicorn", "trio": "hypercorn"}), ("flask_app:app", {"asyncio": "waitress", "trio": "waitress"})],
+    [
+        ("starlette_app:app", {"asyncio": "uvicorn", "trio": "hypercorn"}),
+        ("flask_app:app", {"asyncio": "waitress", "trio": "waitress"}),
+    ],
     ids=["asgi", "wsgi"],
 )
 async def test_preload_imports_the_app_and_only_its_server_once(
@@ -328,8 +363,17 @@ async def test_preload_imports_the_app_and_only_its_server_once(
     """``--preload``: every worker runs the app its template imported, with the one server it needs; a reload makes a new template."""
     with anyio.fail_after(DEADLINE):
         async with open_serve(
-            app, "-w", "2", "--preload", "--app-dir", str(SERVE_APPS), "--backend", anyio_backend, "--no-control",
-            *QUIET, cwd=tmp_path,
+            app,
+            "-w",
+            "2",
+            "--preload",
+            "--app-dir",
+            str(SERVE_APPS),
+            "--backend",
+            anyio_backend,
+            "--no-control",
+            *QUIET,
+            cwd=tmp_path,
         ) as serve:
             port = int((await serve.serving())["port"])
             answers = [await anyio.to_thread.run_sync(get_with_headers, port) for _ in range(10)]
@@ -348,7 +392,9 @@ async def test_preload_imports_the_app_and_only_its_server_once(
 
 
 @pytest.mark.parametrize("app", ["starlette_app:app", "flask_app:app"], ids=["asgi", "wsgi"])
-async def test_sighup_reload_loses_no_request_of_a_keep_alive_client(tmp_path: Path, anyio_backend: str, app: str) -> None:
+async def test_sighup_reload_loses_no_request_of_a_keep_alive_client(
+    tmp_path: Path, anyio_backend: str, app: str
+) -> None:
     """The issue's test: one keep-alive client, no retry, requests back to back through a reload of -w 1.
 
     The old worker answers until it is told to stop; its next answer says
@@ -356,7 +402,16 @@ async def test_sighup_reload_loses_no_request_of_a_keep_alive_client(tmp_path: P
     """
     with anyio.fail_after(DEADLINE):
         async with open_serve(
-            app, "-w", "1", "--app-dir", str(SERVE_APPS), "--backend", anyio_backend, "--no-control", *QUIET, cwd=tmp_path
+            app,
+            "-w",
+            "1",
+            "--app-dir",
+            str(SERVE_APPS),
+            "--backend",
+            anyio_backend,
+            "--no-control",
+            *QUIET,
+            cwd=tmp_path,
         ) as serve:
             port = int((await serve.serving())["port"])
             async with open_keep_alive_client(port) as client:
@@ -377,8 +432,16 @@ async def test_sighup_reload_loses_no_request_of_a_keep_alive_client(tmp_path: P
 async def test_killed_worker_is_replaced(tmp_path: Path, anyio_backend: str) -> None:
     with anyio.fail_after(DEADLINE):
         async with open_serve(
-            "starlette_app:app", "-w", "1", "--app-dir", str(SERVE_APPS), "--backend", anyio_backend, "--no-control",
-            *QUIET, cwd=tmp_path,
+            "starlette_app:app",
+            "-w",
+            "1",
+            "--app-dir",
+            str(SERVE_APPS),
+            "--backend",
+            anyio_backend,
+            "--no-control",
+            *QUIET,
+            cwd=tmp_path,
         ) as serve:
             port = int((await serve.serving())["port"])
             _, victim = await anyio.to_thread.run_sync(get, port)
@@ -394,8 +457,18 @@ async def test_killed_worker_is_replaced(tmp_path: Path, anyio_backend: str) -> 
 async def test_max_requests_replaces_the_worker_and_loses_no_request(tmp_path: Path, anyio_backend: str) -> None:
     with anyio.fail_after(DEADLINE):
         async with open_serve(
-            "starlette_app:app", "-w", "1", "--max-requests", "5", "--app-dir", str(SERVE_APPS),
-            "--backend", anyio_backend, "--no-control", *QUIET, cwd=tmp_path,
+            "starlette_app:app",
+            "-w",
+            "1",
+            "--max-requests",
+            "5",
+            "--app-dir",
+            str(SERVE_APPS),
+            "--backend",
+            anyio_backend,
+            "--no-control",
+            *QUIET,
+            cwd=tmp_path,
         ) as serve:
             port = int((await serve.serving())["port"])
             async with open_keep_alive_client(port) as client:
@@ -412,14 +485,27 @@ async def test_max_requests_replaces_the_worker_and_loses_no_request(tmp_path: P
 
 async def test_import_error_fails_the_start_with_the_apps_traceback_only(tmp_path: Path, anyio_backend: str) -> None:
     code, out, err = await run_serve(
-        "broken_app:app", "-w", "2", "--app-dir", str(SERVE_APPS), "--backend", anyio_backend, "--no-control", *QUIET,
+        "broken_app:app",
+        "-w",
+        "2",
+        "--app-dir",
+        str(SERVE_APPS),
+        "--backend",
+        anyio_backend,
+        "--no-control",
+        *QUIET,
         cwd=tmp_path,
     )
     assert code == 1, err
     assert "serving" not in out
     lines = err.splitlines()
-    assert "drover-py serve: importing 'broken_app' failed: LookupError: broken_app: the setting BROKEN_SETTING is missing" in lines
-    assert lines[-1].startswith("drover-py serve: worker ") and "exited with code 3 before it sent 'started'" in lines[-1]
+    assert (
+        "drover-py serve: importing 'broken_app' failed: LookupError: broken_app: the setting BROKEN_SETTING is missing"
+        in lines
+    )
+    assert (
+        lines[-1].startswith("drover-py serve: worker ") and "exited with code 3 before it sent 'started'" in lines[-1]
+    )
     # Each traceback is the app's: its frames are in broken_app.py, none in drover-py or importlib.
     frames = [line for line in lines if line.lstrip().startswith('File "')]
     assert "Traceback (most recent call last):" in lines and frames
@@ -429,8 +515,17 @@ async def test_import_error_fails_the_start_with_the_apps_traceback_only(tmp_pat
 
 async def test_failing_lifespan_startup_fails_the_start(tmp_path: Path, anyio_backend: str) -> None:
     code, out, err = await run_serve(
-        "starlette_app:app", "-w", "1", "--app-dir", str(SERVE_APPS), "--backend", anyio_backend, "--no-control", *QUIET,
-        cwd=tmp_path, env=serve_env(SERVE_TEST_FAIL_LIFESPAN="1"),
+        "starlette_app:app",
+        "-w",
+        "1",
+        "--app-dir",
+        str(SERVE_APPS),
+        "--backend",
+        anyio_backend,
+        "--no-control",
+        *QUIET,
+        cwd=tmp_path,
+        env=serve_env(SERVE_TEST_FAIL_LIFESPAN="1"),
     )
     assert code == 1, out + err
     assert "serving" not in out
@@ -444,8 +539,17 @@ async def test_a_slow_start_or_reload_shows_which_workers_are_pending(tmp_path: 
     env = serve_env(SERVE_TEST_GATE=str(gate))
     with anyio.fail_after(DEADLINE):
         async with open_serve(
-            "starlette_app:app", "-w", "1", "--app-dir", str(SERVE_APPS), "--backend", anyio_backend, "--no-control",
-            *QUIET, cwd=tmp_path, env=env,
+            "starlette_app:app",
+            "-w",
+            "1",
+            "--app-dir",
+            str(SERVE_APPS),
+            "--backend",
+            anyio_backend,
+            "--no-control",
+            *QUIET,
+            cwd=tmp_path,
+            env=env,
         ) as serve:
             # not a terminal: plain lines, the first after 2 s of waiting
             await serve.wait_for(r"drover-py: starting: 0 of 1 ready after \d+ s; waiting for worker 1 \(slot 0\)")
@@ -480,7 +584,9 @@ def write_atomically(path: Path, text: str) -> None:
     partial.rename(path)
 
 
-async def test_reload_on_change_keeps_the_old_version_when_the_new_one_is_broken(tmp_path: Path, anyio_backend: str) -> None:
+async def test_reload_on_change_keeps_the_old_version_when_the_new_one_is_broken(
+    tmp_path: Path, anyio_backend: str
+) -> None:
     site = tmp_path / "site"
     site.mkdir()
     source = (SERVE_APPS / "starlette_app.py").read_text()
@@ -490,8 +596,19 @@ async def test_reload_on_change_keeps_the_old_version_when_the_new_one_is_broken
     env = serve_env(PYTHONDONTWRITEBYTECODE="1")
     with anyio.fail_after(DEADLINE):
         async with open_serve(
-            "main:app", "-w", "1", "--reload", "--app-dir", str(site), "--backend", anyio_backend, "--control", str(sock),
-            *QUIET, cwd=tmp_path, env=env,
+            "main:app",
+            "-w",
+            "1",
+            "--reload",
+            "--app-dir",
+            str(site),
+            "--backend",
+            anyio_backend,
+            "--control",
+            str(sock),
+            *QUIET,
+            cwd=tmp_path,
+            env=env,
         ) as serve:
             port = int((await serve.serving())["port"])
             await serve.wait_for(r"drover-py: watching .* for changes")
@@ -503,14 +620,20 @@ async def test_reload_on_change_keeps_the_old_version_when_the_new_one_is_broken
                 write_atomically(site / "main.py", text)
                 await serve.wait_for(outcome, count=count)
 
-            await edit(source.replace('VERSION = "v1"', 'VERSION = "v2"'), r"drover-py: reloaded 1 worker in \d+\.\d\d s", 1)
+            await edit(
+                source.replace('VERSION = "v1"', 'VERSION = "v2"'), r"drover-py: reloaded 1 worker in \d+\.\d\d s", 1
+            )
             assert (await anyio.to_thread.run_sync(get, port))[0].startswith("v2 pid=")
 
-            await edit(source + "\ndef broken(:\n", r"drover-py: reload failed, the previous version keeps serving: .*", 1)
+            await edit(
+                source + "\ndef broken(:\n", r"drover-py: reload failed, the previous version keeps serving: .*", 1
+            )
             assert "SyntaxError" in serve.output["err"]
             assert (await anyio.to_thread.run_sync(get, port))[0].startswith("v2 pid=")
 
-            await edit(source.replace('VERSION = "v1"', 'VERSION = "v3"'), r"drover-py: reloaded 1 worker in \d+\.\d\d s", 2)
+            await edit(
+                source.replace('VERSION = "v1"', 'VERSION = "v3"'), r"drover-py: reloaded 1 worker in \d+\.\d\d s", 2
+            )
             assert (await anyio.to_thread.run_sync(get, port))[0].startswith("v3 pid=")
             assert len(await serve.wait_for(r"drover-py: site/main\.py changed; reloading", count=3)) == 3
             await serve.terminate()

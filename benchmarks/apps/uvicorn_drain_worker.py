@@ -59,6 +59,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: accepted just before to deliver their requests (see ``on_stop`` in `main`).
 ACCEPTED_GRACE = 0.1
 
+
 def signal_ready(app: ASGIApp, ready: anyio.Event) -> ASGIApp:
     """Wrap ``app`` so that ``ready`` is set once it sent "lifespan.startup.complete"."""
 

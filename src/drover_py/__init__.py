@@ -46,6 +46,7 @@ def _own(value: object) -> object:
         value.__module__ = __name__
     return value
 
+
 if TYPE_CHECKING:
     from ._client import ControlClient as ControlClient
     from ._client import ControlConnectError as ControlConnectError

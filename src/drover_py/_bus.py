@@ -45,8 +45,7 @@ def _channel_from_env() -> tuple[int, int]:
     value = os.environ.get(CHANNEL_ENV)
     if value is None:
         raise ChannelError(
-            f"no drover-py channel: {CHANNEL_ENV} is not set. "
-            "This script must be started by a drover_py Master."
+            f"no drover-py channel: {CHANNEL_ENV} is not set. This script must be started by a drover_py Master."
         )
     try:
         read_fd, write_fd = parse_channel(value)

@@ -51,44 +51,151 @@ def _add_master_options(parser: argparse.ArgumentParser, *, default_bind: str | 
     """Add the options ``run`` and ``serve`` share: workers, sockets, control, policies."""
     where = f" (default: {default_bind})" if default_bind else ""
     parser.add_argument("-w", "--workers", type=int, default=None, help="number of workers (default: CPU count)")
-    parser.add_argument("-b", "--bind", action="append", default=[], metavar="ADDR", help=f"listening socket every worker inherits: HOST:PORT, unix:PATH, fd://N, systemd (repeatable){where}")
-    modules = "; --preload=MOD,MOD imports these instead of the script's top-level imports" if default_bind is None else ""
-    parser.add_argument("--preload", action="store_true", help=f"fork workers from a template process that imported the code once (fast start and reload){modules}")
-    parser.add_argument("--control", default=None, metavar="PATH", help=f"control socket (default: ${SOCKET_ENV} or ./{DEFAULT_SOCKET})")
-    parser.add_argument("--control-tcp", default=None, metavar="HOST:PORT", help="also serve the control API on TCP (needs a key)")
+    parser.add_argument(
+        "-b",
+        "--bind",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help=f"listening socket every worker inherits: HOST:PORT, unix:PATH, fd://N, systemd (repeatable){where}",
+    )
+    modules = (
+        "; --preload=MOD,MOD imports these instead of the script's top-level imports" if default_bind is None else ""
+    )
+    parser.add_argument(
+        "--preload",
+        action="store_true",
+        help=f"fork workers from a template process that imported the code once (fast start and reload){modules}",
+    )
+    parser.add_argument(
+        "--control", default=None, metavar="PATH", help=f"control socket (default: ${SOCKET_ENV} or ./{DEFAULT_SOCKET})"
+    )
+    parser.add_argument(
+        "--control-tcp", default=None, metavar="HOST:PORT", help="also serve the control API on TCP (needs a key)"
+    )
     parser.add_argument("--no-control", action="store_true", help="serve no control API")
     parser.add_argument("--key", default=None, help=f"access key (better: ${KEY_ENV}, not visible in ps)")
-    parser.add_argument("--restart", choices=["off", "on-failure", "always"], default="on-failure", help="restart crashed workers (default: on-failure)")
-    parser.add_argument("--start-timeout", type=float, default=30.0, metavar="S", help="seconds a worker has to start (default: 30)")
-    parser.add_argument("--stop-timeout", type=float, default=30.0, metavar="S", help="seconds a worker has for its graceful stop (default: 30)")
+    parser.add_argument(
+        "--restart",
+        choices=["off", "on-failure", "always"],
+        default="on-failure",
+        help="restart crashed workers (default: on-failure)",
+    )
+    parser.add_argument(
+        "--start-timeout", type=float, default=30.0, metavar="S", help="seconds a worker has to start (default: 30)"
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a worker has for its graceful stop (default: 30)",
+    )
     parser.add_argument("--cwd", default=None, metavar="DIR", help="working directory of the workers")
-    parser.add_argument("--user", default=None, help="run the workers as this user (name or uid; the master must be root)")
-    parser.add_argument("--group", default=None, help="run the workers with this group (default: the user's primary group)")
-    parser.add_argument("--no-proctitle", action="store_true", help="leave process titles alone (they need setproctitle)")
-    parser.add_argument("--debug", action="store_true", help="drover-py's debug logs, and the traceback behind an error (also $DROVER_PY_DEBUG=1)")
+    parser.add_argument(
+        "--user", default=None, help="run the workers as this user (name or uid; the master must be root)"
+    )
+    parser.add_argument(
+        "--group", default=None, help="run the workers with this group (default: the user's primary group)"
+    )
+    parser.add_argument(
+        "--no-proctitle", action="store_true", help="leave process titles alone (they need setproctitle)"
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="drover-py's debug logs, and the traceback behind an error (also $DROVER_PY_DEBUG=1)",
+    )
 
 
 def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     from .serve._options import LOG_LEVELS
 
     serve.add_argument("app", metavar="MODULE:ATTR", help="the ASGI or WSGI app, e.g. main:app")
-    serve.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop: asyncio serves with uvicorn, trio with hypercorn (default: asyncio)")
-    serve.add_argument("--app-dir", default=".", metavar="DIR", help="folder put first on sys.path to import the app (default: the current directory)")
-    serve.add_argument("--factory", action="store_true", help="ATTR is a callable taking no argument that returns the app")
-    serve.add_argument("--interface", choices=["auto", "asgi", "wsgi"], default="auto", help="the app's interface (default: auto, said at start)")
-    serve.add_argument("--root-path", default="", metavar="PATH", help="the ASGI root_path, for an app mounted below a path")
-    serve.add_argument("--proxy-headers", action=argparse.BooleanOptionalAction, default=True, help="trust X-Forwarded-* from --forwarded-allow-ips (default: on)")
-    serve.add_argument("--forwarded-allow-ips", default=None, metavar="IPS", help="comma-separated addresses trusted for proxy headers (default: 127.0.0.1)")
-    serve.add_argument("--timeout-keep-alive", type=float, default=5.0, metavar="S", help="close a keep-alive connection idle this long (default: 5)")
-    serve.add_argument("--limit-concurrency", type=int, default=None, metavar="N", help="answer 503 beyond N connections or tasks per worker")
-    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True, help="log every request (default: on)")
+    serve.add_argument(
+        "--backend",
+        choices=["asyncio", "trio"],
+        default="asyncio",
+        help="event loop: asyncio serves with uvicorn, trio with hypercorn (default: asyncio)",
+    )
+    serve.add_argument(
+        "--app-dir",
+        default=".",
+        metavar="DIR",
+        help="folder put first on sys.path to import the app (default: the current directory)",
+    )
+    serve.add_argument(
+        "--factory", action="store_true", help="ATTR is a callable taking no argument that returns the app"
+    )
+    serve.add_argument(
+        "--interface",
+        choices=["auto", "asgi", "wsgi"],
+        default="auto",
+        help="the app's interface (default: auto, said at start)",
+    )
+    serve.add_argument(
+        "--root-path", default="", metavar="PATH", help="the ASGI root_path, for an app mounted below a path"
+    )
+    serve.add_argument(
+        "--proxy-headers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="trust X-Forwarded-* from --forwarded-allow-ips (default: on)",
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        metavar="IPS",
+        help="comma-separated addresses trusted for proxy headers (default: 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--timeout-keep-alive",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="close a keep-alive connection idle this long (default: 5)",
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help="answer 503 beyond N connections or tasks per worker",
+    )
+    serve.add_argument(
+        "--access-log", action=argparse.BooleanOptionalAction, default=True, help="log every request (default: on)"
+    )
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="the server's log level (default: info)")
-    serve.add_argument("--max-requests", type=int, default=None, metavar="N", help="replace a worker after N requests (its replacement starts first)")
-    serve.add_argument("--max-requests-jitter", type=int, default=0, metavar="J", help="add 0..J to each worker's --max-requests")
-    serve.add_argument("--reload", action="store_true", help="reload the workers gracefully when a file changes (development)")
-    serve.add_argument("--reload-dir", action="append", default=[], metavar="DIR", help="folder to watch (repeatable; default: --app-dir)")
-    serve.add_argument("--reload-include", action="append", default=[], metavar="GLOB", help="file names to watch (repeatable; default: *.py)")
-    serve.add_argument("--reload-exclude", action="append", default=[], metavar="GLOB", help="file names to ignore (repeatable)")
+    serve.add_argument(
+        "--max-requests",
+        type=int,
+        default=None,
+        metavar="N",
+        help="replace a worker after N requests (its replacement starts first)",
+    )
+    serve.add_argument(
+        "--max-requests-jitter", type=int, default=0, metavar="J", help="add 0..J to each worker's --max-requests"
+    )
+    serve.add_argument(
+        "--reload", action="store_true", help="reload the workers gracefully when a file changes (development)"
+    )
+    serve.add_argument(
+        "--reload-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder to watch (repeatable; default: --app-dir)",
+    )
+    serve.add_argument(
+        "--reload-include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="file names to watch (repeatable; default: *.py)",
+    )
+    serve.add_argument(
+        "--reload-exclude", action="append", default=[], metavar="GLOB", help="file names to ignore (repeatable)"
+    )
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
@@ -100,11 +207,19 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="{serve,run,ctl}")
 
-    serve = sub.add_parser("serve", help="serve an ASGI or WSGI app (MODULE:ATTR) with N workers", description="Serve the ASGI or WSGI app MODULE:ATTR with N workers until SIGTERM/SIGINT (SIGHUP reloads with zero downtime, SIGTTIN/SIGTTOU scale).")
+    serve = sub.add_parser(
+        "serve",
+        help="serve an ASGI or WSGI app (MODULE:ATTR) with N workers",
+        description="Serve the ASGI or WSGI app MODULE:ATTR with N workers until SIGTERM/SIGINT (SIGHUP reloads with zero downtime, SIGTTIN/SIGTTOU scale).",
+    )
     _add_serve_options(serve)
     _add_master_options(serve, default_bind=DEFAULT_BIND)
 
-    run = sub.add_parser("run", help="run SCRIPT as a cluster of workers", description="Run SCRIPT as a cluster of workers until SIGTERM/SIGINT (SIGHUP reloads, SIGTTIN/SIGTTOU scale). Arguments after -- go to every worker.")
+    run = sub.add_parser(
+        "run",
+        help="run SCRIPT as a cluster of workers",
+        description="Run SCRIPT as a cluster of workers until SIGTERM/SIGINT (SIGHUP reloads, SIGTTIN/SIGTTOU scale). Arguments after -- go to every worker.",
+    )
     run.add_argument("script", help="the worker script (it uses drover_py.MessageBus)")
     run.add_argument("args", nargs="*", help="arguments passed to every worker (after --)")
     run.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop of the master")
@@ -113,9 +228,15 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     _add_master_options(run)
     from_env = {dest: values for command in (serve, run) for dest, values in _defaults_from_env(command).items()}
 
-    ctl = sub.add_parser("ctl", help="send a command to a running master (no command: interactive console)", description="Send COMMAND to a running master and print the result; without COMMAND, read commands line by line from stdin. Exit codes: 0 ok, 1 command failed, 2 bad usage, 3 cannot connect, 4 unauthorized.")
+    ctl = sub.add_parser(
+        "ctl",
+        help="send a command to a running master (no command: interactive console)",
+        description="Send COMMAND to a running master and print the result; without COMMAND, read commands line by line from stdin. Exit codes: 0 ok, 1 command failed, 2 bad usage, 3 cannot connect, 4 unauthorized.",
+    )
     where = ctl.add_mutually_exclusive_group()
-    where.add_argument("--socket", default=None, metavar="PATH", help=f"control socket (default: ${SOCKET_ENV} or ./{DEFAULT_SOCKET})")
+    where.add_argument(
+        "--socket", default=None, metavar="PATH", help=f"control socket (default: ${SOCKET_ENV} or ./{DEFAULT_SOCKET})"
+    )
     where.add_argument("--url", default=None, help="control URL, e.g. http://127.0.0.1:9000")
     ctl.add_argument("--key", default=None, help=f"access key (better: ${KEY_ENV})")
     ctl.add_argument("--master", default=None, help="name of the master when the process serves several")
@@ -334,7 +455,9 @@ async def _supervise_async(ns: argparse.Namespace, key: str | None) -> int:
             if ns.action == "serve" and ns.reload:
                 from .serve._watch import watch_and_reload
 
-                tg.start_soon(watch_and_reload, master, ns.reload_dir or [ns.app_dir], ns.reload_include, ns.reload_exclude)
+                tg.start_soon(
+                    watch_and_reload, master, ns.reload_dir or [ns.app_dir], ns.reload_include, ns.reload_exclude
+                )
             await master.supervise()
             tg.cancel_scope.cancel()
     print("drover-py: shut down", flush=True)

@@ -91,7 +91,9 @@ class ControlClient:
         except TimeoutError:
             raise ControlConnectError(f"no answer within {self.timeout:g} s") from None
         except (Closed, h11.ProtocolError, TooLarge, anyio.BrokenResourceError, OSError) as exc:
-            raise ControlConnectError(f"the control server did not answer properly: {exc or type(exc).__name__}") from exc
+            raise ControlConnectError(
+                f"the control server did not answer properly: {exc or type(exc).__name__}"
+            ) from exc
         assert isinstance(response, h11.Response)
         try:
             decoded: JSON = json.loads(payload) if payload.strip() else None

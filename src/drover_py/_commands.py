@@ -70,7 +70,9 @@ class Param:
             try:
                 value = int(value) if self.type == "integer" else float(value)
             except ValueError:
-                raise CommandError(f"{where} must be {'an integer' if self.type == 'integer' else 'a number'}, got {value!r}") from None
+                raise CommandError(
+                    f"{where} must be {'an integer' if self.type == 'integer' else 'a number'}, got {value!r}"
+                ) from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise CommandError(f"{where} must be a number, got {value!r}")
         if self.type == "integer":
@@ -125,7 +127,9 @@ class Command:
         given: dict[str, object] = {}
         if isinstance(args, list):
             if len(args) > len(self.params):
-                raise CommandError(f"{self.name}: expected at most {len(self.params)} argument(s), got {len(args)}; usage: {self.usage()}")
+                raise CommandError(
+                    f"{self.name}: expected at most {len(self.params)} argument(s), got {len(args)}; usage: {self.usage()}"
+                )
             given = {param.name: value for param, value in zip(self.params, args)}
         elif isinstance(args, dict):
             known = {param.name for param in self.params}
@@ -229,4 +233,3 @@ def decorator(registry: CommandRegistry, name: str, help: str | None) -> Callabl
         return registry.add(name, handler, help=help)
 
     return register
-

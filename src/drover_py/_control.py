@@ -273,7 +273,9 @@ class ControlServer:
     @staticmethod
     def _allow(method: str, *allowed: str) -> None:
         if method not in allowed:
-            raise _HTTPError(405, f"method {method} not allowed here; use {' or '.join(allowed)}", [("allow", ", ".join(allowed))])
+            raise _HTTPError(
+                405, f"method {method} not allowed here; use {' or '.join(allowed)}", [("allow", ", ".join(allowed))]
+            )
 
     async def _route(self, method: str, path: str, query: dict[str, str], body: bytes) -> _Reply:
         if path == "/masters":
@@ -282,7 +284,9 @@ class ControlServer:
         if path == "/commands":
             self._allow(method, "GET")
             name = self._pick_master(query.get("master"))
-            return _Reply(200, {"ok": True, "master": name, "result": [c.describe() for c in self.commands(name).values()]})
+            return _Reply(
+                200, {"ok": True, "master": name, "result": [c.describe() for c in self.commands(name).values()]}
+            )
         if path.startswith("/commands/"):
             command = path[len("/commands/") :]
             self._allow(method, "GET", "POST")
@@ -301,7 +305,9 @@ class ControlServer:
         except (ValueError, UnicodeDecodeError) as exc:
             raise _HTTPError(400, f"body is not JSON: {exc}") from None
         if not isinstance(args, (list, dict)):
-            raise _HTTPError(400, f"{command.name}: arguments must be a JSON array or object, got {json.dumps(args)[:40]}")
+            raise _HTTPError(
+                400, f"{command.name}: arguments must be a JSON array or object, got {json.dumps(args)[:40]}"
+            )
         try:
             kwargs = command.bind(args)
             result = await command.call(kwargs)
@@ -403,7 +409,12 @@ class ControlServer:
             raise failure[0]
         report = result[0] if result else None
         if isinstance(report, ReloadReport):
-            return {"done": True, "message": str(report), "workers": report.workers, "seconds": round(report.seconds, 3)}
+            return {
+                "done": True,
+                "message": str(report),
+                "workers": report.workers,
+                "seconds": round(report.seconds, 3),
+            }
         return {"done": True, "message": f"{what} done"}
 
     def _builtins(self, master_name: str, master: Master) -> dict[str, Command]:
@@ -520,7 +531,9 @@ class ControlServer:
             if canary < 0:
                 raise CommandError(f"canary must be >= 0 seconds, got {canary:g}")
             if worker_id is not None:
-                raise CommandError("upgrade of one worker is not supported: one master runs one script; use 'upgrade all'")
+                raise CommandError(
+                    "upgrade of one worker is not supported: one master runs one script; use 'upgrade all'"
+                )
 
             async def reload() -> ReloadReport:
                 return await master.graceful_reload(script=script, canary=canary or None)

@@ -56,7 +56,9 @@ class NoHandler(LookupError):
     """No handler is registered for a request's name (answered as a `RemoteError`)."""
 
 
-def set_request_handler(handlers: dict[str, Callable[..., object]], name: str, handler: Callable[..., object] | None) -> None:
+def set_request_handler(
+    handlers: dict[str, Callable[..., object]], name: str, handler: Callable[..., object] | None
+) -> None:
     """Register ``handler`` for requests called ``name`` in ``handlers`` (None removes it)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"request name must be a non-empty str, got {name!r}")

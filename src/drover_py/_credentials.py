@@ -60,9 +60,7 @@ def _lookup(option: str, value: object) -> tuple[int, str | None]:
     raise ConfigError(option, f"expected a {option} name or a numeric id >= 0, got {value!r}")
 
 
-def resolve_run_as(
-    user: object, group: object, *, euid: int | None = None, egid: int | None = None
-) -> RunAs | None:
+def resolve_run_as(user: object, group: object, *, euid: int | None = None, egid: int | None = None) -> RunAs | None:
     """Resolve the ``user`` and ``group`` options; return None if workers keep the master's ids.
 
     ``euid``/``egid`` default to the master's effective ids. Raise `ConfigError` for an
@@ -86,10 +84,15 @@ def resolve_run_as(
         raise ConfigError("user", f"uid {uid} has no passwd entry, so no primary group: give the group option too")
     if euid != 0:
         if uid is not None and uid != euid:
-            raise ConfigError("user", f"dropping privileges to user {_show(name, uid)} needs the master to run as root (it runs as uid {euid})")
+            raise ConfigError(
+                "user",
+                f"dropping privileges to user {_show(name, uid)} needs the master to run as root (it runs as uid {euid})",
+            )
         if gid != egid:
             option = "group" if group is not None else "user"
-            raise ConfigError(option, f"switching workers to gid {gid} needs the master to run as root (it runs as gid {egid})")
+            raise ConfigError(
+                option, f"switching workers to gid {gid} needs the master to run as root (it runs as gid {egid})"
+            )
         return None  # the master's own ids: nothing to change, and no right to setgroups()
     groups = (gid,) if name is None or user is None else tuple(os.getgrouplist(name, gid))
     return RunAs(uid=uid, gid=gid, groups=groups, name=name, home=home)

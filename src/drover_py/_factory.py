@@ -132,7 +132,9 @@ class MasterFactory:
             unix_mode=_check_mode(unix_mode),
             preload=check_preload(preload),
             output=check_output(output),
-            heartbeat_timeout=None if heartbeat_timeout is None else check_seconds("heartbeat_timeout", heartbeat_timeout),
+            heartbeat_timeout=None
+            if heartbeat_timeout is None
+            else check_seconds("heartbeat_timeout", heartbeat_timeout),
         )
         return Master(config)
 

@@ -26,6 +26,7 @@ def inherited_sockets() -> list[socket.socket]:
     global _cache
     if _cache is None:
         import socket  # here, not at import: every worker imports this module
+
         _cache = []
         for fd in parse_sockets(os.environ.get(SOCKETS_ENV, "")):
             sock = socket.socket(fileno=fd)

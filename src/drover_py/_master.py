@@ -284,7 +284,9 @@ class Master:
         if self._state is not _State.NEW:
             raise StateError("a Master can be entered only once; create a new one")
         if self._config.bind:
-            self._listeners = Listeners(self._config.bind, backlog=self._config.backlog, unix_mode=self._config.unix_mode)
+            self._listeners = Listeners(
+                self._config.bind, backlog=self._config.backlog, unix_mode=self._config.unix_mode
+            )
         self._notifier = Notifier.from_env(os.environ, self._log)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()

@@ -26,7 +26,10 @@ def _json(schema: JSON, description: str) -> dict[str, JSON]:
 
 def _errors(*codes: str) -> dict[str, JSON]:
     responses: dict[str, JSON] = {code: _json(_ref("Error"), _ERROR_CODES[code]) for code in codes}
-    responses["401"] = {**_json(_ref("Error"), _ERROR_CODES["401"]), "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}}
+    responses["401"] = {
+        **_json(_ref("Error"), _ERROR_CODES["401"]),
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    }
     return responses
 
 
@@ -97,7 +100,10 @@ def openapi_document() -> dict[str, JSON]:
                 "parameters": [_NAME, _MASTER],
                 "get": {
                     "summary": "Help for one command",
-                    "responses": {"200": _json(_ref("HelpReply"), "The command's help"), **_errors("400", "401", "404")},
+                    "responses": {
+                        "200": _json(_ref("HelpReply"), "The command's help"),
+                        **_errors("400", "401", "404"),
+                    },
                 },
                 "post": {
                     "summary": "Run a command",
@@ -123,7 +129,10 @@ def openapi_document() -> dict[str, JSON]:
                     "parameters": [_MASTER],
                     "x-streaming": True,
                     "responses": {
-                        "200": {"description": "An endless event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                        "200": {
+                            "description": "An endless event stream",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
                         **_errors("400", "401", "404"),
                     },
                 }
@@ -151,7 +160,10 @@ def openapi_document() -> dict[str, JSON]:
                         "ok": {"type": "boolean", "enum": [False]},
                         "error": {"type": "string"},
                         "command": {"type": "string"},
-                        "stderr_tail": {"type": "string", "description": "a worker that failed to start: its last lines of stderr"},
+                        "stderr_tail": {
+                            "type": "string",
+                            "description": "a worker that failed to start: its last lines of stderr",
+                        },
                     },
                 },
                 "Arguments": {

@@ -174,7 +174,9 @@ class OutputSink:
         notices = [source for source in self._dropping if source.dropped]
         self._dropping.clear()
         for source in notices:
-            note = f"drover-py: dropped {source.dropped} lines of worker {source.worker_id}'s output (written too slowly)"
+            note = (
+                f"drover-py: dropped {source.dropped} lines of worker {source.worker_id}'s output (written too slowly)"
+            )
             batch.append((source, "stderr", note.encode()))
             source.dropped = 0
         claim = _Claim(self._idle)

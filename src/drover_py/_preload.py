@@ -180,7 +180,13 @@ class Template:
                 try:
                     with anyio.CancelScope(shield=True):  # a process half-started must not leak
                         process = await anyio.open_process(
-                            [self.config.python, str(TEMPLATE_PROGRAM), str(child.fileno()), str(self.config.script), json.dumps(spec)],
+                            [
+                                self.config.python,
+                                str(TEMPLATE_PROGRAM),
+                                str(child.fileno()),
+                                str(self.config.script),
+                                json.dumps(spec),
+                            ],
                             env=self._env,
                             pass_fds=(child.fileno(),),
                             start_new_session=True,
@@ -290,7 +296,9 @@ class Template:
                 with anyio.move_on_after(self.config.start_timeout):
                     await self._ready.wait()
             if not self._ready.is_set():
-                self._fail(TemplateError(f"the {self._where()} did not get ready within {self.config.start_timeout:g} s"))
+                self._fail(
+                    TemplateError(f"the {self._where()} did not get ready within {self.config.start_timeout:g} s")
+                )
                 self.close()
             if self._error is not None:
                 raise self._error

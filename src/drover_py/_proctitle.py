@@ -16,7 +16,6 @@ import os
 from ._env import PROCTITLE_ENV
 
 
-
 def set_title(title: str) -> bool:
     """Set this process's title; return False, doing nothing, if setproctitle is missing."""
     try:

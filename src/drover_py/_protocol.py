@@ -144,7 +144,9 @@ class _Json:
             cls.chunks = lambda value, _level: (encoder.encode(value),)
         else:
             # No circular check: a cycle ends in RecursionError, which `_frame` reports.
-            chunks = make_c_encoder(None, encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
+            chunks = make_c_encoder(
+                None, encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+            )
 
             def encode(value: object) -> str:
                 return "".join(chunks(value, 0))

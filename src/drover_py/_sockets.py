@@ -184,5 +184,3 @@ class Listeners:
             except FileNotFoundError:
                 pass
         self.sockets, self._paths = [], []
-
-

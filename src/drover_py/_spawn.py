@@ -114,7 +114,9 @@ class ExecSpawner:
                 raise
             who = f"uid {run_as.uid}" if run_as.uid is not None else f"gid {run_as.gid}"
             raise PermissionError(
-                exc.errno, f"{exc.strerror} ({who} must be able to reach and execute it and read the script)", exc.filename
+                exc.errno,
+                f"{exc.strerror} ({who} must be able to reach and execute it and read the script)",
+                exc.filename,
             ) from exc
 
     @staticmethod

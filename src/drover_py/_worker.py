@@ -262,7 +262,10 @@ class Worker:
             **{k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV},
             **self.config.env,
             **worker_vars(
-                channel=(read_child, write_child), slot=self.slot, worker_id=self.id, sockets=self._listen_fds,
+                channel=(read_child, write_child),
+                slot=self.slot,
+                worker_id=self.id,
+                sockets=self._listen_fds,
                 heartbeat=heartbeat,
             ),  # fmt: skip
             **self.config.worker_env(self.slot),  # title, and the user's HOME etc. under env
@@ -317,7 +320,9 @@ class Worker:
 
     def _finish(self, returncode: int | None) -> None:
         if returncode is not None:
-            self.exit_reason = classify(returncode, detail=self.fault or self.escalation, stderr_tail=self.stderr_tail.text())
+            self.exit_reason = classify(
+                returncode, detail=self.fault or self.escalation, stderr_tail=self.stderr_tail.text()
+            )
         if not self.requested:
             self._set_status(WorkerStatus.FAILED)
         for event in (self._started, self._stopped, self._shut_down, self._process_ended, self.exited):
@@ -539,4 +544,3 @@ class Worker:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             self._signal(signal.SIGKILL)
-

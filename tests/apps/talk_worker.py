@@ -75,6 +75,7 @@ def outcome(name: str, call: object) -> dict[str, object]:
 
 async def run_async() -> None:
     async with MessageBus() as mb:
+
         async def echo(payload: object) -> None:
             await mb.send({"echo": payload})
 

@@ -32,6 +32,7 @@ from drover_py import MessageBus
 from drover_py._env import CHANNEL_ENV, parse_channel
 from drover_py._protocol import MAX_FRAME_SIZE
 
+
 def parse_flags(text: str, slot: str | None) -> dict[str, str]:
     """Parse "name[@slot][=value],...": a flag with @slot applies only in that slot."""
     flags = {}
@@ -91,7 +92,9 @@ async def main() -> None:
             mb.on("stop", on_stop)
             mb.on("quit", on_quit)
         if "grandchild" in FLAGS:
-            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # sync-ok: a grandchild that lives until killed
+            child = subprocess.Popen(
+                [sys.executable, "-c", "import time; time.sleep(600)"]
+            )  # sync-ok: a grandchild that lives until killed
             record(f"grandchild:{child.pid}")
         record("boot")
         if "hang_boot" in FLAGS:

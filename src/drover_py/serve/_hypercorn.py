@@ -32,7 +32,13 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 
 #: What anyio and hypercorn import on a server's first start (see `_uvicorn`).
-_IMPORTED_AHEAD = ("anyio._backends._trio", "hypercorn.protocol", "hypercorn.protocol.h11", "hypercorn.trio.lifespan", "hypercorn.trio.tcp_server")
+_IMPORTED_AHEAD = (
+    "anyio._backends._trio",
+    "hypercorn.protocol",
+    "hypercorn.protocol.h11",
+    "hypercorn.trio.lifespan",
+    "hypercorn.trio.tcp_server",
+)
 
 for _name in _IMPORTED_AHEAD:
     with contextlib.suppress(ImportError):

@@ -103,8 +103,13 @@ def check_importable(options: ServeOptions) -> None:
     Nothing is imported: the app's code runs only in the workers.
     """
     top = options.module.split(".")[0]
-    if importlib.machinery.PathFinder.find_spec(top, [options.app_dir, *sys.path]) is None and top not in sys.builtin_module_names:
-        raise ConfigError("app", f"no module named {top!r} in {options.app_dir} (run from the app's folder, or set --app-dir)")
+    if (
+        importlib.machinery.PathFinder.find_spec(top, [options.app_dir, *sys.path]) is None
+        and top not in sys.builtin_module_names
+    ):
+        raise ConfigError(
+            "app", f"no module named {top!r} in {options.app_dir} (run from the app's folder, or set --app-dir)"
+        )
     server = "uvicorn" if options.backend == "asyncio" else "hypercorn"
     for needed in (server, "waitress"):
         if importlib.util.find_spec(needed) is None:

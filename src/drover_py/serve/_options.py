@@ -66,8 +66,14 @@ class ServeOptions:
 
     def __post_init__(self) -> None:
         module, _, attribute = self.app.partition(":") if isinstance(self.app, str) else ("", "", "")
-        if not module or not attribute or not all(part.isidentifier() for part in (*module.split("."), *attribute.split("."))):
-            raise ConfigError("app", f"expected an import string 'module:attribute' such as 'main:app', got {self.app!r}")
+        if (
+            not module
+            or not attribute
+            or not all(part.isidentifier() for part in (*module.split("."), *attribute.split(".")))
+        ):
+            raise ConfigError(
+                "app", f"expected an import string 'module:attribute' such as 'main:app', got {self.app!r}"
+            )
         _choice("interface", self.interface, ("auto", "asgi", "wsgi"))
         _choice("backend", self.backend, ("asyncio", "trio"))
         _choice("log_level", self.log_level, LOG_LEVELS)
@@ -101,7 +107,9 @@ class ServeOptions:
         """Read the options the master handed over; raise `ConfigError` if there are none."""
         text = environ.get(OPTIONS_ENV)
         if text is None:
-            raise ConfigError(OPTIONS_ENV, "not set: this program is a worker of `drover-py serve`, started by its master")
+            raise ConfigError(
+                OPTIONS_ENV, "not set: this program is a worker of `drover-py serve`, started by its master"
+            )
         try:
             fields = json.loads(text)
             return cls(**fields)

@@ -64,7 +64,6 @@ class _KeepIdleConnections:
                 protocol.timeout_keep_alive, protocol.timeout_keep_alive_handler
             )
 
-
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)  # type: ignore[misc]  # uvicorn's, by the MRO of _protocol_class
         protocol: Any = self

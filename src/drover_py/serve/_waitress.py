@@ -57,7 +57,12 @@ class WaitressServer:
     """waitress over inherited sockets: serve, drain, report requests for ``max_requests``."""
 
     def __init__(
-        self, app: Callable[..., Any], options: ServeOptions, sockets: list[socket.socket], served: RequestLimit, threads: int = 4
+        self,
+        app: Callable[..., Any],
+        options: ServeOptions,
+        sockets: list[socket.socket],
+        served: RequestLimit,
+        threads: int = 4,
     ) -> None:
         self._options = options
         self._map: dict[int, Any] = {}
@@ -72,7 +77,9 @@ class WaitressServer:
             channel_timeout=max(1, int(options.timeout_keep_alive)),
             expose_tracebacks=False,
             url_prefix=options.root_path,
-            trusted_proxy=options.forwarded_allow_ips if options.proxy_headers and options.forwarded_allow_ips else None,
+            trusted_proxy=options.forwarded_allow_ips
+            if options.proxy_headers and options.forwarded_allow_ips
+            else None,
             clear_untrusted_proxy_headers=True,
         )
         self._listeners = [d for d in self._map.values() if isinstance(d, waitress.server.BaseWSGIServer)]
@@ -112,7 +119,9 @@ class WaitressServer:
                 if self._connections() == 0 or time.monotonic() >= deadline:
                     break
             waitress.wasyncore.loop(timeout=_DRAINING_POLL if draining else _SERVING_POLL, map=self._map, count=1)
-        self._server.task_dispatcher.shutdown(cancel_pending=False, timeout=max(0.0, (deadline or 0) - time.monotonic()))
+        self._server.task_dispatcher.shutdown(
+            cancel_pending=False, timeout=max(0.0, (deadline or 0) - time.monotonic())
+        )
         waitress.wasyncore.close_all(self._map)
 
 

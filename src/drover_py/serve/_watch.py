@@ -40,7 +40,9 @@ def make_filter(includes: Sequence[str], excludes: Sequence[str]) -> object:
     return accept
 
 
-async def watch_and_reload(master: Master, dirs: Sequence[str], includes: Sequence[str], excludes: Sequence[str]) -> None:
+async def watch_and_reload(
+    master: Master, dirs: Sequence[str], includes: Sequence[str], excludes: Sequence[str]
+) -> None:
     """Reload ``master`` gracefully whenever a watched file under ``dirs`` changes; forever."""
     try:
         from watchfiles import awatch
