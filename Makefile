@@ -1,6 +1,6 @@
 # Two commands, each sets up .venv on first use (and again when pyproject.toml changes):
 #   make demo   run examples/simple_app (Ctrl-C shuts it down gracefully)
-#   make test   mypy --strict over src and tests, then the whole test suite on asyncio and trio
+#   make test   ruff (lint, format), mypy --strict over src and tests, then the whole test suite on asyncio and trio
 #   make bench  the benchmarks (benchmarks/run.py; ARGS="--quick" or ARGS="--only channel")
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +14,7 @@ BENCH_VENV ?= .venv-bench
 BENCH_PY := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: demo test typecheck bench clean
+.PHONY: demo test lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) examples/simple_app/main.py $(ARGS)
 
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-test: typecheck
+test: lint typecheck
 	$(PY) -m pytest $(ARGS)
 
 $(BENCH_STAMP): pyproject.toml

@@ -30,7 +30,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-
 from _common import APPS, PYTHON, child_env
 
 PEER = APPS / "floor_talk_peer.py"

@@ -8,8 +8,8 @@ import time
 
 import anyio
 import anyio.abc
-
 from _common import APPS, PYTHON
+
 from drover_py import Master, MasterFactory
 
 TINY_WORKER = APPS / "tiny_worker.py"

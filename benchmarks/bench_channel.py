@@ -33,9 +33,9 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-
 from _alt_channels import RawReader, RawWriter, Reader, Writer
 from _common import APPS, PYTHON, child_env, interleaved, log, parse_args, percentile, row, summary, write_result
+
 from drover_py import _protocol as proto
 from drover_py._channel import ChannelReader, ChannelWriter
 

@@ -26,13 +26,27 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 import time
 
 import anyio
-
-from _common import APPS, PYTHON, RESULTS, child_env, free_port, interleaved, log, parse_args, row, tree_pss_kb
-from _common import fetch_head, pid_in, stop_process, summary, wait_all_answered, write_result
+from _common import (
+    APPS,
+    PYTHON,
+    RESULTS,
+    child_env,
+    fetch_head,
+    free_port,
+    interleaved,
+    log,
+    parse_args,
+    pid_in,
+    row,
+    stop_process,
+    summary,
+    tree_pss_kb,
+    wait_all_answered,
+    write_result,
+)
 from _spawn import tiny_master
 
 SPAWN_GOAL_MS = 5.0

@@ -39,8 +39,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
-from _common import APPS, FAILURE_KINDS, PYTHON, REQUEST_TIMEOUT, RESULTS, LoadStats, descendants_of, free_port
-from _common import one_request, run_load, workers_of
+from _common import (
+    APPS,
+    FAILURE_KINDS,
+    PYTHON,
+    REQUEST_TIMEOUT,
+    RESULTS,
+    LoadStats,
+    descendants_of,
+    free_port,
+    one_request,
+    run_load,
+    workers_of,
+)
 
 HOST = "127.0.0.1"
 

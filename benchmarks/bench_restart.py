@@ -18,9 +18,9 @@ import signal
 import time
 
 import anyio
-
 from _common import interleaved, log, parse_args, row, summary, write_result
 from _spawn import drover_start, floor_start, tiny_master
+
 from drover_py import RestartPolicy, WorkerStatus
 
 GOAL_MS = 10.0

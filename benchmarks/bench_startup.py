@@ -8,7 +8,6 @@ byte on an inherited pipe; the parent waits for N bytes. Goal: drover-py <= 1.10
 from __future__ import annotations
 
 import anyio
-
 from _common import interleaved, log, parse_args, row, summary, write_result
 from _spawn import drover_start, floor_start
 
@@ -26,7 +25,7 @@ def main() -> None:
         for n in sizes:
             samples: dict[str, list[float]] = {"drover": [], "floor": []}
             cases = {"drover": drover_start, "floor": floor_start}
-            for name, fn in cases.items():  # warm-up, untimed
+            for fn in cases.values():  # warm-up, untimed
                 anyio.run(fn, n, backend=backend)
             for _, name in interleaved(reps_for[n], list(cases)):
                 samples[name].append(anyio.run(cases[name], n, backend=backend))

@@ -33,13 +33,12 @@ import os
 import subprocess
 import time
 from contextlib import AsyncExitStack
-from multiprocessing.connection import Connection
 from typing import Any
 
 import anyio
-
 from _common import APPS, PYTHON, child_env, interleaved, log, parse_args, row, summary, write_result
 from _request_floor import open_floor_peer
+
 from drover_py import MasterFactory
 
 WORKER = APPS / "talk_worker.py"
@@ -144,7 +143,6 @@ async def run_case(
         script=str(WORKER), count=1, env=child_env(BENCH_WORKER_BACKEND=worker_bus), start_timeout=60, stop_timeout=10
     )
     seen = 0
-    flood_done = anyio.Event()
     flood_target = 0
 
     async def on_message(worker_id: int, payload: object) -> None:

@@ -18,7 +18,7 @@ import drover_py
 from drover_py import ConfigError, Master, MasterFactory, SpawnError
 from drover_py._credentials import RunAs, resolve_run_as
 
-from .conftest import APPS, BOTH_SPAWN_MODES, MasterBuilder, WORKER
+from .conftest import APPS, BOTH_SPAWN_MODES, WORKER, MasterBuilder
 
 OBSERVER = APPS / "hygiene_worker.py"
 

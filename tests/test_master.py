@@ -11,7 +11,6 @@ import pytest
 
 from drover_py import (
     ExitReasons,
-    MasterFactory,
     SpawnError,
     StartTimeoutError,
     StateError,

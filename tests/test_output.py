@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
 import sys
 
-import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st

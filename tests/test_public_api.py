@@ -53,7 +53,7 @@ def test_every_public_name_resolves_and_is_shown_as_drover_py() -> None:
         value = getattr(drover_py, name)
         if isinstance(value, type) or callable(value):
             assert value.__module__ == "drover_py", name
-    assert getattr(importlib.import_module("drover_py"), "StartTimeoutError") is drover_py.StartTimeoutError
+    assert importlib.import_module("drover_py").StartTimeoutError is drover_py.StartTimeoutError
     line = traceback.format_exception_only(drover_py.StateError, drover_py.StateError("not started"))[-1]
     assert line == "drover_py.StateError: not started\n"
 

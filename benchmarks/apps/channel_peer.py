@@ -18,6 +18,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _alt_channels import RawReader, RawWriter, Reader, Writer  # noqa: E402
+
 from drover_py import _protocol as proto  # noqa: E402
 from drover_py._channel import ChannelReader, ChannelWriter  # noqa: E402
 from drover_py._env import parse_channel  # noqa: E402

@@ -48,6 +48,7 @@ def _own(value: object) -> object:
 
 
 if TYPE_CHECKING:
+    from . import _exit_reasons as ExitReasons
     from ._client import ControlClient as ControlClient
     from ._client import ControlConnectError as ControlConnectError
     from ._client import ControlReply as ControlReply
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
     from ._config import MasterConfig as MasterConfig
     from ._control import ControlServer as ControlServer
     from ._control import open_control_server as open_control_server
-    from . import _exit_reasons as ExitReasons
     from ._factory import MasterFactory as MasterFactory
     from ._master import Master as Master
     from ._master import ReloadReport as ReloadReport

@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 
 from . import _protocol as proto
 from ._channel import ChannelReader, ChannelWriter
-from ._env import CHANNEL_ENV, HEARTBEAT_ENV, SLOT_ENV, WORKER_ID_ENV, parse_channel
 from ._compat import BareThread, call_in_turn, call_maybe_async, exit_task_group
 from ._conversation import DEFAULT_TIMEOUT, Conversation, NoHandler, ThreadConversation, set_request_handler
+from ._env import CHANNEL_ENV, HEARTBEAT_ENV, SLOT_ENV, WORKER_ID_ENV, parse_channel
 from ._exceptions import ChannelError, StateError, check_seconds
 
 #: Exit code of a worker whose master went away (its channel reached end of file).

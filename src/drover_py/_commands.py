@@ -26,7 +26,7 @@ CommandHandler = Callable[..., object]
 H = TypeVar("H", bound=CommandHandler)
 
 #: A JSON value, as arguments arrive and results leave.
-JSON = Union[None, bool, int, float, str, Sequence["JSON"], Mapping[str, "JSON"]]
+JSON = None | bool | int | float | str | Sequence["JSON"] | Mapping[str, "JSON"]
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _TYPES: dict[type, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}

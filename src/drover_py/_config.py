@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ._env import PROCTITLE_ENV
 from ._exceptions import ConfigError
 from ._exceptions import check_seconds as check_seconds
-from ._env import PROCTITLE_ENV
 from ._proctitle import worker_title
 
 if TYPE_CHECKING:

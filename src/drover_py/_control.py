@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Union, cast
+from typing import cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import anyio
@@ -34,10 +34,10 @@ import h11
 
 from ._commands import JSON, Command, CommandError, make_command
 from ._compat import exit_task_group
-from ._exit_reasons import ExitReason
 from ._config import check_count, check_script
 from ._exceptions import BindError, ConfigError, DroverError, StateError, UnknownWorkerError, WorkerStartError
-from ._http import MAX_HEAD, TooLarge, Closed, json_body, receive_message, send_message
+from ._exit_reasons import ExitReason
+from ._http import MAX_HEAD, Closed, TooLarge, json_body, receive_message, send_message
 from ._log import get_logger
 from ._master import EVENTS, Master, ReloadReport
 from ._openapi import openapi_document
@@ -48,7 +48,7 @@ from ._status import WorkerStatus
 #: Seconds a built-in operation's reply waits by default before saying "still running".
 DEFAULT_TIMEOUT = 60.0
 
-Masters = Union[Master, Sequence[Master], Mapping[str, Master]]
+Masters = Master | Sequence[Master] | Mapping[str, Master]
 
 
 class _HTTPError(Exception):

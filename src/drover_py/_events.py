@@ -6,7 +6,6 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from types import CoroutineType
-from typing import Union
 
 import anyio.abc
 from structlog.typing import FilteringBoundLogger
@@ -14,7 +13,7 @@ from structlog.typing import FilteringBoundLogger
 from ._compat import call_in_turn, call_maybe_async
 
 #: A handler may be a plain function or a coroutine function.
-EventHandler = Callable[..., Union[Awaitable[None], None]]
+EventHandler = Callable[..., Awaitable[None] | None]
 
 
 class EventRegistry:

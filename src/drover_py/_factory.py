@@ -9,10 +9,10 @@ from typing import TypeVar
 from ._config import (
     MasterConfig,
     check_args,
-    check_output,
     check_count,
     check_cwd,
     check_env,
+    check_output,
     check_preload,
     check_proctitle,
     check_script,
@@ -24,7 +24,6 @@ from ._exceptions import ConfigError
 from ._master import Master
 from ._restart import RecyclePolicy, RestartPolicy
 from ._sockets import check_binds
-
 
 _P = TypeVar("_P")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 import itertools
 import math
-import random
 import os
+import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -17,8 +17,8 @@ import anyio
 import anyio.abc
 import attrs
 
-from ._commands import CommandRegistry, H, decorator
 from . import _protocol as proto
+from ._commands import CommandRegistry, H, decorator
 from ._compat import exit_task_group
 from ._config import MasterConfig, check_count, check_env, check_script, check_seconds
 from ._conversation import DEFAULT_TIMEOUT, NoHandler, set_request_handler
@@ -36,10 +36,10 @@ from ._exceptions import (
 from ._exit_reasons import ExitReason
 from ._log import get_logger
 from ._output import OutputSink
-from ._restart import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
-from ._sockets import Listeners
 from ._preload import Spawners
 from ._proctitle import master_titles
+from ._restart import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
+from ._sockets import Listeners
 from ._status import WorkerStatus
 from ._systemd import Notifier, watchdog_interval
 from ._worker import Worker, WorkerSnapshot

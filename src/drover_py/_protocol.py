@@ -208,13 +208,13 @@ def encode_request(request_id: int, name: str, payload: object, max_size: int = 
     """Return a "request" frame (see `encode_message` for the errors)."""
     if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"request name must be a non-empty str of at most {MAX_NAME_LENGTH} characters, got {name!r}")
-    head = '{"type":"request","id":%d,"name":%s,"data":' % (request_id, (_Json.encode or _encoder())(name))
+    head = f'{{"type":"request","id":{request_id:d},"name":{(_Json.encode or _encoder())(name)},"data":'
     return _frame(head, payload, f"payload of request {name!r}", max_size)
 
 
 def encode_response(request_id: int, payload: object, max_size: int = MAX_FRAME_SIZE) -> bytes:
     """Return a successful "response" frame (see `encode_message` for the errors)."""
-    return _frame('{"type":"response","id":%d,"data":' % request_id, payload, "response", max_size)
+    return _frame(f'{{"type":"response","id":{request_id:d},"data":', payload, "response", max_size)
 
 
 def encode_error(request_id: int, error_type: str, message: str) -> bytes:
@@ -223,7 +223,7 @@ def encode_error(request_id: int, error_type: str, message: str) -> bytes:
     if len(message) > limit:
         message = message[:limit] + "..."
     error = {"type": error_type, "message": message}
-    return _frame('{"type":"response","id":%d,"error":' % request_id, error, "error", MAX_FRAME_SIZE)
+    return _frame(f'{{"type":"response","id":{request_id:d},"error":', error, "error", MAX_FRAME_SIZE)
 
 
 def encode_credit(n: int) -> bytes:

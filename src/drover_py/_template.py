@@ -46,7 +46,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 MAX_PACKET = 1 << 20
 MAX_FDS = 256
@@ -57,7 +57,7 @@ SPARE_DELAY = 0.05
 #: The title the master chose for the worker (see drover_py._proctitle).
 PROCTITLE_ENV = "DROVER_PY_PROCTITLE"
 
-_Handler = Union[Callable[[int, Any], Any], int, signal.Handlers, None]
+_Handler = Callable[[int, Any], Any] | int | signal.Handlers | None
 
 
 class Job:

@@ -15,9 +15,8 @@ from structlog.typing import FilteringBoundLogger
 from . import _protocol as proto
 from ._channel import ChannelReader, ChannelWriter
 from ._config import MasterConfig
-from ._env import worker_vars
-from ._output import OutputSink, Source, Tail, read_output
 from ._conversation import DEFAULT_TIMEOUT, Conversation, NoHandler
+from ._env import worker_vars
 from ._exceptions import (
     ChannelError,
     PeerGoneError,
@@ -28,6 +27,7 @@ from ._exceptions import (
     WorkerStartError,
 )
 from ._exit_reasons import ExitReason, StartTimeout, classify
+from ._output import OutputSink, Source, Tail, read_output
 from ._preload import TemplateDied, TemplateError
 from ._sockets import SYSTEMD_ENV
 from ._spawn import ChildProcess, ExecSpawner, Spawner, SpawnRequest

@@ -16,7 +16,6 @@ import structlog
 
 from drover_py import MasterFactory
 
-
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout carries JSON
 
 

@@ -14,7 +14,6 @@ import structlog
 
 from drover_py import MasterFactory, WorkerStatus, open_signal_handlers
 
-
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout carries JSON
 
 
