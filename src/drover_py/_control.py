@@ -324,12 +324,11 @@ class ControlServer:
         return _Reply(200, {"ok": True, "command": command.name, "master": master_name, "result": cast(JSON, result)})
 
     def _describe_master(self, name: str, master: Master) -> dict[str, JSON]:
-        workers = master.workers
         return {
             "name": name,
             "script": str(master.config.script),
             "count": master.config.count,
-            "started": sum(w.status is WorkerStatus.STARTED for w in workers),
+            "started": master.started_count,
         }
 
     # -- server-sent events -------------------------------------------------------------
@@ -474,13 +473,11 @@ class ControlServer:
 
             Override it with ``master.command("health", ...)`` to expose application data.
             """
-            statuses = [w.status for w in master.workers]
-            started = statuses.count(WorkerStatus.STARTED)
             return {
                 "healthy": _all_slots_started(master),
-                "started": started,
+                "started": master.started_count,
                 "count": master.config.count,
-                "failed": statuses.count(WorkerStatus.FAILED),
+                "failed": master.get_workers_statuses().count(WorkerStatus.FAILED),
                 "pid": os.getpid(),
             }
 
@@ -791,5 +788,4 @@ async def open_control_server(
 
 def _all_slots_started(master: Master) -> bool:
     """Return whether the master has as many started workers as it has slots."""
-    started = sum(w.status is WorkerStatus.STARTED for w in master.workers)
-    return started >= master.config.count
+    return master.started_count >= master.config.count

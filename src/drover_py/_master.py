@@ -142,6 +142,11 @@ class Master:
         """
         return [w.snapshot() for w in self._ordered()]
 
+    @property
+    def started_count(self) -> int:
+        """Return how many workers are STARTED (during a reload a slot may have two)."""
+        return sum(w.status is WorkerStatus.STARTED for w in self._workers.values())
+
     def get_workers_statuses(self) -> list[WorkerStatus]:
         """Return the status of every worker in `workers` order (drover's API).
 
@@ -342,8 +347,7 @@ class Master:
 
     def _notify_ready(self) -> None:
         if self._notifier is not None:
-            started = sum(w.status is WorkerStatus.STARTED for w in self._workers.values())
-            self._notifier.ready(f"{started} of {self._config.count} workers started")
+            self._notifier.ready(f"{self.started_count} of {self._config.count} workers started")
 
     def _check_usable(self, operation: str) -> None:
         if self._state is _State.NEW:

@@ -30,11 +30,9 @@ SHOWN = 4
 
 def progress_line(master: Master, action: str, elapsed: float) -> str:
     """Return the line that describes ``master``'s workers ``elapsed`` seconds into ``action``."""
-    workers = master.workers
-    ready = sum(w.status is WorkerStatus.STARTED for w in workers)
-    pending = [w for w in workers if w.status is WorkerStatus.STARTING]
+    pending = [w for w in master.workers if w.status is WorkerStatus.STARTING]
     waiting = f"; waiting for {_names(pending)}" if pending else ""
-    return f"drover-py: {action}: {ready} of {master.config.count} ready after {elapsed:.0f} s{waiting}"
+    return f"drover-py: {action}: {master.started_count} of {master.config.count} ready after {elapsed:.0f} s{waiting}"
 
 
 def _names(workers: list[WorkerSnapshot]) -> str:
