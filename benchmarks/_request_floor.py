@@ -14,7 +14,7 @@ answering side in ``apps/floor_talk_peer.py``:
   lets one task at a time wait on an fd); the row shows what the hop costs.
 - ``"native"`` (asyncio only): the fd stays registered with ``loop.add_reader`` and the
   selector's callback reads, decodes and resolves the asker's future itself, on both
-  sides. drover-py's source may not talk to asyncio directly (DESIGN.md, style rule 1);
+  sides. drover-py's source may not talk to asyncio directly (it talks to anyio only);
   this row shows what that rule costs.
 """
 

@@ -23,7 +23,7 @@ case (warm), so process start-up is never timed.
   kept registered, answers resolved in the selector's callback), which drover-py's
   source may not use. They show how much of drover-py's round trip is its own.
 
-Goals (issue 6, goal 4): RTT p50 <= 1.5x multiprocessing, throughput >= 0.8x.
+Goals: RTT p50 <= 1.5x multiprocessing, throughput >= 0.8x.
 """
 
 from __future__ import annotations

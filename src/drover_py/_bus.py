@@ -73,7 +73,8 @@ class _Lifeline:
     """A daemon thread that ends the process when the master's end of the channel closes.
 
     It polls the read fd for hang-up only, so it consumes no data and works whatever the
-    event loop is doing (or when there is none). Not PR_SET_PDEATHSIG: see DESIGN.md.
+    event loop is doing (or when there is none). Not PR_SET_PDEATHSIG: trio spawns from a
+    worker thread, and the signal fires when that thread exits, killing a healthy child.
     """
 
     def __init__(self, fd: int) -> None:
