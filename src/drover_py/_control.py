@@ -20,7 +20,6 @@ import json
 import os
 import socket
 import stat
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -32,7 +31,8 @@ import anyio.abc
 import attrs
 import h11
 
-from ._commands import JSON, Command, CommandError, make_command
+from ._builtins import Builtins, all_slots_started
+from ._commands import JSON, Command, CommandError
 from ._compat import exit_task_group
 from ._config import check_count, check_script
 from ._exceptions import BindError, ConfigError, DroverError, StateError, UnknownWorkerError, WorkerStartError
@@ -41,12 +41,8 @@ from ._http import MAX_HEAD, Closed, TooLarge, json_body, receive_message, send_
 from ._log import get_logger
 from ._master import EVENTS, Master, ReloadReport
 from ._openapi import openapi_document
-from ._restart import read_rss
 from ._sockets import parse_bind
 from ._status import WorkerStatus
-
-#: Seconds a built-in operation's reply waits by default before saying "still running".
-DEFAULT_TIMEOUT = 60.0
 
 Masters = Master | Sequence[Master] | Mapping[str, Master]
 
@@ -98,6 +94,7 @@ class ControlServer:
         self._log = get_logger(component="control")
         self._exit = anyio.Event()
         self._starts: dict[str, dict[int, int]] = {name: {} for name in masters}
+        self._builtins: dict[str, Builtins] = {}
         self._limiter = anyio.CapacityLimiter(64)
         self._inflight = 0
         self._idle = anyio.Event()
@@ -141,7 +138,10 @@ class ControlServer:
     def commands(self, master_name: str) -> dict[str, Command]:
         """Return the commands in effect for master ``master_name``."""
         master = self._masters[master_name]
-        return master.commands.resolve(self._builtins(master_name, master))
+        builtins = self._builtins.get(master_name)
+        if builtins is None or builtins.master is not master:
+            builtins = self._builtins[master_name] = Builtins(self, master_name, master)
+        return master.commands.resolve(builtins.commands)
 
     async def run(self, command: str, args: object = None, *, master: str | None = None) -> object:
         """Run ``command`` with ``args`` (list or dict) for ``master``; return its result.
@@ -251,7 +251,7 @@ class ControlServer:
             if path == "/healthz":  # for load balancers and Kubernetes probes: no key, no details
                 self._allow(method, "GET")
                 names = [self._pick_master(query["master"])] if "master" in query else list(self._masters)
-                healthy = all(_all_slots_started(self._masters[name]) for name in names)
+                healthy = all(all_slots_started(self._masters[name]) for name in names)
                 return _Reply(200 if healthy else 503, {"healthy": healthy})
             self._authorize(request)
             reply = await self._route(method, path, query, body)
@@ -416,184 +416,6 @@ class ControlServer:
             }
         return {"done": True, "message": f"{what} done"}
 
-    def _builtins(self, master_name: str, master: Master) -> dict[str, Command]:
-        server = self
-
-        def check_timeout(timeout: float) -> float:
-            if not timeout > 0:
-                raise CommandError(f"timeout must be > 0 seconds, got {timeout:g}")
-            return timeout
-
-        def target_id(target: str) -> int | None:
-            if target == "all":
-                return None
-            try:
-                worker_id = int(target)
-            except ValueError:
-                raise CommandError(f"target must be 'all' or a worker id, got {target!r}") from None
-            if worker_id not in {w.id for w in master.workers}:
-                raise CommandError(f"no worker with id {worker_id}; see 'workers'")
-            return worker_id
-
-        def help(command: str = "") -> JSON:
-            """Show every command, or the help of one."""
-            commands = server.commands(master_name)
-            if not command:
-                return [{"name": c.name, "usage": c.usage(), "summary": c.summary} for c in commands.values()]
-            if command not in commands:
-                raise CommandError(f"unknown command {command!r}; try 'help'")
-            return commands[command].describe()
-
-        def workers() -> JSON:
-            """List the workers: id, slot, pid, status, uptime (s), restarts, rss (bytes).
-
-            restarts counts the workers started in the slot after its first one
-            (restarts and reloads) since the control server opened.
-            """
-            now = time.time()
-            starts = server._starts.get(master_name, {})
-            rows: list[JSON] = []
-            for w in master.workers:
-                rows.append(
-                    {
-                        "id": w.id,
-                        "slot": w.slot,
-                        "pid": w.pid,
-                        "status": w.status.name,
-                        "uptime": None if w.started_at is None else round(max(0.0, now - w.started_at), 3),
-                        "restarts": max(0, starts.get(w.slot, 0) - 1),
-                        "rss": None if w.pid is None or w.exit_reason is not None else read_rss(w.pid),
-                        "exit_reason": None if w.exit_reason is None else str(w.exit_reason),
-                    }
-                )
-            return rows
-
-        def health() -> JSON:
-            """Report the service's health: healthy when every slot has a started worker.
-
-            Override it with ``master.command("health", ...)`` to expose application data.
-            """
-            return {
-                "healthy": _all_slots_started(master),
-                "started": master.started_count,
-                "count": master.config.count,
-                "failed": master.get_workers_statuses().count(WorkerStatus.FAILED),
-                "pid": os.getpid(),
-            }
-
-        async def start(script: str = "", workers: int = 0, name: str = "") -> JSON:
-            """Start workers: this master's, or a new master for SCRIPT.
-
-            Without SCRIPT, start this master if it was not started yet (WORKERS, if
-            given, sets the count first). With SCRIPT, start a new master of WORKERS
-            workers (default: as many as this one) for that script, served here under
-            NAME (default: the script's file name without suffix), with this master's
-            options (env, cwd, user, timeouts, restart, output, preload) but no listening
-            sockets; shut it down with 'shutdown all' and ?master=NAME.
-            """
-            if workers < 0:
-                raise CommandError(f"workers must be >= 1, got {workers}")
-            if not script:
-                if workers:
-                    await master.scale(workers)
-                await master.start()
-                return {"done": True, "master": master_name, "count": master.config.count}
-            return await server._start_master(script, workers or master.config.count, name, master)
-
-        async def restart(target: str = "all", timeout: float = DEFAULT_TIMEOUT) -> JSON:
-            """Replace ALL workers (zero downtime, slot by slot) or the worker of id TARGET.
-
-            The reply waits at most TIMEOUT seconds; a longer restart goes on and says so.
-            """
-            worker_id = target_id(target)
-            check_timeout(timeout)
-            if worker_id is None:
-                return await server._bounded("restart all", master.graceful_reload, timeout)
-
-            async def one() -> None:
-                await master.restart_worker_by_id(worker_id)
-
-            return await server._bounded(f"restart {worker_id}", one, timeout)
-
-        async def upgrade(target: str, script: str, timeout: float = DEFAULT_TIMEOUT, canary: float = 0.0) -> JSON:
-            """Replace ALL workers (or worker TARGET) with workers of SCRIPT, rolling back on failure.
-
-            For all: graceful_reload(script) slot by slot, the first replacement watched
-            CANARY seconds (0: none); if a replacement fails, the switched slots roll
-            back and the command fails. For one worker: restart it with SCRIPT (the
-            master's script stays as it was). The reply waits at most TIMEOUT seconds.
-            """
-            worker_id = target_id(target)
-            check_timeout(timeout)
-            if canary < 0:
-                raise CommandError(f"canary must be >= 0 seconds, got {canary:g}")
-            if worker_id is not None:
-                raise CommandError(
-                    "upgrade of one worker is not supported: one master runs one script; use 'upgrade all'"
-                )
-
-            async def reload() -> ReloadReport:
-                return await master.graceful_reload(script=script, canary=canary or None)
-
-            return await server._bounded(f"upgrade all to {script}", reload, timeout)
-
-        async def scale(count: int, timeout: float = DEFAULT_TIMEOUT) -> JSON:
-            """Change the number of workers to COUNT (up: readiness-gated; down: graceful)."""
-            check_timeout(timeout)
-            if count < 1:
-                raise CommandError(f"count must be >= 1, got {count}")
-
-            async def change() -> None:
-                await master.scale(count)
-
-            return await server._bounded(f"scale to {count}", change, timeout)
-
-        async def shutdown(target: str = "all", timeout: float = DEFAULT_TIMEOUT) -> JSON:
-            """Stop ALL workers gracefully (the master shuts down) or the worker of id TARGET.
-
-            ALL: if the graceful shutdown is not done within TIMEOUT seconds, the
-            workers left are killed. One worker: it is stopped gracefully and its slot
-            stays empty until 'restart all'.
-            """
-            worker_id = target_id(target)
-            check_timeout(timeout)
-            if worker_id is not None:
-
-                async def one() -> None:
-                    await master.stop_worker_by_id(worker_id)
-
-                return await server._bounded(f"shutdown {worker_id}", one, timeout)
-            result = await server._bounded("shutdown all", master.graceful_shutdown, timeout)
-            if not result["done"]:
-                await master.hard_shutdown()
-                result = {"done": True, "message": f"graceful shutdown took over {timeout:g} s; the rest was killed"}
-            gone = server._added.get(master_name)
-            if gone is not None:
-                await gone.wait()  # a master started here is no longer served
-            return result
-
-        async def exit(now: str) -> JSON:
-            """Kill every worker of every master served at once ('exit now'); the process may then end."""
-            if now != "now":
-                raise CommandError("say 'exit now' to kill every worker of every master at once")
-            for each in list(server._masters.values()):
-                await each.hard_shutdown()
-            server._exit.set()
-            return {"done": True, "message": "every master was shut down hard"}
-
-        handlers: dict[str, Callable[..., object]] = {
-            "help": help,
-            "workers": workers,
-            "health": health,
-            "start": start,
-            "restart": restart,
-            "upgrade": upgrade,
-            "scale": scale,
-            "shutdown": shutdown,
-            "exit": exit,
-        }
-        return {name: make_command(name, handler) for name, handler in handlers.items()}
-
     async def _start_master(self, script: str, count: int, name: str, like: Master) -> JSON:
         """Serve a new master of ``script`` with every option of ``like`` but what is its script's own.
 
@@ -638,6 +460,7 @@ class ControlServer:
                 self._masters.pop(name, None)
                 self._added.pop(name, None)
                 self._starts.pop(name, None)
+                self._builtins.pop(name, None)
                 gone.set()
 
         self._tg.start_soon(run, name=f"drover-py master {name}")
@@ -784,8 +607,3 @@ async def open_control_server(
                 path.unlink()
             except FileNotFoundError:
                 pass
-
-
-def _all_slots_started(master: Master) -> bool:
-    """Return whether the master has as many started workers as it has slots."""
-    return master.started_count >= master.config.count
