@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
-from drover_py import ConfigError, Master, MasterFactory
+from drover_py import ConfigError, Master, MasterConfig, MasterFactory
 
 from .conftest import WORKER
 
@@ -25,6 +26,17 @@ def test_defaults() -> None:
     assert config.count == (os.cpu_count() or 1)
     assert config.start_timeout == 30.0 and config.stop_timeout == 30.0 and config.kill_timeout == 5.0
     assert dict(config.env) == {}
+
+
+def test_the_config_checks_itself_on_evolve_and_when_built_directly() -> None:
+    config = create(count=2).config
+    with pytest.raises(ConfigError, match="start_timeout"):
+        attrs.evolve(config, start_timeout=-1)
+    with pytest.raises(ConfigError, match="script"):
+        attrs.evolve(config, script="no-such-script.py")
+    with pytest.raises(ConfigError, match="count"):
+        MasterConfig(script=WORKER, count=0)
+    assert attrs.evolve(config, count=3, env={"N": 1}).env == {"N": "1"}  # converted as by the factory
 
 
 def test_env_values_are_stringified() -> None:

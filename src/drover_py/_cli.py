@@ -49,6 +49,8 @@ EXIT_START_FAILED, EXIT_RESTART_LIMIT, EXIT_ADDRESS_IN_USE, EXIT_INTERRUPTED = 1
 
 def _add_master_options(parser: argparse.ArgumentParser, *, default_bind: str | None = None) -> None:
     """Add the options ``run`` and ``serve`` share: workers, sockets, control, policies."""
+    from ._config import START_TIMEOUT, STOP_TIMEOUT  # the defaults have one home
+
     where = f" (default: {default_bind})" if default_bind else ""
     parser.add_argument("-w", "--workers", type=int, default=None, help="number of workers (default: CPU count)")
     parser.add_argument(
@@ -82,14 +84,18 @@ def _add_master_options(parser: argparse.ArgumentParser, *, default_bind: str | 
         help="restart crashed workers (default: on-failure)",
     )
     parser.add_argument(
-        "--start-timeout", type=float, default=30.0, metavar="S", help="seconds a worker has to start (default: 30)"
+        "--start-timeout",
+        type=float,
+        default=START_TIMEOUT,
+        metavar="S",
+        help=f"seconds a worker has to start (default: {START_TIMEOUT:g})",
     )
     parser.add_argument(
         "--stop-timeout",
         type=float,
-        default=30.0,
+        default=STOP_TIMEOUT,
         metavar="S",
-        help="seconds a worker has for its graceful stop (default: 30)",
+        help=f"seconds a worker has for its graceful stop (default: {STOP_TIMEOUT:g})",
     )
     parser.add_argument("--cwd", default=None, metavar="DIR", help="working directory of the workers")
     parser.add_argument(

@@ -1,4 +1,9 @@
-"""The frozen configuration of a master, and the validators that build it."""
+"""The frozen configuration of a master, the validators that build it, and the defaults.
+
+`MasterConfig` converts and checks every field itself (also on ``attrs.evolve``), so a
+configuration is valid however it was made; `MasterFactory.create`, the command line and
+``serve`` take their defaults from the constants below.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +19,22 @@ from ._env import PROCTITLE_ENV
 from ._exceptions import ConfigError
 from ._exceptions import check_seconds as check_seconds
 from ._proctitle import worker_title
+from ._sockets import BindSpec, check_binds
 
 if TYPE_CHECKING:
     from ._credentials import RunAs
     from ._restart import RecyclePolicy, RestartPolicy
-    from ._sockets import BindSpec
+
+#: Seconds a worker has to send "started", by default.
+START_TIMEOUT = 30.0
+#: Seconds a worker has for its whole graceful stop, by default.
+STOP_TIMEOUT = 30.0
+#: Seconds between SIGTERM and SIGKILL, by default.
+KILL_TIMEOUT = 5.0
+#: listen() backlog of the master's sockets, by default.
+BACKLOG = 2048
+#: Permissions of the Unix socket files the master creates, by default.
+UNIX_MODE = 0o660
 
 
 def _existing_path(option: str, value: object, what: str) -> Path:
@@ -115,6 +131,53 @@ def check_preload(value: object) -> bool | tuple[str, ...]:
     return modules or False
 
 
+def check_unix_mode(value: object) -> int:
+    """Return ``value`` if it is permission bits (0 .. 0o777)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
+        raise ConfigError("unix_mode", f"expected permission bits such as 0o660, got {value!r}")
+    return value
+
+
+def _restart_policy(value: object) -> RestartPolicy | None:
+    from ._restart import RestartPolicy  # here: _restart uses the checks above
+
+    if value is None or isinstance(value, RestartPolicy):
+        return value
+    raise ConfigError("restart", f"expected a RestartPolicy or None, got {value!r}")
+
+
+def _recycle_policy(value: object) -> RecyclePolicy | None:
+    from ._restart import RecyclePolicy
+
+    if value is None or isinstance(value, RecyclePolicy):
+        return value
+    raise ConfigError("recycle", f"expected a RecyclePolicy or None, got {value!r}")
+
+
+def _cwd(value: object) -> Path | None:
+    return None if value is None else check_cwd(value)
+
+
+def _start_timeout(value: object) -> float:
+    return check_seconds("start_timeout", value)
+
+
+def _stop_timeout(value: object) -> float:
+    return check_seconds("stop_timeout", value)
+
+
+def _kill_timeout(value: object) -> float:
+    return check_seconds("kill_timeout", value)
+
+
+def _heartbeat_timeout(value: object) -> float | None:
+    return None if value is None else check_seconds("heartbeat_timeout", value)
+
+
+def _backlog(value: object) -> int:
+    return check_count(value, "backlog")
+
+
 def check_output(value: object) -> str:
     """Return ``value`` if it is one of the output modes."""
     modes = ("inherit", "prefix", "log")
@@ -125,47 +188,47 @@ def check_output(value: object) -> str:
 
 @attrs.frozen(kw_only=True)
 class MasterConfig:
-    """Validated options of one master. Build it with `MasterFactory.create`."""
+    """Validated options of one master (`ConfigError` names a bad one). Build it with `MasterFactory.create`."""
 
     #: Absolute path of the worker script, run as ``python script *args``.
-    script: Path
+    script: Path = attrs.field(converter=check_script)
     #: Number of worker slots.
-    count: int
+    count: int = attrs.field(converter=check_count)
     #: Variables set in every worker on top of the master's ``os.environ``.
-    env: Mapping[str, str] = attrs.field(factory=dict)
+    env: Mapping[str, str] = attrs.field(factory=dict, converter=check_env)
     #: Command-line arguments after the script.
-    args: tuple[str, ...] = ()
+    args: tuple[str, ...] = attrs.field(default=(), converter=check_args)
     #: Working directory of the workers (absolute), or None for the master's.
-    cwd: Path | None = None
+    cwd: Path | None = attrs.field(default=None, converter=_cwd)
     #: The user and groups workers switch to before the script runs, or None.
     run_as: RunAs | None = None
     #: Process titles (with setproctitle): True, False, or the name to show for the script.
-    proctitle: bool | str = True
+    proctitle: bool | str = attrs.field(default=True, converter=check_proctitle)
     #: Seconds a worker has to send "started".
-    start_timeout: float = 30.0
+    start_timeout: float = attrs.field(default=START_TIMEOUT, converter=_start_timeout)
     #: Seconds a worker has for its whole graceful stop (stop -> stopped -> quit -> exit).
-    stop_timeout: float = 30.0
+    stop_timeout: float = attrs.field(default=STOP_TIMEOUT, converter=_stop_timeout)
     #: Seconds between SIGTERM and SIGKILL when a worker has to be terminated.
-    kill_timeout: float = 5.0
+    kill_timeout: float = attrs.field(default=KILL_TIMEOUT, converter=_kill_timeout)
     #: Interpreter that runs the script.
     python: str = sys.executable
     #: Seconds without a heartbeat after which a started worker counts as frozen, or None.
-    heartbeat_timeout: float | None = None
+    heartbeat_timeout: float | None = attrs.field(default=None, converter=_heartbeat_timeout)
     #: Built-in restart policy, or None to leave restarts to "worker-exit" handlers.
-    restart: RestartPolicy | None = None
+    restart: RestartPolicy | None = attrs.field(default=None, converter=_restart_policy)
     #: Recycling of old or oversized workers, or None.
-    recycle: RecyclePolicy | None = None
+    recycle: RecyclePolicy | None = attrs.field(default=None, converter=_recycle_policy)
     #: Listening sockets the master creates and every worker inherits, in order.
-    bind: tuple[BindSpec, ...] = ()
+    bind: tuple[BindSpec, ...] = attrs.field(default=(), converter=check_binds)
     #: listen() backlog of those sockets.
-    backlog: int = 2048
+    backlog: int = attrs.field(default=BACKLOG, converter=_backlog)
     #: Permissions of Unix socket files the master creates.
-    unix_mode: int = 0o660
+    unix_mode: int = attrs.field(default=UNIX_MODE, converter=check_unix_mode)
     #: Preload mode: False (exec every worker), True (fork from a template that imported
     #: the script's top-level imports), or the names of the modules the template imports.
-    preload: bool | tuple[str, ...] = False
+    preload: bool | tuple[str, ...] = attrs.field(default=False, converter=check_preload)
     #: Where workers' stdout and stderr go: "inherit", "prefix" or "log".
-    output: str = "inherit"
+    output: str = attrs.field(default="inherit", converter=check_output)
 
     def command(self) -> list[str]:
         """Return the argv of a worker."""

@@ -34,7 +34,6 @@ import h11
 from ._builtins import Builtins, all_slots_started
 from ._commands import JSON, Command, CommandError
 from ._compat import exit_task_group
-from ._config import check_count, check_script
 from ._exceptions import BindError, ConfigError, DroverError, StateError, UnknownWorkerError, WorkerStartError
 from ._exit_reasons import ExitReason
 from ._http import MAX_HEAD, Closed, TooLarge, json_body, receive_message, send_message
@@ -430,8 +429,8 @@ class ControlServer:
         new = Master(
             attrs.evolve(
                 config,
-                script=check_script(script),
-                count=check_count(count),
+                script=script,
+                count=count,
                 args=(),
                 bind=(),
                 proctitle=bool(config.proctitle),

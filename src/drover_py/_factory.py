@@ -4,28 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
 
-from ._config import (
-    MasterConfig,
-    check_args,
-    check_count,
-    check_cwd,
-    check_env,
-    check_output,
-    check_preload,
-    check_proctitle,
-    check_script,
-    check_seconds,
-    default_count,
-)
+from ._config import BACKLOG, KILL_TIMEOUT, START_TIMEOUT, STOP_TIMEOUT, UNIX_MODE, MasterConfig, default_count
 from ._credentials import resolve_run_as
-from ._exceptions import ConfigError
 from ._master import Master
 from ._restart import RecyclePolicy, RestartPolicy
-from ._sockets import check_binds
-
-_P = TypeVar("_P")
 
 
 class MasterFactory:
@@ -45,15 +28,15 @@ class MasterFactory:
         user: str | int | None = None,
         group: str | int | None = None,
         proctitle: bool | str = True,
-        start_timeout: float = 30.0,
-        stop_timeout: float = 30.0,
-        kill_timeout: float = 5.0,
+        start_timeout: float = START_TIMEOUT,
+        stop_timeout: float = STOP_TIMEOUT,
+        kill_timeout: float = KILL_TIMEOUT,
         restart: RestartPolicy | None = None,
         heartbeat_timeout: float | None = None,
         recycle: RecyclePolicy | None = None,
         bind: Sequence[str] = (),
-        backlog: int = 2048,
-        unix_mode: int = 0o660,
+        backlog: int = BACKLOG,
+        unix_mode: int = UNIX_MODE,
         preload: bool | Sequence[str] = False,
         output: str = "inherit",
     ) -> Master:
@@ -113,38 +96,24 @@ class MasterFactory:
 
         Raise `ConfigError` (a `ValueError` and `TypeError`) naming the bad option.
         """
-        config = MasterConfig(
-            script=check_script(script),
-            count=default_count() if count is None else check_count(count),
-            env=check_env({} if env is None else env),
-            args=check_args(args),
-            cwd=None if cwd is None else check_cwd(cwd),
+        config = MasterConfig(  # converts and checks every option (ConfigError names a bad one)
+            script=script,
+            count=default_count() if count is None else count,
+            env={} if env is None else env,
+            args=args,
+            cwd=cwd,
             run_as=resolve_run_as(user, group),
-            proctitle=check_proctitle(proctitle),
-            start_timeout=check_seconds("start_timeout", start_timeout),
-            stop_timeout=check_seconds("stop_timeout", stop_timeout),
-            kill_timeout=check_seconds("kill_timeout", kill_timeout),
-            restart=_check_policy("restart", restart, RestartPolicy),
-            recycle=_check_policy("recycle", recycle, RecyclePolicy),
-            bind=check_binds(bind),
-            backlog=check_count(backlog, "backlog"),
-            unix_mode=_check_mode(unix_mode),
-            preload=check_preload(preload),
-            output=check_output(output),
-            heartbeat_timeout=None
-            if heartbeat_timeout is None
-            else check_seconds("heartbeat_timeout", heartbeat_timeout),
+            proctitle=proctitle,
+            start_timeout=start_timeout,
+            stop_timeout=stop_timeout,
+            kill_timeout=kill_timeout,
+            restart=restart,
+            recycle=recycle,
+            bind=bind,
+            backlog=backlog,
+            unix_mode=unix_mode,
+            preload=preload,
+            output=output,
+            heartbeat_timeout=heartbeat_timeout,
         )
         return Master(config)
-
-
-def _check_policy(option: str, value: object, kind: type[_P]) -> _P | None:
-    if value is None or isinstance(value, kind):
-        return value
-    raise ConfigError(option, f"expected a {kind.__name__} or None, got {value!r}")
-
-
-def _check_mode(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
-        raise ConfigError("unix_mode", f"expected permission bits such as 0o660, got {value!r}")
-    return value

@@ -20,7 +20,7 @@ import attrs
 from . import _protocol as proto
 from ._commands import CommandRegistry, H, decorator
 from ._compat import exit_task_group
-from ._config import MasterConfig, check_count, check_env, check_script, check_seconds
+from ._config import MasterConfig, check_count, check_seconds
 from ._conversation import DEFAULT_TIMEOUT, NoHandler, set_request_handler
 from ._events import EventHandler, EventRegistry
 from ._exceptions import (
@@ -686,11 +686,11 @@ class Master:
         slots already switched are replaced again with the old configuration, the old
         workers still running are kept, and `ReloadError` is raised with ``.reason``.
         """
-        new_config = self._config
+        new_config = self._config  # evolve checks what changes (ConfigError)
         if script is not None:
-            new_config = attrs.evolve(new_config, script=check_script(script))
+            new_config = attrs.evolve(new_config, script=script)
         if env is not None:
-            new_config = attrs.evolve(new_config, env=check_env(env))
+            new_config = attrs.evolve(new_config, env=env)
         batch_size = check_count(batch_size, "batch_size")
         if canary is not None:
             canary = check_seconds("canary", canary)

@@ -75,10 +75,10 @@ def parse_bind(entry: object) -> BindSpec:
 
 
 def check_binds(value: object) -> tuple[BindSpec, ...]:
-    """Return the parsed ``bind`` option (a list of address strings, not one string)."""
+    """Return the parsed ``bind`` option (a list of address strings, or parsed ones; not one string)."""
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise ConfigError("bind", f"expected a list of addresses, got {value!r}")
-    specs = tuple(parse_bind(entry) for entry in value)
+    specs = tuple(entry if isinstance(entry, BindSpec) else parse_bind(entry) for entry in value)
     if sum(spec.kind == "systemd" for spec in specs) > 1:
         raise ConfigError("bind", "'systemd' may appear once")
     return specs

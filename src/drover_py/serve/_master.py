@@ -10,6 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .._config import BACKLOG, KILL_TIMEOUT, START_TIMEOUT, STOP_TIMEOUT, UNIX_MODE
 from .._exceptions import ConfigError, check_seconds
 from .._factory import MasterFactory
 from .._master import Master
@@ -32,14 +33,14 @@ def create_master(
     user: str | int | None = None,
     group: str | int | None = None,
     proctitle: bool | str = True,
-    start_timeout: float = 30.0,
-    stop_timeout: float = 30.0,
-    kill_timeout: float = 5.0,
+    start_timeout: float = START_TIMEOUT,
+    stop_timeout: float = STOP_TIMEOUT,
+    kill_timeout: float = KILL_TIMEOUT,
     restart: RestartPolicy | None = None,
     heartbeat_timeout: float | None = None,
     recycle: RecyclePolicy | None = None,
-    backlog: int = 2048,
-    unix_mode: int = 0o660,
+    backlog: int = BACKLOG,
+    unix_mode: int = UNIX_MODE,
     output: str = "inherit",
 ) -> Master:
     """Return a new, not yet started `Master` whose workers serve ``app``.
