@@ -47,6 +47,11 @@ INTERNAL_FRAME = re.compile(r'File ".*/drover_py/')
 QUIET = ["--bind", "127.0.0.1:0", "--log-level", "warning", "--no-access-log", "--stop-timeout", "5"]
 
 
+def args_for(backend: str, *extra: str, workers: int = 1) -> list[str]:
+    """Return the usual options after the app: ``-w``, the test apps' folder, ``--backend``, no control, `QUIET`."""
+    return ["-w", str(workers), "--app-dir", str(SERVE_APPS), "--backend", backend, "--no-control", *QUIET, *extra]
+
+
 def serve_env(**extra: str) -> dict[str, str]:
     """Return this process's environment without any DROVER_PY_* option default, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DROVER_PY_")}
@@ -256,14 +261,7 @@ async def test_serves_with_two_workers_and_sigterm_leaves_no_process(tmp_path: P
     with anyio.fail_after(DEADLINE):
         async with open_serve(
             "starlette_app:app",
-            "-w",
-            "2",
-            "--app-dir",
-            str(SERVE_APPS),
-            "--backend",
-            anyio_backend,
-            "--no-control",
-            *QUIET,
+            *args_for(anyio_backend, workers=2),
             cwd=tmp_path,
         ) as serve:
             serving = await serve.serving()
@@ -325,14 +323,7 @@ async def test_app_dir_interface_and_factory(
         async with open_serve(
             app,
             *options,
-            "-w",
-            "1",
-            "--app-dir",
-            str(SERVE_APPS),
-            "--backend",
-            anyio_backend,
-            "--no-control",
-            *QUIET,
+            *args_for(anyio_backend),
             cwd=elsewhere,
         ) as serve:
             serving = await serve.serving()
@@ -364,15 +355,7 @@ async def test_preload_imports_the_app_and_only_its_server_once(
     with anyio.fail_after(DEADLINE):
         async with open_serve(
             app,
-            "-w",
-            "2",
-            "--preload",
-            "--app-dir",
-            str(SERVE_APPS),
-            "--backend",
-            anyio_backend,
-            "--no-control",
-            *QUIET,
+            *args_for(anyio_backend, "--preload", workers=2),
             cwd=tmp_path,
         ) as serve:
             port = int((await serve.serving())["port"])
@@ -403,14 +386,7 @@ async def test_sighup_reload_loses_no_request_of_a_keep_alive_client(
     with anyio.fail_after(DEADLINE):
         async with open_serve(
             app,
-            "-w",
-            "1",
-            "--app-dir",
-            str(SERVE_APPS),
-            "--backend",
-            anyio_backend,
-            "--no-control",
-            *QUIET,
+            *args_for(anyio_backend),
             cwd=tmp_path,
         ) as serve:
             port = int((await serve.serving())["port"])
@@ -433,14 +409,7 @@ async def test_killed_worker_is_replaced(tmp_path: Path, anyio_backend: str) -> 
     with anyio.fail_after(DEADLINE):
         async with open_serve(
             "starlette_app:app",
-            "-w",
-            "1",
-            "--app-dir",
-            str(SERVE_APPS),
-            "--backend",
-            anyio_backend,
-            "--no-control",
-            *QUIET,
+            *args_for(anyio_backend),
             cwd=tmp_path,
         ) as serve:
             port = int((await serve.serving())["port"])
@@ -458,16 +427,7 @@ async def test_max_requests_replaces_the_worker_and_loses_no_request(tmp_path: P
     with anyio.fail_after(DEADLINE):
         async with open_serve(
             "starlette_app:app",
-            "-w",
-            "1",
-            "--max-requests",
-            "5",
-            "--app-dir",
-            str(SERVE_APPS),
-            "--backend",
-            anyio_backend,
-            "--no-control",
-            *QUIET,
+            *args_for(anyio_backend, "--max-requests", "5"),
             cwd=tmp_path,
         ) as serve:
             port = int((await serve.serving())["port"])
@@ -486,14 +446,7 @@ async def test_max_requests_replaces_the_worker_and_loses_no_request(tmp_path: P
 async def test_import_error_fails_the_start_with_the_apps_traceback_only(tmp_path: Path, anyio_backend: str) -> None:
     code, out, err = await run_serve(
         "broken_app:app",
-        "-w",
-        "2",
-        "--app-dir",
-        str(SERVE_APPS),
-        "--backend",
-        anyio_backend,
-        "--no-control",
-        *QUIET,
+        *args_for(anyio_backend, workers=2),
         cwd=tmp_path,
     )
     assert code == 1, err
@@ -516,14 +469,7 @@ async def test_import_error_fails_the_start_with_the_apps_traceback_only(tmp_pat
 async def test_failing_lifespan_startup_fails_the_start(tmp_path: Path, anyio_backend: str) -> None:
     code, out, err = await run_serve(
         "starlette_app:app",
-        "-w",
-        "1",
-        "--app-dir",
-        str(SERVE_APPS),
-        "--backend",
-        anyio_backend,
-        "--no-control",
-        *QUIET,
+        *args_for(anyio_backend),
         cwd=tmp_path,
         env=serve_env(SERVE_TEST_FAIL_LIFESPAN="1"),
     )
@@ -540,14 +486,7 @@ async def test_a_slow_start_or_reload_shows_which_workers_are_pending(tmp_path: 
     with anyio.fail_after(DEADLINE):
         async with open_serve(
             "starlette_app:app",
-            "-w",
-            "1",
-            "--app-dir",
-            str(SERVE_APPS),
-            "--backend",
-            anyio_backend,
-            "--no-control",
-            *QUIET,
+            *args_for(anyio_backend),
             cwd=tmp_path,
             env=env,
         ) as serve:
