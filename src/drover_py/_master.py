@@ -430,8 +430,9 @@ class Master:
         exits raise no events until the caller clears it.
         """
         workers = [self._new_worker(slot, config) for slot in slots]
-        for worker in workers:
-            worker.probation = probation
+        if probation:
+            for worker in workers:
+                worker.watch()
         failures: list[WorkerStartError] = []
 
         async def bring_up(worker: Worker, scope: anyio.CancelScope) -> None:
@@ -466,7 +467,7 @@ class Master:
         """
         workers = list(workers)
         for worker in workers:
-            worker.requested = True
+            worker.let_go()
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as tg:
                 for worker in workers:
@@ -619,7 +620,7 @@ class Master:
             await self._retire(olds)
         else:
             for old in olds:
-                old.requested = True  # from now on, no longer the worker of its slot
+                old.let_go()  # from now on, no longer the worker of its slot
             retiring.start_soon(self._retire, olds)
         return news
 
@@ -634,7 +635,7 @@ class Master:
                     tg.start_soon(wait_exit, worker, tg.cancel_scope)
         failed = [w for w in workers if w.exited.is_set()]
         for worker in workers:
-            worker.probation = False
+            worker.end_probation()
         if failed:
             await self._retire(workers)
             bad = failed[0]
@@ -784,7 +785,7 @@ class Master:
         self._begin_closing()
         workers = list(self._workers.values())
         for worker in workers:
-            worker.requested = True
+            worker.let_go()
             worker.kill()
         for worker in workers:
             await worker.stop()  # already dead: this only waits for the reap, bounded

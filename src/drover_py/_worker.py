@@ -106,14 +106,15 @@ class Worker:
         self.process: ChildProcess | None = None
         self.started_at: float | None = None
         self.exit_reason: ExitReason | None = None
-        #: The master asked this worker to go (stop, terminate or kill).
+        #: The master asked this worker to go (stop, terminate or kill): see `let_go`.
         self.requested = False
         #: Why the master judged this worker broken, if it did.
         self.fault: str | None = None
         #: How the master had to escalate, if it did (becomes the exit reason's detail).
         self.escalation: str | None = None
         self.ever_started = False
-        #: While set, an exit is reported by the operation watching the worker, not by events.
+        #: While set, an exit is reported by the operation watching the worker, not by
+        #: events: see `watch` and `end_probation`.
         self.probation = False
         self._started_clock: float | None = None
         self._terminating = False
@@ -465,6 +466,18 @@ class Worker:
             self._log.warning("cannot send to worker", message=message, error=str(exc))
             return False
         return True
+
+    def let_go(self) -> None:
+        """Mark the worker as asked to go: from now on its exit is a retirement, not a crash."""
+        self.requested = True
+
+    def watch(self) -> None:
+        """Put the worker on probation: its exit is the watching operation's to report."""
+        self.probation = True
+
+    def end_probation(self) -> None:
+        """End `watch`: an exit from now on raises the usual events."""
+        self.probation = False
 
     async def stop(self) -> None:
         """Retire the worker gracefully, escalating past deadlines; return once reaped.
