@@ -15,13 +15,15 @@ from typing import Protocol
 
 import anyio
 
+from drover_py._protocol import Data
+
 _READ_SIZE = 65536
 
 
 class Reader(Protocol):
     """What the benchmark needs of a channel's reading end (ChannelReader has it too)."""
 
-    async def receive(self) -> str | None: ...
+    async def receive(self) -> str | Data | None: ...
 
 
 class Writer(Protocol):

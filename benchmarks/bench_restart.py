@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import Any
 
 import anyio
-from _common import interleaved, log, parse_args, row, summary, write_result
+from _common import Json, interleaved, log, parse_args, row, summary, write_result
 from _spawn import drover_start, floor_start, tiny_master
 
 from drover_py import RestartPolicy, WorkerStatus
@@ -130,7 +131,8 @@ async def measure_many(reps: int) -> dict[str, list[float]]:
 def main() -> None:
     args = parse_args(__doc__ or "")
     reps = 5 if args.quick else 25
-    rows, raw = [], {}
+    rows: list[Json] = []
+    raw: dict[str, Any] = {}
     for backend in ["asyncio", "trio"]:
         samples = anyio.run(measure, backend, reps, 1, backend=backend)
         crash, cold = summary(samples["crash"], 1e3), summary(samples["cold"], 1e3)

@@ -94,7 +94,11 @@ def main() -> int:
     servers = [make_server(sock, app) for sock in sockets]
     wake_r, wake_w = os.pipe()
     with SyncMessageBus() as mb:
-        mb.on("stop", lambda: os.write(wake_w, b"x"))  # in the reader thread: wake the accept loop
+
+        def wake() -> None:  # in the reader thread: wake the accept loop
+            os.write(wake_w, b"x")
+
+        mb.on("stop", wake)
         mb.on("quit", lambda: None)  # answered below, after "stopped"
         mb.send_started()
         serve(servers, wake_r)
