@@ -120,7 +120,7 @@ class Master:
         self._worker_started = anyio.Event()
         self._listeners: Listeners | None = None
         self._notifier: Notifier | None = None
-        self._spawners = Spawners(self._log, lambda: self._config)
+        self._spawners = Spawners(self._log, config)
         self._request_handlers: dict[str, RequestHandler] = {}
         self._command_registry = CommandRegistry()
         self._output: OutputSink | None = None
@@ -662,8 +662,7 @@ class Master:
                 await self._launch(range(old, count), self._config)
             elif self._started and count < old:
                 await self._retire([w for w in self._workers.values() if w.slot >= count])
-            self._config = attrs.evolve(self._config, count=count)
-            self._show_title()
+            self._use(attrs.evolve(self._config, count=count))
             self._log.debug("scaled", old=old, count=count)
 
     async def graceful_reload(
@@ -750,10 +749,14 @@ class Master:
                 slot=exc.slot,
                 stderr_tail=exc.stderr_tail,
             ) from exc
-        self._config = new_config
-        self._show_title()
-        self._spawners.retire_unused()  # the old template goes once its last worker is gone
+        self._use(new_config)  # the old template goes once its last worker is gone
         self._log.debug("reloaded", script=new_config.script.name)
+
+    def _use(self, config: MasterConfig) -> None:
+        """Make ``config`` the master's configuration, for its titles and its spawners too."""
+        self._config = config
+        self._spawners.use(config)
+        self._show_title()
 
     async def graceful_shutdown(self) -> None:
         """Stop every worker gracefully and concurrently; return once all are reaped.

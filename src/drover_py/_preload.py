@@ -392,21 +392,26 @@ def _is_in(config: MasterConfig, configs: list[MasterConfig]) -> bool:
 class Spawners:
     """Choose a spawner per configuration; own the preload templates of one master.
 
-    ``current`` returns the master's configuration: a template of another one is closed
-    as soon as it has no worker left (see `retire_unused`).
+    ``config`` is the master's configuration, until the master says another one is (`use`):
+    a template of another one is closed as soon as it has no worker left (see `retire_unused`).
 
     A template serves the configuration objects it was started or reused for, by
     identity, and a new object equal to them but for the count (after `scale`). A
     configuration marked `fresh` (a reload's) gets a new template.
     """
 
-    def __init__(self, log: FilteringBoundLogger, current: Callable[[], MasterConfig]) -> None:
+    def __init__(self, log: FilteringBoundLogger, config: MasterConfig) -> None:
         self._log = log
-        self._current = current
+        self._current = config
         self._exec = ExecSpawner()
         self._templates: list[Template] = []
         self._fresh: list[MasterConfig] = []
         self._tg: anyio.abc.TaskGroup | None = None
+
+    def use(self, config: MasterConfig) -> None:
+        """Make ``config`` the master's configuration; close the idle templates of others."""
+        self._current = config
+        self.retire_unused()
 
     def open(self, tg: anyio.abc.TaskGroup) -> None:
         """Run templates' tasks in ``tg`` (the master's task group)."""
@@ -420,7 +425,7 @@ class Spawners:
 
     def fresh(self, config: MasterConfig) -> None:
         """Give the workers of ``config`` (a reload's) a new template, started on first use."""
-        self._fresh = [c for c in self._fresh if _is_in(c, [self._current()])] + [config]
+        self._fresh = [c for c in self._fresh if _is_in(c, [self._current])] + [config]
 
     def _find(self, config: MasterConfig) -> Template | None:
         live = [t for t in self._templates if not t.closed]
@@ -454,7 +459,7 @@ class Spawners:
 
     def retire_unused(self) -> None:
         """Close every idle template that does not serve the master's current configuration."""
-        keep = self._find(self._current())
+        keep = self._find(self._current)
         for template in list(self._templates):
             if template is not keep and template.idle():
                 self._log.debug("retiring preload template", pid=template.pid)
