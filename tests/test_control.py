@@ -11,6 +11,7 @@ import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -46,6 +47,12 @@ async def served(
             await master.start()
         key = options.get("access_key")
         yield server, ControlClient(unix=str(tmp_path / "ctl.sock"), key=key if isinstance(key, str) else None)
+
+
+def data_lines(stream: bytes) -> list[dict[str, Any]]:
+    """Return the complete ``data:`` lines of a server-sent event stream, parsed."""
+    lines = stream.decode(errors="replace").split("\n")[:-1]  # the last one may be cut
+    return [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
 
 
 def result(body: JSON) -> JSON:
@@ -385,6 +392,26 @@ async def test_event_stream(make_master: MasterBuilder, tmp_path: Path) -> None:
         events = [json.loads(line[6:]) for line in seen.decode().splitlines() if line.startswith("data: ")]
         assert {"event": "worker-started", "master": "worker", "args": [master.workers[0].id]} in events
         assert any(e["event"] == "status-changed" and e["args"][1] == "STOPPING" for e in events)
+        await master.graceful_shutdown()
+
+
+async def test_a_worker_exit_event_carries_the_workers_last_stderr_lines(
+    make_master: MasterBuilder, tmp_path: Path
+) -> None:
+    master = make_master(count=1)
+    async with served(master, tmp_path) as (server, client):
+        async with await anyio.connect_unix(tmp_path / "ctl.sock") as stream:
+            await stream.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            seen = b""
+            with anyio.fail_after(15):
+                while b": connected" not in seen:
+                    seen += await stream.receive()
+                # the replacement says one line on stderr and exits with code 5 once started
+                await master.graceful_reload(env={**master.config.env, "TEST_BEHAVIOUR": "exit_after_start=5"})
+                while not (exits := [e for e in data_lines(seen) if e["event"] == "worker-exit"]):
+                    seen += await stream.receive()
+        [exit_event] = exits
+        assert exit_event["args"][0] == "exited with code 5" and exit_event["stderr_tail"] == "exiting with code 5"
         await master.graceful_shutdown()
 
 
