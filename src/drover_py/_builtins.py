@@ -31,6 +31,11 @@ def all_slots_started(master: Master) -> bool:
     return master.started_count >= master.config.count
 
 
+def _reported(report: ReloadReport) -> dict[str, JSON]:
+    """Return a reload's reply fields: its report as the message, its figures."""
+    return {"message": str(report), "workers": report.workers, "seconds": round(report.seconds, 3)}
+
+
 class Builtins:
     """The built-in commands of master ``name`` served by ``server``."""
 
@@ -134,7 +139,11 @@ class Builtins:
         worker_id = self._target_id(target)
         self._check_timeout(timeout)
         if worker_id is None:
-            return await self._server._bounded("restart all", self.master.graceful_reload, timeout)
+
+            async def reload() -> dict[str, JSON]:
+                return _reported(await self.master.graceful_reload())
+
+            return await self._server._bounded("restart all", reload, timeout)
 
         async def one() -> None:
             await self.master.restart_worker_by_id(worker_id)
@@ -156,8 +165,8 @@ class Builtins:
         if worker_id is not None:
             raise CommandError("upgrade of one worker is not supported: one master runs one script; use 'upgrade all'")
 
-        async def reload() -> ReloadReport:
-            return await self.master.graceful_reload(script=script, canary=canary or None)
+        async def reload() -> dict[str, JSON]:
+            return _reported(await self.master.graceful_reload(script=script, canary=canary or None))
 
         return await self._server._bounded(f"upgrade all to {script}", reload, timeout)
 

@@ -38,7 +38,7 @@ from ._exceptions import BindError, ConfigError, DroverError, StateError, Unknow
 from ._exit_reasons import ExitReason
 from ._http import MAX_HEAD, Closed, TooLarge, json_body, receive_message, send_message
 from ._log import get_logger
-from ._master import EVENTS, Master, ReloadReport
+from ._master import EVENTS, Master
 from ._openapi import openapi_document
 from ._sockets import parse_bind
 from ._status import WorkerStatus
@@ -383,11 +383,17 @@ class ControlServer:
 
     # -- built-in commands --------------------------------------------------------------
 
-    async def _bounded(self, what: str, operation: Callable[[], Awaitable[object]], timeout: float) -> dict[str, JSON]:
-        """Run ``operation`` in the server's task group; wait for it at most ``timeout`` s."""
+    async def _bounded(
+        self, what: str, operation: Callable[[], Awaitable[dict[str, JSON] | None]], timeout: float
+    ) -> dict[str, JSON]:
+        """Run ``operation`` in the server's task group; wait for it at most ``timeout`` s.
+
+        The reply says whether it is done; the fields ``operation`` returns (a ``message``
+        among them, if it has a better one than "WHAT done") come with it.
+        """
         done = anyio.Event()
         failure: list[Exception] = []
-        result: list[object] = []
+        result: list[dict[str, JSON] | None] = []
 
         async def run() -> None:
             try:
@@ -405,15 +411,7 @@ class ControlServer:
             return {"done": False, "message": f"{what} still running after {timeout:g} s; it goes on, see 'workers'"}
         if failure:
             raise failure[0]
-        report = result[0] if result else None
-        if isinstance(report, ReloadReport):
-            return {
-                "done": True,
-                "message": str(report),
-                "workers": report.workers,
-                "seconds": round(report.seconds, 3),
-            }
-        return {"done": True, "message": f"{what} done"}
+        return {"done": True, "message": f"{what} done", **(result[0] or {})}
 
     async def _start_master(self, script: str, count: int, name: str, like: Master) -> JSON:
         """Serve a new master of ``script`` with every option of ``like`` but what is its script's own.
