@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 import anyio
 
 from ._exceptions import DroverError
+from .serve._options import BACKENDS, DEFAULT_BIND, INTERFACES, LOG_LEVELS, ServeOptions
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -38,8 +39,6 @@ KEY_ENV = "DROVER_PY_KEY"
 #: Environment variable naming the control socket, for ``run`` and ``ctl``.
 SOCKET_ENV = "DROVER_PY_SOCKET"
 DEFAULT_SOCKET = "drover-py.sock"
-#: Where ``serve`` listens without ``--bind``.
-DEFAULT_BIND = "127.0.0.1:8000"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT, EXIT_UNAUTHORIZED = 0, 1, 2, 3, 4
 #: ``serve`` and ``run``: a worker could not start (1), a bad option (2), the restart
@@ -115,18 +114,17 @@ def _add_master_options(parser: argparse.ArgumentParser, *, default_bind: str | 
 
 
 def _add_serve_options(serve: argparse.ArgumentParser) -> None:
-    from .serve._options import LOG_LEVELS
-
+    """Add ``serve``'s own options; their defaults and choices are `ServeOptions`'."""
     serve.add_argument("app", metavar="MODULE:ATTR", help="the ASGI or WSGI app, e.g. main:app")
     serve.add_argument(
         "--backend",
-        choices=["asyncio", "trio"],
-        default="asyncio",
-        help="event loop: asyncio serves with uvicorn, trio with hypercorn (default: asyncio)",
+        choices=BACKENDS,
+        default=ServeOptions.backend,
+        help=f"event loop: asyncio serves with uvicorn, trio with hypercorn (default: {ServeOptions.backend})",
     )
     serve.add_argument(
         "--app-dir",
-        default=".",
+        default=ServeOptions.app_dir,
         metavar="DIR",
         help="folder put first on sys.path to import the app (default: the current directory)",
     )
@@ -135,52 +133,67 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--interface",
-        choices=["auto", "asgi", "wsgi"],
-        default="auto",
-        help="the app's interface (default: auto, said at start)",
+        choices=INTERFACES,
+        default=ServeOptions.interface,
+        help=f"the app's interface (default: {ServeOptions.interface}, said at start)",
     )
     serve.add_argument(
-        "--root-path", default="", metavar="PATH", help="the ASGI root_path, for an app mounted below a path"
+        "--root-path",
+        default=ServeOptions.root_path,
+        metavar="PATH",
+        help="the ASGI root_path, for an app mounted below a path",
     )
     serve.add_argument(
         "--proxy-headers",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=ServeOptions.proxy_headers,
         help="trust X-Forwarded-* from --forwarded-allow-ips (default: on)",
     )
     serve.add_argument(
         "--forwarded-allow-ips",
-        default=None,
+        default=ServeOptions.forwarded_allow_ips,
         metavar="IPS",
         help="comma-separated addresses trusted for proxy headers (default: 127.0.0.1)",
     )
     serve.add_argument(
         "--timeout-keep-alive",
         type=float,
-        default=5.0,
+        default=ServeOptions.timeout_keep_alive,
         metavar="S",
-        help="close a keep-alive connection idle this long (default: 5)",
+        help=f"close a keep-alive connection idle this long (default: {ServeOptions.timeout_keep_alive:g})",
     )
     serve.add_argument(
         "--limit-concurrency",
         type=int,
-        default=None,
+        default=ServeOptions.limit_concurrency,
         metavar="N",
         help="answer 503 beyond N connections or tasks per worker",
     )
     serve.add_argument(
-        "--access-log", action=argparse.BooleanOptionalAction, default=True, help="log every request (default: on)"
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=ServeOptions.access_log,
+        help="log every request (default: on)",
     )
-    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="the server's log level (default: info)")
+    serve.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=ServeOptions.log_level,
+        help=f"the server's log level (default: {ServeOptions.log_level})",
+    )
     serve.add_argument(
         "--max-requests",
         type=int,
-        default=None,
+        default=ServeOptions.max_requests,
         metavar="N",
         help="replace a worker after N requests (its replacement starts first)",
     )
     serve.add_argument(
-        "--max-requests-jitter", type=int, default=0, metavar="J", help="add 0..J to each worker's --max-requests"
+        "--max-requests-jitter",
+        type=int,
+        default=ServeOptions.max_requests_jitter,
+        metavar="J",
+        help="add 0..J to each worker's --max-requests",
     )
     serve.add_argument(
         "--reload", action="store_true", help="reload the workers gracefully when a file changes (development)"
@@ -330,8 +343,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _supervise(ns: argparse.Namespace, key: str | None) -> int:
-    from ._exceptions import DroverError
-
     try:
         code: int = anyio.run(_supervise_async, ns, key, backend=ns.backend)
     except (DroverError, BaseExceptionGroup) as exc:
@@ -398,7 +409,7 @@ def _create_master(ns: argparse.Namespace) -> Master:
         "group": ns.group,
     }
     if ns.action == "serve":
-        from .serve import ServeOptions, create_master
+        from .serve import create_master
 
         options = ServeOptions(
             app=ns.app,

@@ -15,18 +15,17 @@ from .._exceptions import ConfigError, check_seconds
 from .._factory import MasterFactory
 from .._master import Master
 from .._restart import RecyclePolicy, RestartPolicy
-from ._options import RECYCLE_REQUEST, ServeOptions
+from ._options import DEFAULT_BIND, RECYCLE_REQUEST, ServeOptions
 
 #: The program every worker runs (a folder of its own: see its docstring).
 WORKER_SCRIPT = Path(__file__).with_name("_bin") / "drover_py_serve_worker.py"
-DEFAULT_BIND = ("127.0.0.1:8000",)
 
 
 def create_master(
     app: str | ServeOptions,
     *,
     count: int | None = None,
-    bind: Sequence[str] = DEFAULT_BIND,
+    bind: Sequence[str] = (DEFAULT_BIND,),
     env: Mapping[str, object] | None = None,
     preload: bool = False,
     cwd: str | os.PathLike[str] | None = None,
@@ -48,7 +47,7 @@ def create_master(
     ``app`` is an import string (``"main:app"``) or `ServeOptions` for the finer
     settings (``factory``, ``interface``, ``backend``, ``max_requests``...). The other
     options are `MasterFactory.create`'s, with ``bind`` defaulting to
-    ``127.0.0.1:8000``. ``preload=True`` imports the server and the app's module once,
+    ``127.0.0.1:8000``. ``preload=True`` imports the app's module and its server once,
     in a template process, and forks every worker from it.
 
     The module is looked for now, so a misspelt name is a `ConfigError`; an error inside

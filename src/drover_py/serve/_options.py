@@ -24,7 +24,11 @@ INFO_REQUEST = "drover_py.serve.info"
 
 Interface = Literal["auto", "asgi", "wsgi"]
 Backend = Literal["asyncio", "trio"]
+INTERFACES: tuple[Interface, ...] = ("auto", "asgi", "wsgi")
+BACKENDS: tuple[Backend, ...] = ("asyncio", "trio")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+#: Where the workers listen unless told otherwise (uvicorn's default).
+DEFAULT_BIND = "127.0.0.1:8000"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +78,8 @@ class ServeOptions:
             raise ConfigError(
                 "app", f"expected an import string 'module:attribute' such as 'main:app', got {self.app!r}"
             )
-        _choice("interface", self.interface, ("auto", "asgi", "wsgi"))
-        _choice("backend", self.backend, ("asyncio", "trio"))
+        _choice("interface", self.interface, INTERFACES)
+        _choice("backend", self.backend, BACKENDS)
         _choice("log_level", self.log_level, LOG_LEVELS)
         check_seconds("timeout_keep_alive", self.timeout_keep_alive)
         check_seconds("drain_timeout", self.drain_timeout)
