@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from ._credentials import RunAs
     from ._restart import RecyclePolicy, RestartPolicy
 
+#: Where workers' output goes: the master's stdout (stderr passes through the master), or
+#: captured and prefixed, or captured and logged.
+OUTPUT_MODES = ("inherit", "prefix", "log")
 #: Seconds a worker has to send "started", by default.
 START_TIMEOUT = 30.0
 #: Seconds a worker has for its whole graceful stop, by default.
@@ -180,9 +183,8 @@ def _backlog(value: object) -> int:
 
 def check_output(value: object) -> str:
     """Return ``value`` if it is one of the output modes."""
-    modes = ("inherit", "prefix", "log")
-    if value not in modes:
-        raise ConfigError("output", f"expected one of {', '.join(map(repr, modes))}, got {value!r}")
+    if value not in OUTPUT_MODES:
+        raise ConfigError("output", f"expected one of {', '.join(map(repr, OUTPUT_MODES))}, got {value!r}")
     return str(value)
 
 

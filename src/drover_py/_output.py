@@ -27,8 +27,8 @@ import anyio
 import anyio.to_thread
 from structlog.typing import FilteringBoundLogger
 
-#: Output modes: share the master's stdout (stderr passes through it), or capture and prefix, or capture and log.
-OUTPUT_MODES = ("inherit", "prefix", "log")
+from ._config import OUTPUT_MODES
+
 #: The most lines, and bytes, of a worker's stderr that its exit reason carries.
 TAIL_LINES, TAIL_BYTES = 20, 4096
 #: Longest line written as one; a longer one is cut into pieces of this size.

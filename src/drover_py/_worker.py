@@ -268,7 +268,7 @@ class Worker:
                 worker_id=self.id,
                 sockets=self._listen_fds,
                 heartbeat=heartbeat,
-            ),  # fmt: skip
+            ),
             **self.config.worker_env(self.slot),  # title, and the user's HOME etc. under env
         }
         try:
