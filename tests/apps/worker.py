@@ -93,8 +93,8 @@ async def main() -> None:
             mb.on("quit", on_quit)
         if "grandchild" in FLAGS:
             child = subprocess.Popen(
-                [sys.executable, "-c", "import time; time.sleep(600)"]
-            )  # sync-ok: a grandchild that lives until killed
+                [sys.executable, "-c", "import time; time.sleep(600)"]  # sync-ok: a grandchild that lives until killed
+            )
             record(f"grandchild:{child.pid}")
         record("boot")
         if "hang_boot" in FLAGS:
