@@ -1,6 +1,6 @@
 """A channel for comparison only: the floor of any anyio channel over a pipe.
 
-(A "tuned" prototype that lived here too was adopted by `drover_py._channel`: fast lock
+(A "tuned" prototype that lived here too was adopted by `drover_py._wire.channel`: fast lock
 acquire, a checkpoint only after a read that did not wait, a deque queue.)
 
 `RawReader` / `RawWriter`: the floor of any anyio channel over a pipe: ``os.read`` /
@@ -15,7 +15,7 @@ from typing import Protocol
 
 import anyio
 
-from drover_py._protocol import Data
+from drover_py._wire.protocol import Data
 
 _READ_SIZE = 65536
 

@@ -1,4 +1,4 @@
-"""4. Channel round trip and throughput: drover_py._channel vs multiprocessing.Pipe.
+"""4. Channel round trip and throughput: drover_py._wire.channel vs multiprocessing.Pipe.
 
 Two processes, a pair of ``os.pipe()``. drover-py: `ChannelReader` / `ChannelWriter`
 with protocol frames (``{"type":"stop"}\\n``, with a `Decoder` that allows "stop" in
@@ -36,8 +36,8 @@ import anyio.lowlevel
 from _alt_channels import RawReader, RawWriter, Reader, Writer
 from _common import APPS, PYTHON, child_env, interleaved, log, parse_args, percentile, row, summary, write_result
 
-from drover_py import _protocol as proto
-from drover_py._channel import ChannelReader, ChannelWriter
+from drover_py._wire import protocol as proto
+from drover_py._wire.channel import ChannelReader, ChannelWriter
 
 PEER = APPS / "channel_peer.py"
 MP_PEER = APPS / "mp_peer.py"

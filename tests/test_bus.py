@@ -43,8 +43,9 @@ def test_script_run_without_master_exits_with_the_error() -> None:
 
 #: What a worker process imports of drover-py, exactly: a new import here is a decision to make.
 CHILD_MODULES = {
-    "drover_py", "drover_py._bus", "drover_py._channel", "drover_py._compat", "drover_py._conversation", "drover_py._env",
-    "drover_py._exceptions", "drover_py._inherit", "drover_py._proctitle", "drover_py._protocol",
+    "drover_py", "drover_py._compat", "drover_py._env", "drover_py._exceptions",
+    "drover_py._bus", "drover_py._inherit", "drover_py._proctitle",
+    "drover_py._wire", "drover_py._wire.channel", "drover_py._wire.conversation", "drover_py._wire.protocol",
 }  # fmt: skip
 #: ... and of drover-py serve's WSGI worker (no event loop server).
 SERVE_WSGI_MODULES = CHILD_MODULES | {

@@ -18,7 +18,7 @@ from drover_py import (
     RequestTimeoutError,
     UnknownWorkerError,
 )
-from drover_py._conversation import WINDOW, YIELD_EVERY
+from drover_py._wire.conversation import WINDOW, YIELD_EVERY
 
 from .conftest import APPS
 from .helpers import EventLog

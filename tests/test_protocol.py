@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drover_py import ProtocolError
-from drover_py import _protocol as proto
+from drover_py._wire import protocol as proto
 
 EXAMPLES = int(os.environ.get("DROVER_PY_FUZZ_EXAMPLES", "300"))
 ALL_TYPES = sorted(proto.TO_MASTER | proto.TO_WORKER)

@@ -1,7 +1,7 @@
 """The child side of the channel benchmark: echo frames back, or count them.
 
 usage: channel_peer.py BACKEND IMPL MODE COUNT, with BENCH_CHANNEL="<read fd>,<write fd>".
-IMPL is "drover" (drover_py._channel) or "raw" (benchmarks/_alt_channels.py).
+IMPL is "drover" (drover_py._wire.channel) or "raw" (benchmarks/_alt_channels.py).
 MODE "echo": send every frame back until end of stream. MODE "sink": receive COUNT
 frames, send one frame back, then wait for end of stream. MODE "source": send COUNT
 frames as fast as possible, then wait for end of stream.
@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _alt_channels import RawReader, RawWriter, Reader, Writer  # noqa: E402
 
-from drover_py import _protocol as proto  # noqa: E402
-from drover_py._channel import ChannelReader, ChannelWriter  # noqa: E402
 from drover_py._env import parse_channel  # noqa: E402
+from drover_py._wire import protocol as proto  # noqa: E402
+from drover_py._wire.channel import ChannelReader, ChannelWriter  # noqa: E402
 
 # A message type the protocol knows (so the decoder takes its fast path, as real traffic
 # does), allowed in this direction by the Decoder built for the benchmark.

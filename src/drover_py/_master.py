@@ -17,11 +17,9 @@ import anyio
 import anyio.abc
 import attrs
 
-from . import _protocol as proto
 from ._commands import CommandRegistry, H, decorator
 from ._compat import exit_task_group
 from ._config import MasterConfig, check_count, check_seconds
-from ._conversation import DEFAULT_TIMEOUT, NoHandler, set_request_handler
 from ._events import EventHandler, EventRegistry
 from ._exceptions import (
     DroverError,
@@ -42,6 +40,8 @@ from ._restart import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
 from ._sockets import Listeners
 from ._status import WorkerStatus
 from ._systemd import Notifier, watchdog_interval
+from ._wire import protocol as proto
+from ._wire.conversation import DEFAULT_TIMEOUT, NoHandler, set_request_handler
 from ._worker import Worker, WorkerSnapshot
 
 #: Answers a worker's request: ``handler(worker_id, payload)``, sync or async.

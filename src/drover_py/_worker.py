@@ -12,10 +12,7 @@ import anyio.abc
 import attrs
 from structlog.typing import FilteringBoundLogger
 
-from . import _protocol as proto
-from ._channel import ChannelReader, ChannelWriter
 from ._config import MasterConfig
-from ._conversation import DEFAULT_TIMEOUT, Conversation, NoHandler
 from ._env import worker_vars
 from ._exceptions import (
     ChannelError,
@@ -32,6 +29,9 @@ from ._preload import TemplateDied, TemplateError
 from ._sockets import SYSTEMD_ENV
 from ._spawn import ChildProcess, ExecSpawner, Spawner, SpawnRequest
 from ._status import WorkerStatus, can_transition
+from ._wire import protocol as proto
+from ._wire.channel import ChannelReader, ChannelWriter
+from ._wire.conversation import DEFAULT_TIMEOUT, Conversation, NoHandler
 
 #: Seconds the master keeps reading a worker's channel after its process exited.
 DRAIN_TIMEOUT = 0.5

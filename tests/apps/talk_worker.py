@@ -28,7 +28,7 @@ import anyio
 
 from drover_py import MessageBus, RemoteError, SyncMessageBus
 from drover_py._env import CHANNEL_ENV, parse_channel
-from drover_py._protocol import encode_message
+from drover_py._wire.protocol import encode_message
 
 SLOT = os.environ.get("DROVER_PY_SLOT")
 FLAGS: dict[str, str] = {}

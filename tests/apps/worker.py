@@ -30,7 +30,7 @@ import anyio
 
 from drover_py import MessageBus
 from drover_py._env import CHANNEL_ENV, parse_channel
-from drover_py._protocol import MAX_FRAME_SIZE
+from drover_py._wire.protocol import MAX_FRAME_SIZE
 
 
 def parse_flags(text: str, slot: str | None) -> dict[str, str]:

@@ -13,8 +13,8 @@ from collections.abc import Coroutine
 
 import anyio
 
-from ._exceptions import ChannelError, ProtocolError
-from ._protocol import MAX_FRAME_SIZE, Data, Decoder
+from .._exceptions import ChannelError, ProtocolError
+from .protocol import MAX_FRAME_SIZE, Data, Decoder
 
 _READ_SIZE = 65536
 #: Seconds a half-written frame may wait for the reader before the channel counts as broken.

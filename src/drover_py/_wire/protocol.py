@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._exceptions import ProtocolError
+from .._exceptions import ProtocolError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from . import _protocol as proto
-from ._channel import ChannelWriter
-from ._compat import BareThread
-from ._exceptions import ChannelError, PeerGoneError, ProtocolError, RemoteError, RequestTimeoutError
+from .._compat import BareThread
+from .._exceptions import ChannelError, PeerGoneError, ProtocolError, RemoteError, RequestTimeoutError
+from . import protocol as proto
+from .channel import ChannelWriter
 
 if TYPE_CHECKING:
     import anyio.abc
