@@ -12,13 +12,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from ._proctitle import apply_title_from_env as _apply_title_from_env
+from ._child.title import apply_title_from_env as _apply_title_from_env
 
 _apply_title_from_env()  # in a worker: its title, before the imports below
 
-from ._bus import LIFELINE_EXIT_CODE as LIFELINE_EXIT_CODE
-from ._bus import MessageBus as MessageBus
-from ._bus import SyncMessageBus as SyncMessageBus
+from ._child.bus import LIFELINE_EXIT_CODE as LIFELINE_EXIT_CODE
+from ._child.bus import MessageBus as MessageBus
+from ._child.bus import SyncMessageBus as SyncMessageBus
+from ._child.sockets import inherited_sockets as inherited_sockets
 from ._exceptions import BindError as BindError
 from ._exceptions import ChannelError as ChannelError
 from ._exceptions import ConfigError as ConfigError
@@ -37,7 +38,6 @@ from ._exceptions import StartTimeoutError as StartTimeoutError
 from ._exceptions import StateError as StateError
 from ._exceptions import UnknownWorkerError as UnknownWorkerError
 from ._exceptions import WorkerStartError as WorkerStartError
-from ._inherit import inherited_sockets as inherited_sockets
 
 
 def _own(value: object) -> object:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ._child.title import worker_title
 from ._env import PROCTITLE_ENV
 from ._exceptions import ConfigError
 from ._exceptions import check_seconds as check_seconds
-from ._proctitle import worker_title
 from ._sockets import BindSpec, check_binds
 
 if TYPE_CHECKING:

@@ -17,6 +17,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from ._child.title import master_titles
 from ._commands import CommandRegistry, H, decorator
 from ._compat import exit_task_group
 from ._config import MasterConfig, check_count, check_seconds
@@ -35,7 +36,6 @@ from ._exit_reasons import ExitReason
 from ._log import get_logger
 from ._output import OutputSink
 from ._preload import Spawners
-from ._proctitle import master_titles
 from ._restart import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
 from ._sockets import Listeners
 from ._status import WorkerStatus

@@ -54,7 +54,7 @@ MAX_FDS = 256
 SETUP_FAILED = 127
 #: Seconds of idleness after a spawn before the template forks the next spare.
 SPARE_DELAY = 0.05
-#: The title the master chose for the worker (see drover_py._proctitle).
+#: The title the master chose for the worker (see drover_py._child.title).
 PROCTITLE_ENV = "DROVER_PY_PROCTITLE"
 
 _Handler = Callable[[int, Any], Any] | int | signal.Handlers | None

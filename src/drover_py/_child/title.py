@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 
-from ._env import PROCTITLE_ENV
+from .._env import PROCTITLE_ENV
 
 
 def set_title(title: str) -> bool:

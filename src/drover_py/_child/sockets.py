@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from ._env import SOCKETS_ENV, parse_sockets
+from .._env import SOCKETS_ENV, parse_sockets
 
 if TYPE_CHECKING:
     import socket

@@ -20,12 +20,12 @@ if TYPE_CHECKING:
 
     import anyio.abc
 
-from ._compat import BareThread, call_in_turn, call_maybe_async, exit_task_group
-from ._env import CHANNEL_ENV, HEARTBEAT_ENV, SLOT_ENV, WORKER_ID_ENV, parse_channel
-from ._exceptions import ChannelError, StateError, check_seconds
-from ._wire import protocol as proto
-from ._wire.channel import ChannelReader, ChannelWriter
-from ._wire.conversation import DEFAULT_TIMEOUT, Conversation, NoHandler, ThreadConversation, set_request_handler
+from .._compat import BareThread, call_in_turn, call_maybe_async, exit_task_group
+from .._env import CHANNEL_ENV, HEARTBEAT_ENV, SLOT_ENV, WORKER_ID_ENV, parse_channel
+from .._exceptions import ChannelError, StateError, check_seconds
+from .._wire import protocol as proto
+from .._wire.channel import ChannelReader, ChannelWriter
+from .._wire.conversation import DEFAULT_TIMEOUT, Conversation, NoHandler, ThreadConversation, set_request_handler
 
 #: Exit code of a worker whose master went away (its channel reached end of file).
 LIFELINE_EXIT_CODE = 70
