@@ -16,7 +16,7 @@ import pytest
 
 import drover_py
 from drover_py import ConfigError, Master, MasterFactory, SpawnError
-from drover_py._credentials import RunAs, resolve_run_as
+from drover_py._config.credentials import RunAs, resolve_run_as
 
 from .conftest import APPS, BOTH_SPAWN_MODES, WORKER, MasterBuilder
 

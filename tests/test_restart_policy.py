@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drover_py import ConfigError, RestartPolicy
+from drover_py._config.policies import GiveUp, Leave, Restart, RestartTracker
 from drover_py._exit_reasons import classify
-from drover_py._restart import GiveUp, Leave, Restart, RestartTracker
 
 CRASH = classify(1)
 CLEAN = classify(0)

@@ -54,14 +54,14 @@ if TYPE_CHECKING:
     from ._client import ControlReply as ControlReply
     from ._commands import CommandError as CommandError
     from ._commands import CommandRegistry as CommandRegistry
-    from ._config import MasterConfig as MasterConfig
+    from ._config.options import MasterConfig as MasterConfig
+    from ._config.policies import RecyclePolicy as RecyclePolicy
+    from ._config.policies import RestartPolicy as RestartPolicy
     from ._control import ControlServer as ControlServer
     from ._control import open_control_server as open_control_server
     from ._factory import MasterFactory as MasterFactory
     from ._master import Master as Master
     from ._master import ReloadReport as ReloadReport
-    from ._restart import RecyclePolicy as RecyclePolicy
-    from ._restart import RestartPolicy as RestartPolicy
     from ._signals import open_signal_handlers as open_signal_handlers
     from ._status import WorkerStatus as WorkerStatus
     from ._worker import WorkerSnapshot as WorkerSnapshot
@@ -123,10 +123,10 @@ _LAZY = {
     "open_control_server": "._control",
     "Master": "._master",
     "ReloadReport": "._master",
-    "MasterConfig": "._config",
+    "MasterConfig": "._config.options",
     "MasterFactory": "._factory",
-    "RecyclePolicy": "._restart",
-    "RestartPolicy": "._restart",
+    "RecyclePolicy": "._config.policies",
+    "RestartPolicy": "._config.policies",
     "open_signal_handlers": "._signals",
     "WorkerSnapshot": "._worker",
     "WorkerStatus": "._status",

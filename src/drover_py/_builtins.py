@@ -13,8 +13,8 @@ import time
 from typing import TYPE_CHECKING
 
 from ._commands import JSON, Command, CommandError, make_command
+from ._config.policies import read_rss
 from ._master import Master, ReloadReport
-from ._restart import read_rss
 from ._status import WorkerStatus
 
 if TYPE_CHECKING:

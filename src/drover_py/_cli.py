@@ -48,7 +48,7 @@ EXIT_START_FAILED, EXIT_RESTART_LIMIT, EXIT_ADDRESS_IN_USE, EXIT_INTERRUPTED = 1
 
 def _add_master_options(parser: argparse.ArgumentParser, *, default_bind: str | None = None) -> None:
     """Add the options ``run`` and ``serve`` share: workers, sockets, control, policies."""
-    from ._config import START_TIMEOUT, STOP_TIMEOUT  # the defaults have one home
+    from ._config.options import START_TIMEOUT, STOP_TIMEOUT  # the defaults have one home
 
     where = f" (default: {default_bind})" if default_bind else ""
     parser.add_argument("-w", "--workers", type=int, default=None, help="number of workers (default: CPU count)")
@@ -397,7 +397,7 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 def _create_master(ns: argparse.Namespace) -> Master:
-    from ._restart import RestartPolicy
+    from ._config.policies import RestartPolicy
 
     common = {
         "count": ns.workers,

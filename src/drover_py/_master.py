@@ -20,7 +20,8 @@ import attrs
 from ._child.title import master_titles
 from ._commands import CommandRegistry, H, decorator
 from ._compat import exit_task_group
-from ._config import MasterConfig, check_count, check_seconds
+from ._config.options import MasterConfig, check_count, check_seconds
+from ._config.policies import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
 from ._events import EventHandler, EventRegistry
 from ._exceptions import (
     DroverError,
@@ -36,7 +37,6 @@ from ._exit_reasons import ExitReason
 from ._log import get_logger
 from ._output import OutputSink
 from ._preload import Spawners
-from ._restart import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
 from ._sockets import Listeners
 from ._status import WorkerStatus
 from ._systemd import Notifier, watchdog_interval

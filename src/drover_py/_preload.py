@@ -29,7 +29,7 @@ import anyio.abc
 import attrs
 from structlog.typing import FilteringBoundLogger
 
-from ._config import MasterConfig
+from ._config.options import MasterConfig
 from ._env import FD_ENV, template_env
 from ._spawn import ExecSpawner, Spawner, SpawnRequest
 

@@ -12,7 +12,7 @@ import anyio.abc
 import attrs
 from structlog.typing import FilteringBoundLogger
 
-from ._config import MasterConfig
+from ._config.options import MasterConfig
 from ._env import worker_vars
 from ._exceptions import (
     ChannelError,

@@ -13,7 +13,7 @@ import pwd
 
 import attrs
 
-from ._exceptions import ConfigError
+from .._exceptions import ConfigError
 
 
 @attrs.frozen(kw_only=True)

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ._child.title import worker_title
-from ._env import PROCTITLE_ENV
-from ._exceptions import ConfigError
-from ._exceptions import check_seconds as check_seconds
-from ._sockets import BindSpec, check_binds
+from .._child.title import worker_title
+from .._env import PROCTITLE_ENV
+from .._exceptions import ConfigError
+from .._exceptions import check_seconds as check_seconds
+from .._sockets import BindSpec, check_binds
 
 if TYPE_CHECKING:
-    from ._credentials import RunAs
-    from ._restart import RecyclePolicy, RestartPolicy
+    from .credentials import RunAs
+    from .policies import RecyclePolicy, RestartPolicy
 
 #: Where workers' output goes: the master's stdout (stderr passes through the master), or
 #: captured and prefixed, or captured and logged.
@@ -142,7 +142,7 @@ def check_unix_mode(value: object) -> int:
 
 
 def _restart_policy(value: object) -> RestartPolicy | None:
-    from ._restart import RestartPolicy  # here: _restart uses the checks above
+    from .policies import RestartPolicy  # here: _restart uses the checks above
 
     if value is None or isinstance(value, RestartPolicy):
         return value
@@ -150,7 +150,7 @@ def _restart_policy(value: object) -> RestartPolicy | None:
 
 
 def _recycle_policy(value: object) -> RecyclePolicy | None:
-    from ._restart import RecyclePolicy
+    from .policies import RecyclePolicy
 
     if value is None or isinstance(value, RecyclePolicy):
         return value
