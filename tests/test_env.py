@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from drover_py import _env
-from drover_py._preload import TEMPLATE_PROGRAM
+from drover_py._spawn.preload import TEMPLATE_PROGRAM
 
 
 def test_a_workers_variables_and_its_templates_environment() -> None:

@@ -16,8 +16,8 @@ import anyio
 import pytest
 
 from drover_py import ConfigError, ExitReasons, Master, MasterFactory, PreloadError, ReloadError, WorkerStatus
-from drover_py._preload import LOST_STATUS
-from drover_py._template import script_imports
+from drover_py._spawn.preload import LOST_STATUS
+from drover_py._spawn.template import script_imports
 
 from .conftest import APPS, WORKER, MasterBuilder, children
 from .helpers import EventLog, is_running, wait_process_gone
@@ -41,7 +41,7 @@ def templates(master: Master) -> list[int]:
                 argv = file.read().split(b"\0")
         except OSError:
             continue
-        if state != "Z" and len(argv) > 1 and argv[1].endswith(b"_template.py"):
+        if state != "Z" and len(argv) > 1 and argv[1].endswith(b"/_spawn/template.py"):
             found.append(pid)
     return found
 

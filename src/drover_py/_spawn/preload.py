@@ -2,7 +2,7 @@
 
 `Spawners` gives each `Worker` the spawner of its configuration: `ExecSpawner` when
 ``preload`` is off, else one that asks the `Template` of that configuration (started on
-first use, by exec of ``_template.py``) to fork the worker. Every graceful reload starts
+first use, by exec of ``template.py``) to fork the worker. Every graceful reload starts
 a new template (so reloaded workers run the code on disk now, as exec workers would);
 the old one retires once its last worker is gone, and serves the rollback if any.
 
@@ -29,12 +29,12 @@ import anyio.abc
 import attrs
 from structlog.typing import FilteringBoundLogger
 
-from ._config.options import MasterConfig
-from ._env import FD_ENV, template_env
-from ._spawn import ExecSpawner, Spawner, SpawnRequest
+from .._config.options import MasterConfig
+from .._env import FD_ENV, template_env
+from .base import ExecSpawner, Spawner, SpawnRequest
 
 #: The template program, run by path so that starting it imports nothing of drover-py.
-TEMPLATE_PROGRAM = Path(__file__).with_name("_template.py")
+TEMPLATE_PROGRAM = Path(__file__).with_name("template.py")
 #: Return code of a forked worker whose template died before it: its status is unknown.
 LOST_STATUS = 255
 #: Seconds a closed template has to exit before it is killed.

@@ -17,7 +17,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from ._config.options import MasterConfig
+from .._config.options import MasterConfig
 
 
 @attrs.frozen(kw_only=True)

@@ -1,6 +1,6 @@
 """The preload template: a small synchronous program that forks workers on request.
 
-The master runs this file by path (``python _template.py FD SCRIPT SPEC``), not as a module of
+The master runs this file by path (``python template.py FD SCRIPT SPEC``), not as a module of
 the package, so starting it imports nothing of drover-py or anyio. It imports the
 preload modules, reports "ready", then serves the master's spawn requests on the Unix
 socket FD (SOCK_SEQPACKET, one JSON message per packet, fds with SCM_RIGHTS):
