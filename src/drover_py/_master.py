@@ -37,7 +37,7 @@ from ._exit_reasons import ExitReason
 from ._log import get_logger
 from ._output import OutputSink
 from ._sockets import Listeners
-from ._spawn.preload import Spawners
+from ._spawn.pool import Spawners
 from ._status import WorkerStatus
 from ._systemd import Notifier, watchdog_interval
 from ._wire import protocol as proto

@@ -26,7 +26,8 @@ from ._exceptions import (
 from ._exit_reasons import ExitReason, StartTimeout, classify
 from ._output import OutputSink, Source, Tail, read_output
 from ._sockets import SYSTEMD_ENV
-from ._spawn.base import ChildProcess, ExecSpawner, Spawner, SpawnRequest
+from ._spawn.base import ChildProcess, Spawner, SpawnRequest
+from ._spawn.exec import ExecSpawner
 from ._spawn.preload import TemplateDied, TemplateError
 from ._status import WorkerStatus, can_transition
 from ._wire import protocol as proto
