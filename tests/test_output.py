@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drover_py import ConfigError, MasterFactory
-from drover_py._output import LineSplitter, Tail
+from drover_py._supervise.output import LineSplitter, Tail
 
 from .conftest import APPS
 

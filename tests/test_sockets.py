@@ -12,7 +12,7 @@ import pytest
 from anyio.abc import SocketStream
 
 from drover_py import BindError, ConfigError, MasterFactory
-from drover_py._sockets import BindSpec, parse_bind
+from drover_py._config.binds import BindSpec, parse_bind
 
 from .conftest import APPS, MasterBuilder
 from .helpers import EventLog, run_json_app

@@ -59,12 +59,12 @@ if TYPE_CHECKING:
     from ._config.policies import RestartPolicy as RestartPolicy
     from ._control import ControlServer as ControlServer
     from ._control import open_control_server as open_control_server
-    from ._factory import MasterFactory as MasterFactory
-    from ._master import Master as Master
-    from ._master import ReloadReport as ReloadReport
     from ._signals import open_signal_handlers as open_signal_handlers
     from ._status import WorkerStatus as WorkerStatus
-    from ._worker import WorkerSnapshot as WorkerSnapshot
+    from ._supervise.factory import MasterFactory as MasterFactory
+    from ._supervise.master import Master as Master
+    from ._supervise.master import ReloadReport as ReloadReport
+    from ._supervise.worker import WorkerSnapshot as WorkerSnapshot
 
 __all__ = [
     "LIFELINE_EXIT_CODE",
@@ -121,14 +121,14 @@ _LAZY = {
     "ControlReply": "._client",
     "ControlServer": "._control",
     "open_control_server": "._control",
-    "Master": "._master",
-    "ReloadReport": "._master",
+    "Master": "._supervise.master",
+    "ReloadReport": "._supervise.master",
     "MasterConfig": "._config.options",
-    "MasterFactory": "._factory",
+    "MasterFactory": "._supervise.factory",
     "RecyclePolicy": "._config.policies",
     "RestartPolicy": "._config.policies",
     "open_signal_handlers": "._signals",
-    "WorkerSnapshot": "._worker",
+    "WorkerSnapshot": "._supervise.worker",
     "WorkerStatus": "._status",
 }
 

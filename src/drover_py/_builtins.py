@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from ._commands import JSON, Command, CommandError, make_command
 from ._config.policies import read_rss
-from ._master import Master, ReloadReport
 from ._status import WorkerStatus
+from ._supervise.master import Master, ReloadReport
 
 if TYPE_CHECKING:
     from ._control import ControlServer

@@ -31,7 +31,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 if TYPE_CHECKING:
     from ._client import ControlClient
     from ._commands import JSON
-    from ._master import Master
+    from ._supervise.master import Master
 
 #: Environment variable the access key is read from (kept out of ``ps``), for ``run``,
 #: ``serve`` and ``ctl``; never handed on to workers.
@@ -434,7 +434,7 @@ def _create_master(ns: argparse.Namespace) -> Master:
             proctitle=False if ns.no_proctitle else True,
             **common,
         )
-    from ._factory import MasterFactory
+    from ._supervise.factory import MasterFactory
 
     modules = [name.strip() for name in (ns.preload_modules or "").split(",") if name.strip()]
     return MasterFactory.create(
@@ -448,8 +448,8 @@ def _create_master(ns: argparse.Namespace) -> Master:
 
 
 async def _supervise_async(ns: argparse.Namespace, key: str | None) -> int:
-    from ._progress import show_pending, show_progress
     from ._signals import open_signal_handlers
+    from ._supervise.progress import show_pending, show_progress
 
     master = _create_master(ns)
     async with master, AsyncExitStack() as stack:

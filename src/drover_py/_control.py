@@ -34,14 +34,14 @@ import h11
 from ._builtins import Builtins, all_slots_started
 from ._commands import JSON, Command, CommandError
 from ._compat import exit_task_group
+from ._config.binds import parse_bind
 from ._exceptions import BindError, ConfigError, DroverError, StateError, UnknownWorkerError, WorkerStartError
 from ._exit_reasons import ExitReason
 from ._http import MAX_HEAD, Closed, TooLarge, json_body, receive_message, send_message
 from ._log import get_logger
-from ._master import EVENTS, Master
 from ._openapi import openapi_document
-from ._sockets import parse_bind
 from ._status import WorkerStatus
+from ._supervise.master import EVENTS, Master
 
 Masters = Master | Sequence[Master] | Mapping[str, Master]
 

@@ -19,7 +19,7 @@ from .._child.title import worker_title
 from .._env import PROCTITLE_ENV
 from .._exceptions import ConfigError
 from .._exceptions import check_seconds as check_seconds
-from .._sockets import BindSpec, check_binds
+from .binds import BindSpec, check_binds
 
 if TYPE_CHECKING:
     from .credentials import RunAs

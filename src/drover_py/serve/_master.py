@@ -13,8 +13,8 @@ from pathlib import Path
 from .._config.options import BACKLOG, KILL_TIMEOUT, START_TIMEOUT, STOP_TIMEOUT, UNIX_MODE
 from .._config.policies import RecyclePolicy, RestartPolicy
 from .._exceptions import ConfigError, check_seconds
-from .._factory import MasterFactory
-from .._master import Master
+from .._supervise.factory import MasterFactory
+from .._supervise.master import Master
 from ._options import DEFAULT_BIND, RECYCLE_REQUEST, ServeOptions
 
 #: The program every worker runs (a folder of its own: see its docstring).

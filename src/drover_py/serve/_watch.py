@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import anyio
 
 from .._exceptions import DroverError
-from .._master import Master
-from .._progress import show_progress
+from .._supervise.master import Master
+from .._supervise.progress import show_progress
 
 DEFAULT_INCLUDE = ("*.py",)
 #: Folders never worth a reload.

@@ -11,77 +11,17 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-import attrs
+from .._config.binds import BindSpec
+from .._exceptions import BindError
 
-from ._exceptions import BindError, ConfigError
-
-__all__ = ["SYSTEMD_ENV", "BindSpec", "Listeners", "check_binds", "parse_bind", "systemd_fds"]
+__all__ = ["SYSTEMD_ENV", "Listeners", "systemd_fds"]
 
 #: The first fd systemd passes with socket activation.
 SD_LISTEN_FDS_START = 3
 #: What systemd sets for the master; removed from the workers' environment.
 SYSTEMD_ENV = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-
-
-@attrs.frozen
-class BindSpec:
-    """One parsed ``bind`` entry."""
-
-    #: "tcp", "unix", "fd" or "systemd".
-    kind: str
-    host: str = ""
-    port: int = 0
-    path: str = ""
-    fd: int = -1
-
-    def __str__(self) -> str:
-        if self.kind == "tcp":
-            return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-        if self.kind == "unix":
-            return f"unix:{self.path}"
-        if self.kind == "fd":
-            return f"fd://{self.fd}"
-        return "systemd"
-
-
-def parse_bind(entry: object) -> BindSpec:
-    """Parse "host:port", "[v6]:port", "unix:/path", "fd://N" or "systemd"."""
-    if not isinstance(entry, str) or not entry:
-        raise ConfigError("bind", f"expected an address string, got {entry!r}")
-    if entry == "systemd":
-        return BindSpec("systemd")
-    if entry.startswith("unix:"):
-        path = entry[len("unix:") :]
-        if not path:
-            raise ConfigError("bind", f"{entry!r}: empty socket path")
-        return BindSpec("unix", path=os.path.abspath(path))
-    if entry.startswith("fd://"):
-        text = entry[len("fd://") :]
-        if not text.isdigit():
-            raise ConfigError("bind", f"{entry!r}: expected fd://<number>")
-        return BindSpec("fd", fd=int(text))
-    host, sep, port_text = entry.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError("bind", f"{entry!r}: expected host:port with a port in 0..65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ConfigError("bind", f"{entry!r}: write IPv6 addresses in brackets, e.g. [::1]:8000")
-    if not host:
-        raise ConfigError("bind", f"{entry!r}: empty host (use 0.0.0.0 or [::] for all interfaces)")
-    return BindSpec("tcp", host=host, port=int(port_text))
-
-
-def check_binds(value: object) -> tuple[BindSpec, ...]:
-    """Return the parsed ``bind`` option (a list of address strings, or parsed ones; not one string)."""
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise ConfigError("bind", f"expected a list of addresses, got {value!r}")
-    specs = tuple(entry if isinstance(entry, BindSpec) else parse_bind(entry) for entry in value)
-    if sum(spec.kind == "systemd" for spec in specs) > 1:
-        raise ConfigError("bind", "'systemd' may appear once")
-    return specs
 
 
 def _tcp(spec: BindSpec, backlog: int) -> socket.socket:

@@ -12,9 +12,9 @@ import anyio.abc
 import attrs
 from structlog.typing import FilteringBoundLogger
 
-from ._config.options import MasterConfig
-from ._env import worker_vars
-from ._exceptions import (
+from .._config.options import MasterConfig
+from .._env import worker_vars
+from .._exceptions import (
     ChannelError,
     PeerGoneError,
     PreloadError,
@@ -23,16 +23,16 @@ from ._exceptions import (
     StartTimeoutError,
     WorkerStartError,
 )
-from ._exit_reasons import ExitReason, StartTimeout, classify
-from ._output import OutputSink, Source, Tail, read_output
-from ._sockets import SYSTEMD_ENV
-from ._spawn.base import ChildProcess, Spawner, SpawnRequest
-from ._spawn.exec import ExecSpawner
-from ._spawn.preload import TemplateDied, TemplateError
-from ._status import WorkerStatus, can_transition
-from ._wire import protocol as proto
-from ._wire.channel import ChannelReader, ChannelWriter
-from ._wire.conversation import DEFAULT_TIMEOUT, Conversation, NoHandler
+from .._exit_reasons import ExitReason, StartTimeout, classify
+from .._spawn.base import ChildProcess, Spawner, SpawnRequest
+from .._spawn.exec import ExecSpawner
+from .._spawn.preload import TemplateDied, TemplateError
+from .._status import WorkerStatus, can_transition
+from .._wire import protocol as proto
+from .._wire.channel import ChannelReader, ChannelWriter
+from .._wire.conversation import DEFAULT_TIMEOUT, Conversation, NoHandler
+from .output import OutputSink, Source, Tail, read_output
+from .sockets import SYSTEMD_ENV
 
 #: Seconds the master keeps reading a worker's channel after its process exited.
 DRAIN_TIMEOUT = 0.5

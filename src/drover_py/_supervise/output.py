@@ -27,7 +27,7 @@ import anyio
 import anyio.to_thread
 from structlog.typing import FilteringBoundLogger
 
-from ._config.options import OUTPUT_MODES
+from .._config.options import OUTPUT_MODES
 
 #: The most lines, and bytes, of a worker's stderr that its exit reason carries.
 TAIL_LINES, TAIL_BYTES = 20, 4096

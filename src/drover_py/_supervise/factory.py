@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from ._config.credentials import resolve_run_as
-from ._config.options import BACKLOG, KILL_TIMEOUT, START_TIMEOUT, STOP_TIMEOUT, UNIX_MODE, MasterConfig, default_count
-from ._config.policies import RecyclePolicy, RestartPolicy
-from ._master import Master
+from .._config.credentials import resolve_run_as
+from .._config.options import BACKLOG, KILL_TIMEOUT, START_TIMEOUT, STOP_TIMEOUT, UNIX_MODE, MasterConfig, default_count
+from .._config.policies import RecyclePolicy, RestartPolicy
+from .master import Master
 
 
 class MasterFactory:

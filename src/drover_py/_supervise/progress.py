@@ -17,10 +17,10 @@ from typing import TextIO
 
 import anyio
 
-from ._compat import open_background_tasks
-from ._master import Master
-from ._status import WorkerStatus
-from ._worker import WorkerSnapshot
+from .._compat import open_background_tasks
+from .._status import WorkerStatus
+from .master import Master
+from .worker import WorkerSnapshot
 
 #: Seconds of waiting before the first progress line, and between two.
 DELAY, INTERVAL = 2.0, 2.0

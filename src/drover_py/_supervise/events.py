@@ -10,7 +10,7 @@ from types import CoroutineType
 import anyio.abc
 from structlog.typing import FilteringBoundLogger
 
-from ._compat import call_in_turn, call_maybe_async
+from .._compat import call_in_turn, call_maybe_async
 
 #: A handler may be a plain function or a coroutine function.
 EventHandler = Callable[..., Awaitable[None] | None]

@@ -17,13 +17,12 @@ import anyio
 import anyio.abc
 import attrs
 
-from ._child.title import master_titles
-from ._commands import CommandRegistry, H, decorator
-from ._compat import exit_task_group
-from ._config.options import MasterConfig, check_count, check_seconds
-from ._config.policies import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
-from ._events import EventHandler, EventRegistry
-from ._exceptions import (
+from .._child.title import master_titles
+from .._commands import CommandRegistry, H, decorator
+from .._compat import exit_task_group
+from .._config.options import MasterConfig, check_count, check_seconds
+from .._config.policies import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
+from .._exceptions import (
     DroverError,
     OperationInterruptedError,
     PeerGoneError,
@@ -33,16 +32,17 @@ from ._exceptions import (
     UnknownWorkerError,
     WorkerStartError,
 )
-from ._exit_reasons import ExitReason
-from ._log import get_logger
-from ._output import OutputSink
-from ._sockets import Listeners
-from ._spawn.pool import Spawners
-from ._status import WorkerStatus
-from ._systemd import Notifier, watchdog_interval
-from ._wire import protocol as proto
-from ._wire.conversation import DEFAULT_TIMEOUT, NoHandler, set_request_handler
-from ._worker import Worker, WorkerSnapshot
+from .._exit_reasons import ExitReason
+from .._log import get_logger
+from .._spawn.pool import Spawners
+from .._status import WorkerStatus
+from .._wire import protocol as proto
+from .._wire.conversation import DEFAULT_TIMEOUT, NoHandler, set_request_handler
+from .events import EventHandler, EventRegistry
+from .output import OutputSink
+from .sockets import Listeners
+from .systemd import Notifier, watchdog_interval
+from .worker import Worker, WorkerSnapshot
 
 #: Answers a worker's request: ``handler(worker_id, payload)``, sync or async.
 RequestHandler = Callable[..., object]
