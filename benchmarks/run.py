@@ -51,7 +51,7 @@ WARM_IMPORTS = (
     "multiprocessing.connection, structlog, attrs, hypercorn.trio, hypercorn.config, uvicorn, uvicorn.main, "
     "uvicorn.supervisors.multiprocess, uvicorn.protocols.http.h11_impl, uvicorn.lifespan.on, uvicorn.loops.asyncio, "
     "gunicorn.app.wsgiapp, gunicorn.workers.sync, drover_py, drover_py._supervise.master, drover_py._supervise.factory, "
-    "drover_py._signals, drover_py._config.policies, drover_py._cli, drover_py.serve._master, drover_py.serve.worker, "
+    "drover_py._control.signals, drover_py._config.policies, drover_py._cli, drover_py.serve._master, drover_py.serve.worker, "
     "drover_py.serve._uvicorn, drover_py.serve._hypercorn, drover_py.serve._waitress, granian"
 )
 

@@ -43,7 +43,7 @@ def test_script_run_without_master_exits_with_the_error() -> None:
 
 #: What a worker process imports of drover-py, exactly: a new import here is a decision to make.
 CHILD_MODULES = {
-    "drover_py", "drover_py._compat", "drover_py._env", "drover_py._exceptions",
+    "drover_py", "drover_py._checks", "drover_py._compat", "drover_py._env", "drover_py._exceptions",
     "drover_py._child", "drover_py._child.bus", "drover_py._child.sockets", "drover_py._child.title",
     "drover_py._wire", "drover_py._wire.channel", "drover_py._wire.conversation", "drover_py._wire.protocol",
 }  # fmt: skip

@@ -27,7 +27,7 @@ from drover_py import (
     open_control_server,
 )
 from drover_py._commands import JSON
-from drover_py._openapi import openapi_document
+from drover_py._control.openapi import openapi_document
 
 from .conftest import WORKER, MasterBuilder
 from .helpers import EventLog, is_running
@@ -244,7 +244,7 @@ async def test_access_key_and_tcp(make_master: MasterBuilder, tmp_path: Path) ->
         assert (await ControlClient(url=server.url, key=KEY).run("health")).ok
         document = await ControlClient(url=server.url).request("GET", "/openapi.json")  # public
         assert document.body == openapi_document() == json.loads(OPENAPI.read_text()), (
-            "docs/openapi.json is stale: python -m drover_py._openapi > docs/openapi.json"
+            "docs/openapi.json is stale: python -m drover_py._control.openapi > docs/openapi.json"
         )
 
 

@@ -28,7 +28,7 @@ import anyio
 import pytest
 from anyio.abc import ByteReceiveStream, Process
 
-from drover_py._client import ControlClient
+from drover_py._control.client import ControlClient
 from drover_py.serve import ServeOptions, create_master
 
 from .helpers import is_running, wait_process_gone

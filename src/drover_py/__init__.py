@@ -49,17 +49,17 @@ def _own(value: object) -> object:
 
 if TYPE_CHECKING:
     from . import _exit_reasons as ExitReasons
-    from ._client import ControlClient as ControlClient
-    from ._client import ControlConnectError as ControlConnectError
-    from ._client import ControlReply as ControlReply
     from ._commands import CommandError as CommandError
     from ._commands import CommandRegistry as CommandRegistry
     from ._config.options import MasterConfig as MasterConfig
     from ._config.policies import RecyclePolicy as RecyclePolicy
     from ._config.policies import RestartPolicy as RestartPolicy
-    from ._control import ControlServer as ControlServer
-    from ._control import open_control_server as open_control_server
-    from ._signals import open_signal_handlers as open_signal_handlers
+    from ._control.client import ControlClient as ControlClient
+    from ._control.client import ControlConnectError as ControlConnectError
+    from ._control.client import ControlReply as ControlReply
+    from ._control.server import ControlServer as ControlServer
+    from ._control.server import open_control_server as open_control_server
+    from ._control.signals import open_signal_handlers as open_signal_handlers
     from ._status import WorkerStatus as WorkerStatus
     from ._supervise.factory import MasterFactory as MasterFactory
     from ._supervise.master import Master as Master
@@ -116,18 +116,18 @@ del _name
 _LAZY = {
     "CommandError": "._commands",
     "CommandRegistry": "._commands",
-    "ControlClient": "._client",
-    "ControlConnectError": "._client",
-    "ControlReply": "._client",
-    "ControlServer": "._control",
-    "open_control_server": "._control",
+    "ControlClient": "._control.client",
+    "ControlConnectError": "._control.client",
+    "ControlReply": "._control.client",
+    "ControlServer": "._control.server",
+    "open_control_server": "._control.server",
     "Master": "._supervise.master",
     "ReloadReport": "._supervise.master",
     "MasterConfig": "._config.options",
     "MasterFactory": "._supervise.factory",
     "RecyclePolicy": "._config.policies",
     "RestartPolicy": "._config.policies",
-    "open_signal_handlers": "._signals",
+    "open_signal_handlers": "._control.signals",
     "WorkerSnapshot": "._supervise.worker",
     "WorkerStatus": "._status",
 }

@@ -29,8 +29,8 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 
 if TYPE_CHECKING:
-    from ._client import ControlClient
     from ._commands import JSON
+    from ._control.client import ControlClient
     from ._supervise.master import Master
 
 #: Environment variable the access key is read from (kept out of ``ps``), for ``run``,
@@ -448,7 +448,7 @@ def _create_master(ns: argparse.Namespace) -> Master:
 
 
 async def _supervise_async(ns: argparse.Namespace, key: str | None) -> int:
-    from ._signals import open_signal_handlers
+    from ._control.signals import open_signal_handlers
     from ._supervise.progress import show_pending, show_progress
 
     master = _create_master(ns)
@@ -456,7 +456,7 @@ async def _supervise_async(ns: argparse.Namespace, key: str | None) -> int:
         await stack.enter_async_context(open_signal_handlers(master))
         where: list[str] = []
         if not ns.no_control:
-            from ._control import open_control_server  # here: h11 and the rest only when used
+            from ._control.server import open_control_server  # here: h11 and the rest only when used
 
             unix = ns.control or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
             server = await stack.enter_async_context(
@@ -515,7 +515,7 @@ def _url(sock: socket.socket) -> str:
 
 
 def _ctl(ns: argparse.Namespace, key: str | None) -> int:
-    from ._client import ControlClient  # here: serving needs no client (a start imports less)
+    from ._control.client import ControlClient  # here: serving needs no client (a start imports less)
 
     client = ControlClient(
         unix=None if ns.url else (ns.socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET),
@@ -548,7 +548,7 @@ def _ctl(ns: argparse.Namespace, key: str | None) -> int:
 
 
 def _one(client: ControlClient, ns: argparse.Namespace, words: list[str], out: TextIO) -> int:
-    from ._client import ControlConnectError, ControlReply
+    from ._control.client import ControlConnectError, ControlReply
 
     command, args = words[0], words[1:]
     try:

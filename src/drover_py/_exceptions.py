@@ -5,7 +5,6 @@ This module is imported by the child side too, so it stays free of attrs and str
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,19 +24,6 @@ class ConfigError(DroverError, ValueError, TypeError):
     def __init__(self, option: str, message: str) -> None:
         super().__init__(f"option {option!r}: {message}")
         self.option = option
-
-
-def check_seconds(option: str, value: object) -> float:
-    """Return ``value`` as a finite, positive number of seconds, or raise `ConfigError`.
-
-    Here rather than with the other checks so the worker side can use it without attrs.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(option, f"expected seconds as a number, got {value!r}")
-    seconds = float(value)
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise ConfigError(option, f"must be a finite number of seconds > 0, got {value!r}")
-    return seconds
 
 
 class BindError(DroverError):

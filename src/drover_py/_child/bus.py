@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 
     import anyio.abc
 
+from .._checks import check_seconds
 from .._compat import BareThread, call_in_turn, call_maybe_async, exit_task_group
 from .._env import CHANNEL_ENV, HEARTBEAT_ENV, SLOT_ENV, WORKER_ID_ENV, parse_channel
-from .._exceptions import ChannelError, StateError, check_seconds
+from .._exceptions import ChannelError, StateError
 from .._wire import protocol as proto
 from .._wire.channel import ChannelReader, ChannelWriter
 from .._wire.conversation import DEFAULT_TIMEOUT, Conversation, NoHandler, ThreadConversation, set_request_handler

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from .._checks import check_count, check_seconds
 from .._child.title import worker_title
 from .._env import PROCTITLE_ENV
 from .._exceptions import ConfigError
-from .._exceptions import check_seconds as check_seconds
 from .binds import BindSpec, check_binds
+from .policies import RecyclePolicy, RestartPolicy
 
 if TYPE_CHECKING:
     from .credentials import RunAs
-    from .policies import RecyclePolicy, RestartPolicy
 
 #: Where workers' output goes: the master's stdout (stderr passes through the master), or
 #: captured and prefixed, or captured and logged.
@@ -58,15 +58,6 @@ def check_script(value: object) -> Path:
     if not os.access(path, os.R_OK):
         raise ConfigError("script", f"file is not readable: {str(path)!r}")
     return path.resolve()
-
-
-def check_count(value: object, option: str = "count") -> int:
-    """Return ``value`` if it is an int >= 1 (bool is refused)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(option, f"expected an int >= 1, got {value!r}")
-    if value < 1:
-        raise ConfigError(option, f"must be >= 1, got {value}")
-    return value
 
 
 def check_env(value: object) -> dict[str, str]:
@@ -142,16 +133,12 @@ def check_unix_mode(value: object) -> int:
 
 
 def _restart_policy(value: object) -> RestartPolicy | None:
-    from .policies import RestartPolicy  # here: _restart uses the checks above
-
     if value is None or isinstance(value, RestartPolicy):
         return value
     raise ConfigError("restart", f"expected a RestartPolicy or None, got {value!r}")
 
 
 def _recycle_policy(value: object) -> RecyclePolicy | None:
-    from .policies import RecyclePolicy
-
     if value is None or isinstance(value, RecyclePolicy):
         return value
     raise ConfigError("recycle", f"expected a RecyclePolicy or None, got {value!r}")

@@ -7,9 +7,9 @@ from typing import Literal
 
 import attrs
 
+from .._checks import check_count, check_seconds
 from .._exceptions import ConfigError
 from .._exit_reasons import AbnormalExit, ExitReason, NormalExit
-from .options import check_count, check_seconds
 
 
 def _seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None:

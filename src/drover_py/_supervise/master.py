@@ -17,10 +17,11 @@ import anyio
 import anyio.abc
 import attrs
 
+from .._checks import check_count, check_seconds
 from .._child.title import master_titles
 from .._commands import CommandRegistry, H, decorator
 from .._compat import exit_task_group
-from .._config.options import MasterConfig, check_count, check_seconds
+from .._config.options import MasterConfig
 from .._config.policies import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
 from .._exceptions import (
     DroverError,

@@ -10,9 +10,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .._checks import check_seconds
 from .._config.options import BACKLOG, KILL_TIMEOUT, START_TIMEOUT, STOP_TIMEOUT, UNIX_MODE
 from .._config.policies import RecyclePolicy, RestartPolicy
-from .._exceptions import ConfigError, check_seconds
+from .._exceptions import ConfigError
 from .._supervise.factory import MasterFactory
 from .._supervise.master import Master
 from ._options import DEFAULT_BIND, RECYCLE_REQUEST, ServeOptions

@@ -13,7 +13,8 @@ import os
 from collections.abc import Mapping
 from typing import Literal
 
-from .._exceptions import ConfigError, check_seconds
+from .._checks import check_seconds
+from .._exceptions import ConfigError
 
 #: The worker's environment variable carrying the options, as JSON.
 OPTIONS_ENV = "DROVER_PY_SERVE"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._commands import JSON, NAME_PATTERN
+from .._commands import JSON, NAME_PATTERN
 
 _ERROR_CODES = {
     "400": "Bad arguments, bad JSON, or several masters and none named",
@@ -242,7 +242,7 @@ def openapi_document() -> dict[str, JSON]:
     }
 
 
-if __name__ == "__main__":  # regenerate the repository's copy: python -m drover_py._openapi > docs/openapi.json
+if __name__ == "__main__":  # regenerate the repository's copy: python -m drover_py._control.openapi > docs/openapi.json
     import json
 
     print(json.dumps(openapi_document(), indent=2))

@@ -11,9 +11,9 @@ import anyio.abc
 import attrs
 import h11
 
-from ._commands import JSON
-from ._exceptions import DroverError
-from ._http import MAX_HEAD, Closed, TooLarge, json_body, receive_message, send_message
+from .._commands import JSON
+from .._exceptions import DroverError
+from .http import MAX_HEAD, Closed, TooLarge, json_body, receive_message, send_message
 
 #: Largest reply accepted (a `workers` listing of thousands of workers fits).
 MAX_REPLY = 16 * 1024 * 1024

@@ -10,10 +10,10 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.abc
 
-from ._compat import open_background_tasks
-from ._exceptions import DroverError
-from ._log import get_logger
-from ._supervise.master import Master
+from .._compat import open_background_tasks
+from .._exceptions import DroverError
+from .._log import get_logger
+from .._supervise.master import Master
 
 #: The signals `open_signal_handlers` takes over while it is open.
 HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGTTIN, signal.SIGTTOU)

@@ -31,17 +31,17 @@ import anyio.abc
 import attrs
 import h11
 
-from ._builtins import Builtins, all_slots_started
-from ._commands import JSON, Command, CommandError
-from ._compat import exit_task_group
-from ._config.binds import parse_bind
-from ._exceptions import BindError, ConfigError, DroverError, StateError, UnknownWorkerError, WorkerStartError
-from ._exit_reasons import ExitReason
-from ._http import MAX_HEAD, Closed, TooLarge, json_body, receive_message, send_message
-from ._log import get_logger
-from ._openapi import openapi_document
-from ._status import WorkerStatus
-from ._supervise.master import EVENTS, Master
+from .._commands import JSON, Command, CommandError
+from .._compat import exit_task_group
+from .._config.binds import parse_bind
+from .._exceptions import BindError, ConfigError, DroverError, StateError, UnknownWorkerError, WorkerStartError
+from .._exit_reasons import ExitReason
+from .._log import get_logger
+from .._status import WorkerStatus
+from .._supervise.master import EVENTS, Master
+from .builtins import Builtins, all_slots_started
+from .http import MAX_HEAD, Closed, TooLarge, json_body, receive_message, send_message
+from .openapi import openapi_document
 
 Masters = Master | Sequence[Master] | Mapping[str, Master]
 

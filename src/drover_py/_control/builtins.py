@@ -12,13 +12,13 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from ._commands import JSON, Command, CommandError, make_command
-from ._config.policies import read_rss
-from ._status import WorkerStatus
-from ._supervise.master import Master, ReloadReport
+from .._commands import JSON, Command, CommandError, make_command
+from .._config.policies import read_rss
+from .._status import WorkerStatus
+from .._supervise.master import Master, ReloadReport
 
 if TYPE_CHECKING:
-    from ._control import ControlServer
+    from .server import ControlServer
 
 #: Seconds a built-in operation's reply waits by default before saying "still running".
 DEFAULT_TIMEOUT = 60.0
