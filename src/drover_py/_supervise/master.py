@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import itertools
 import math
 import os
 import random
@@ -30,7 +29,6 @@ from .._exceptions import (
     ReloadError,
     RestartLimitError,
     StateError,
-    UnknownWorkerError,
     WorkerStartError,
 )
 from .._exit_reasons import ExitReason
@@ -43,6 +41,7 @@ from .events import EventHandler, EventRegistry
 from .output import OutputSink
 from .sockets import Listeners
 from .systemd import Notifier, watchdog_interval
+from .table import WorkerTable
 from .worker import Worker, WorkerSnapshot
 
 #: Answers a worker's request: ``handler(worker_id, payload)``, sync or async.
@@ -103,13 +102,11 @@ class Master:
         self._config = config
         self._log = get_logger(script=config.script.name)
         self._events = EventRegistry(EVENTS, self._log)
-        self._workers: dict[int, Worker] = {}
-        self._replaced: dict[int, int] = {}
+        self._table = WorkerTable()
         #: Crashed workers' automatic restarts waiting for the lock, by worker id.
         self._crashed: dict[int, _Restart] = {}
         #: The task group of the automatic restarts running now, which later crashes join.
         self._restarting: anyio.abc.TaskGroup | None = None
-        self._ids = itertools.count(1)
         self._state = _State.NEW
         self._started = False
         self._tg: anyio.abc.TaskGroup | None = None
@@ -141,12 +138,12 @@ class Master:
         Listed are the running workers, those being retired, and FAILED ones (crashed
         workers keep their place until their slot is restarted or the master shuts down).
         """
-        return [w.snapshot() for w in self._ordered()]
+        return [w.snapshot() for w in self._table.ordered()]
 
     @property
     def started_count(self) -> int:
         """Return how many workers are STARTED (during a reload a slot may have two)."""
-        return sum(w.status is WorkerStatus.STARTED for w in self._workers.values())
+        return self._table.started_count()
 
     def get_workers_statuses(self) -> list[WorkerStatus]:
         """Return the status of every worker in `workers` order (drover's API).
@@ -155,10 +152,7 @@ class Master:
         replacement, or an old and a new one during a reload): use `workers` and
         ``.slot`` when the slot matters.
         """
-        return [w.status for w in self._ordered()]
-
-    def _ordered(self) -> list[Worker]:
-        return sorted(self._workers.values(), key=lambda w: (w.slot, w.id))
+        return [w.status for w in self._table.ordered()]
 
     # -- events -------------------------------------------------------------------------
 
@@ -206,12 +200,6 @@ class Master:
             raise NoHandler(f"the master has no handler for request {name!r}")
         return handler(worker.id, payload)
 
-    def _talk_to(self, worker_id: int) -> Worker:
-        worker = self._workers.get(worker_id)
-        if worker is None:
-            raise UnknownWorkerError(worker_id)
-        return worker
-
     def send(self, worker_id: int, payload: object) -> Awaitable[None]:
         """Send ``payload`` (JSON-serialisable) to a worker's ``mb.on("message", ...)``; await it.
 
@@ -222,7 +210,7 @@ class Master:
         for one over the size limit.
         """
         # The conversation's own coroutine, not one of ours around it: this runs per message.
-        return self._talk_to(worker_id).send_message(payload)
+        return self._table.find(worker_id).send_message(payload)
 
     async def broadcast(self, payload: object) -> list[int]:
         """Send ``payload`` to every started worker at once; return their ids.
@@ -230,7 +218,7 @@ class Master:
         A worker that exits meanwhile is skipped; the others still get the message.
         """
         proto.encode_message(payload)  # a bad payload fails here, before anything is sent
-        targets = [w for w in self._ordered() if w.status is WorkerStatus.STARTED]
+        targets = self._table.started()
         reached: list[int] = []
         if not targets:
             await anyio.lowlevel.checkpoint()  # a loop of broadcasts must not starve the others
@@ -258,7 +246,7 @@ class Master:
         worker exits (also mid-call), `UnknownWorkerError` for an unknown id.
         """
         timeout = check_seconds("timeout", timeout)
-        return await self._talk_to(worker_id).request(name, payload, timeout)
+        return await self._table.find(worker_id).request(name, payload, timeout)
 
     # -- control commands ----------------------------------------------------------
 
@@ -382,7 +370,7 @@ class Master:
 
     def _new_worker(self, slot: int, config: MasterConfig) -> Worker:
         worker = Worker(
-            worker_id=next(self._ids),
+            worker_id=self._table.next_id(),
             slot=slot,
             config=config,
             log=self._log,
@@ -394,7 +382,7 @@ class Master:
             on_request=self._worker_request,
             output=self._output,
         )
-        self._workers[worker.id] = worker
+        self._table.add(worker)
         return worker
 
     def _worker_status(self, worker: Worker, status: WorkerStatus) -> None:
@@ -405,7 +393,7 @@ class Master:
 
     def _worker_exited(self, worker: Worker) -> None:
         if worker.requested:
-            self._workers.pop(worker.id, None)
+            self._table.discard(worker)
         if not worker.ever_started or worker.probation:
             return  # the operation that spawned it reports the failure by raising
         if worker.requested:
@@ -414,14 +402,6 @@ class Master:
         self._emit("worker-exit", worker.exit_reason, worker.id)
         if self._tracker is not None and self._tg is not None and self._state is _State.OPEN:
             self._tg.start_soon(self._auto_restart, worker, name=f"drover-py restart of {worker.id}")
-
-    def _current(self) -> dict[int, Worker]:
-        """Return the worker each slot is served by (the newest not being retired)."""
-        current: dict[int, Worker] = {}
-        for worker in sorted(self._workers.values(), key=lambda w: w.id):
-            if not worker.requested:
-                current[worker.slot] = worker
-        return current
 
     async def _launch(self, slots: Iterable[int], config: MasterConfig, *, probation: bool = False) -> list[Worker]:
         """Spawn one worker per slot concurrently and wait until each sent "started".
@@ -474,7 +454,7 @@ class Master:
                 for worker in workers:
                     tg.start_soon(worker.stop)
         for worker in workers:
-            self._workers.pop(worker.id, None)
+            self._table.discard(worker)
 
     # -- lifecycle operations -------------------------------------------------------
 
@@ -530,11 +510,9 @@ class Master:
         self._tg.start_soon(restart, name=f"drover-py restart of worker {worker_id}")
 
     async def _restart_one(self, worker_id: int) -> int:
-        if worker_id in self._replaced:
-            return self._replaced[worker_id]
-        old = self._workers.get(worker_id)
-        if old is None:
-            raise UnknownWorkerError(worker_id)
+        if worker_id in self._table.replaced:
+            return self._table.replaced[worker_id]
+        old = self._table.find(worker_id)
         [new] = await self._replace([old.slot], self._config, olds=[old])
         return new.id
 
@@ -588,10 +566,7 @@ class Master:
         the master does not have.
         """
         async with self._operation("stop_worker_by_id"):
-            worker = self._workers.get(worker_id)
-            if worker is None:
-                raise UnknownWorkerError(worker_id)
-            await self._retire([worker])
+            await self._retire([self._table.find(worker_id)])
 
     async def _replace(
         self,
@@ -609,14 +584,14 @@ class Master:
         ``retiring``, the old ones retire in that task group and this returns at once.
         """
         if olds is None:
-            current = self._current()
+            current = self._table.current()
             olds = [current[slot] for slot in slots if slot in current]
         news = await self._launch(slots, config, probation=canary is not None)
         if canary is not None:
             await self._watch(news, canary)
         by_slot = {new.slot: new for new in news}
         for old in olds:
-            self._replaced[old.id] = by_slot[old.slot].id
+            self._table.replaced[old.id] = by_slot[old.slot].id
         if retiring is None:
             await self._retire(olds)
         else:
@@ -662,7 +637,7 @@ class Master:
             if self._started and count > old:
                 await self._launch(range(old, count), self._config)
             elif self._started and count < old:
-                await self._retire([w for w in self._workers.values() if w.slot >= count])
+                await self._retire([w for w in self._table if w.slot >= count])
             self._use(attrs.evolve(self._config, count=count))
             self._log.debug("scaled", old=old, count=count)
 
@@ -777,8 +752,8 @@ class Master:
         async with self._lock:
             if self._closed():
                 return
-            await self._retire(list(self._workers.values()))
-            self._workers.clear()
+            await self._retire(list(self._table))
+            self._table.clear()
             self._close()
             self._log.debug("shut down")
 
@@ -787,13 +762,13 @@ class Master:
         if self._state is _State.NEW:
             raise StateError("hard_shutdown() needs the master's context: 'async with master:'")
         self._begin_closing()
-        workers = list(self._workers.values())
+        workers = list(self._table)
         for worker in workers:
             worker.let_go()
             worker.kill()
         for worker in workers:
             await worker.stop()  # already dead: this only waits for the reap, bounded
-        self._workers.clear()
+        self._table.clear()
         self._close()
 
     def _show_title(self) -> None:
@@ -852,7 +827,7 @@ class Master:
         due: dict[int, float] = {}
         while True:
             now = anyio.current_time()
-            current = [w for w in self._current().values() if w.status is WorkerStatus.STARTED]
+            current = [w for w in self._table.current().values() if w.status is WorkerStatus.STARTED]
             due = {w.id: due.get(w.id) or self._age_limit(w, policy) for w in current}
             for worker in current:
                 why = None
