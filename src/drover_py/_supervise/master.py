@@ -25,7 +25,6 @@ from .._config.policies import GiveUp, Leave, RecyclePolicy, RestartTracker, rea
 from .._exceptions import (
     DroverError,
     OperationInterruptedError,
-    PeerGoneError,
     ReloadError,
     RestartLimitError,
     StateError,
@@ -35,17 +34,14 @@ from .._exit_reasons import ExitReason
 from .._log import get_logger
 from .._spawn.pool import Spawners
 from .._status import WorkerStatus
-from .._wire import protocol as proto
-from .._wire.conversation import DEFAULT_TIMEOUT, NoHandler, set_request_handler
+from .._wire.conversation import DEFAULT_TIMEOUT
 from .events import EventHandler, EventRegistry
 from .output import OutputSink
 from .sockets import Listeners
 from .systemd import Notifier, watchdog_interval
 from .table import WorkerTable
+from .talk import RequestHandler, Talk
 from .worker import Worker, WorkerSnapshot
-
-#: Answers a worker's request: ``handler(worker_id, payload)``, sync or async.
-RequestHandler = Callable[..., object]
 
 #: Events a master emits, with the arguments handlers receive.
 EVENTS = (
@@ -103,6 +99,7 @@ class Master:
         self._log = get_logger(script=config.script.name)
         self._events = EventRegistry(EVENTS, self._log)
         self._table = WorkerTable()
+        self._talk = Talk(self._table, self._events)
         #: Crashed workers' automatic restarts waiting for the lock, by worker id.
         self._crashed: dict[int, _Restart] = {}
         #: The task group of the automatic restarts running now, which later crashes join.
@@ -119,7 +116,6 @@ class Master:
         self._listeners: Listeners | None = None
         self._notifier: Notifier | None = None
         self._spawners = Spawners(self._log, config)
-        self._request_handlers: dict[str, RequestHandler] = {}
         self._command_registry = CommandRegistry()
         self._output: OutputSink | None = None
         self._title_key = master_titles.new_key()
@@ -188,17 +184,7 @@ class Master:
         name: a new one replaces the old, None removes it. Without a handler a request
         fails with `RemoteError` (``error_type == "NoHandler"``).
         """
-        set_request_handler(self._request_handlers, name, handler)
-
-    def _worker_message(self, worker: Worker, payload: object) -> Awaitable[None] | None:
-        return self._events.call_in_turn("message", worker.id, payload)
-
-    def _worker_request(self, worker: Worker, name: str, payload: object) -> object:
-        """Return the handler's result, or its awaitable (a coroutine function's)."""
-        handler = self._request_handlers.get(name)
-        if handler is None:
-            raise NoHandler(f"the master has no handler for request {name!r}")
-        return handler(worker.id, payload)
+        self._talk.handle(name, handler)
 
     def send(self, worker_id: int, payload: object) -> Awaitable[None]:
         """Send ``payload`` (JSON-serialisable) to a worker's ``mb.on("message", ...)``; await it.
@@ -209,32 +195,14 @@ class Master:
         worker has exited, TypeError for a payload that is not JSON and `ProtocolError`
         for one over the size limit.
         """
-        # The conversation's own coroutine, not one of ours around it: this runs per message.
-        return self._table.find(worker_id).send_message(payload)
+        return self._talk.send(worker_id, payload)
 
     async def broadcast(self, payload: object) -> list[int]:
         """Send ``payload`` to every started worker at once; return their ids.
 
         A worker that exits meanwhile is skipped; the others still get the message.
         """
-        proto.encode_message(payload)  # a bad payload fails here, before anything is sent
-        targets = self._table.started()
-        reached: list[int] = []
-        if not targets:
-            await anyio.lowlevel.checkpoint()  # a loop of broadcasts must not starve the others
-            return reached
-
-        async def send_one(worker: Worker) -> None:
-            try:
-                await worker.send_message(payload)
-            except PeerGoneError:
-                return
-            reached.append(worker.id)
-
-        async with anyio.create_task_group() as tg:
-            for worker in targets:
-                tg.start_soon(send_one, worker)
-        return sorted(reached)
+        return await self._talk.broadcast(payload)
 
     async def request(
         self, worker_id: int, name: str, payload: object = None, *, timeout: float = DEFAULT_TIMEOUT
@@ -246,7 +214,7 @@ class Master:
         worker exits (also mid-call), `UnknownWorkerError` for an unknown id.
         """
         timeout = check_seconds("timeout", timeout)
-        return await self._table.find(worker_id).request(name, payload, timeout)
+        return await self._talk.request(worker_id, name, payload, timeout)
 
     # -- control commands ----------------------------------------------------------
 
@@ -378,8 +346,8 @@ class Master:
             on_exit=self._worker_exited,
             listen_fds=() if self._listeners is None else self._listeners.fds,
             spawner=self._spawners.for_config(config),
-            on_message=self._worker_message,
-            on_request=self._worker_request,
+            on_message=self._talk.from_worker,
+            on_request=self._talk.request_from_worker,
             output=self._output,
         )
         self._table.add(worker)
