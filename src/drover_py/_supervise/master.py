@@ -17,7 +17,6 @@ import anyio.abc
 import attrs
 
 from .._checks import check_count, check_seconds
-from .._child.title import master_titles
 from .._commands import CommandRegistry, H, decorator
 from .._compat import exit_task_group
 from .._config.options import MasterConfig
@@ -36,9 +35,7 @@ from .._spawn.pool import Spawners
 from .._status import WorkerStatus
 from .._wire.conversation import DEFAULT_TIMEOUT
 from .events import EventHandler, EventRegistry
-from .output import OutputSink
-from .sockets import Listeners
-from .systemd import Notifier, watchdog_interval
+from .services import Services
 from .table import WorkerTable
 from .talk import RequestHandler, Talk
 from .worker import Worker, WorkerSnapshot
@@ -113,12 +110,9 @@ class Master:
         self._failure: RestartLimitError | None = None
         self._done = anyio.Event()
         self._worker_started = anyio.Event()
-        self._listeners: Listeners | None = None
-        self._notifier: Notifier | None = None
+        self._services = Services(self._log)
         self._spawners = Spawners(self._log, config)
         self._command_registry = CommandRegistry()
-        self._output: OutputSink | None = None
-        self._title_key = master_titles.new_key()
 
     # -- introspection --------------------------------------------------------------
 
@@ -245,23 +239,15 @@ class Master:
     async def __aenter__(self) -> Master:
         if self._state is not _State.NEW:
             raise StateError("a Master can be entered only once; create a new one")
-        if self._config.bind:
-            self._listeners = Listeners(
-                self._config.bind, backlog=self._config.backlog, unix_mode=self._config.unix_mode
-            )
-        self._notifier = Notifier.from_env(os.environ, self._log)
+        self._services.open(self._config)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._spawners.open(self._tg)
         self._state = _State.OPEN
         self._show_title()
-        interval = watchdog_interval(os.environ) if self._notifier is not None else None
-        if interval is not None:
-            self._tg.start_soon(self._watchdog, interval, name="drover-py sd_notify watchdog")
         if self._config.recycle is not None:
             self._tg.start_soon(self._recycle, self._config.recycle, name="drover-py recycler")
-        self._output = OutputSink(self._config.output, self._log)
-        self._tg.start_soon(self._output.run, name="drover-py output")
+        self._services.start(self._config, self._tg)
         self._log.debug("master open", count=self._config.count)
         return self
 
@@ -281,10 +267,7 @@ class Master:
             try:
                 result = await exit_task_group(tg, exc_type, exc, tb)
             finally:
-                if self._listeners is not None:
-                    self._listeners.close()
-                if self._notifier is not None:
-                    self._notifier.close()
+                self._services.close()
         return result
 
     @property
@@ -294,17 +277,10 @@ class Master:
         Port 0 is resolved: ``master.sockets[0].getsockname()`` is the bound address.
         Empty before ``async with master:`` and after it.
         """
-        return [] if self._listeners is None else list(self._listeners.sockets)
-
-    async def _watchdog(self, interval: float) -> None:
-        assert self._notifier is not None
-        while True:
-            self._notifier.send("WATCHDOG=1")
-            await anyio.sleep(interval)
+        return self._services.sockets
 
     def _notify_ready(self) -> None:
-        if self._notifier is not None:
-            self._notifier.ready(f"{self.started_count} of {self._config.count} workers started")
+        self._services.ready(self.started_count, self._config.count)
 
     def _check_usable(self, operation: str) -> None:
         if self._state is _State.NEW:
@@ -344,11 +320,11 @@ class Master:
             log=self._log,
             on_status=self._worker_status,
             on_exit=self._worker_exited,
-            listen_fds=() if self._listeners is None else self._listeners.fds,
+            listen_fds=self._services.listen_fds,
             spawner=self._spawners.for_config(config),
             on_message=self._talk.from_worker,
             on_request=self._talk.request_from_worker,
-            output=self._output,
+            output=self._services.output,
         )
         self._table.add(worker)
         return worker
@@ -643,8 +619,7 @@ class Master:
                 raise StateError("graceful_reload() needs a started master: call start() first")
             old_config = self._config
             new_config = attrs.evolve(new_config, count=old_config.count)
-            if self._notifier is not None:
-                self._notifier.reloading()
+            self._services.reloading()
             self._spawners.fresh(new_config)  # preload mode: a new template imports the code on disk now
             began = anyio.current_time()
             try:
@@ -715,8 +690,7 @@ class Master:
         if self._state is _State.CLOSED:
             return
         self._begin_closing()
-        if self._notifier is not None:
-            self._notifier.stopping()
+        self._services.stopping()
         async with self._lock:
             if self._closed():
                 return
@@ -740,13 +714,12 @@ class Master:
         self._close()
 
     def _show_title(self) -> None:
-        name = self._config.title_name()
-        if name is not None and self._state is _State.OPEN:
-            master_titles.show(self._title_key, name, self._config.count)
+        if self._state is _State.OPEN:
+            self._services.show_title(self._config)
 
     def _close(self) -> None:
         self._state = _State.CLOSED
-        master_titles.remove(self._title_key)
+        self._services.remove_title()
         self._spawners.close()
         self._done.set()
 
