@@ -156,15 +156,3 @@ class RecyclePolicy:
     jitter: float = attrs.field(default=0.1, validator=_fraction)
     max_rss: int | None = attrs.field(default=None, validator=_rss)
     check_interval: float = attrs.field(default=10.0, validator=_seconds)
-
-
-def read_rss(pid: int) -> int | None:
-    """Return the resident set size of ``pid`` in bytes, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as file:
-            for line in file:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None

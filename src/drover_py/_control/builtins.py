@@ -13,9 +13,9 @@ import time
 from typing import TYPE_CHECKING
 
 from .._commands import JSON, Command, CommandError, make_command
-from .._config.policies import read_rss
 from .._status import WorkerStatus
 from .._supervise.master import Master, ReloadReport
+from .._supervise.recycler import read_rss
 
 if TYPE_CHECKING:
     from .server import ControlServer

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import enum
-import math
 import os
-import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -20,7 +18,7 @@ from .._checks import check_count, check_seconds
 from .._commands import CommandRegistry, H, decorator
 from .._compat import exit_task_group
 from .._config.options import MasterConfig
-from .._config.policies import GiveUp, Leave, RecyclePolicy, RestartTracker, read_rss
+from .._config.policies import GiveUp, Leave, RestartTracker
 from .._exceptions import (
     DroverError,
     OperationInterruptedError,
@@ -35,6 +33,7 @@ from .._spawn.pool import Spawners
 from .._status import WorkerStatus
 from .._wire.conversation import DEFAULT_TIMEOUT
 from .events import EventHandler, EventRegistry
+from .recycler import Recycler
 from .services import Services
 from .table import WorkerTable
 from .talk import RequestHandler, Talk
@@ -109,7 +108,7 @@ class Master:
         self._tracker = None if config.restart is None else RestartTracker(config.restart)
         self._failure: RestartLimitError | None = None
         self._done = anyio.Event()
-        self._worker_started = anyio.Event()
+        self._recycler = Recycler(self._log, self._table, self.restart_worker_by_id)
         self._services = Services(self._log)
         self._spawners = Spawners(self._log, config)
         self._command_registry = CommandRegistry()
@@ -246,7 +245,7 @@ class Master:
         self._state = _State.OPEN
         self._show_title()
         if self._config.recycle is not None:
-            self._tg.start_soon(self._recycle, self._config.recycle, name="drover-py recycler")
+            self._tg.start_soon(self._recycler.run, self._config.recycle, name="drover-py recycler")
         self._services.start(self._config, self._tg)
         self._log.debug("master open", count=self._config.count)
         return self
@@ -333,7 +332,7 @@ class Master:
         self._emit("status-changed", worker.id, status)
         if status is WorkerStatus.STARTED:
             self._emit("worker-started", worker.id)
-            self._worker_started.set()
+            self._recycler.worker_started()
 
     def _worker_exited(self, worker: Worker) -> None:
         if worker.requested:
@@ -759,42 +758,6 @@ class Master:
             except DroverError as exc:  # shut down meanwhile, or retired by someone else
                 self._log.debug("restart abandoned", worker_id=worker_id, error=str(exc))
                 return
-
-    async def _recycle(self, policy: RecyclePolicy) -> None:
-        """Replace workers past ``max_age`` or ``max_rss``.
-
-        Wakes at the next age deadline, when a worker starts, and every check_interval.
-        """
-        due: dict[int, float] = {}
-        while True:
-            now = anyio.current_time()
-            current = [w for w in self._table.current().values() if w.status is WorkerStatus.STARTED]
-            due = {w.id: due.get(w.id) or self._age_limit(w, policy) for w in current}
-            for worker in current:
-                why = None
-                if now >= due[worker.id]:
-                    why = f"older than {policy.max_age:g} s"
-                elif policy.max_rss is not None:
-                    rss = None if worker.pid is None else read_rss(worker.pid)
-                    if rss is not None and rss > policy.max_rss:
-                        why = f"resident memory {rss} > {policy.max_rss} bytes"
-                if why is not None:
-                    self._log.info("recycling worker", worker_id=worker.id, slot=worker.slot, why=why)
-                    try:
-                        await self.restart_worker_by_id(worker.id)
-                    except DroverError as exc:
-                        self._log.warning("recycling failed", worker_id=worker.id, error=str(exc))
-            wake = min([*due.values(), anyio.current_time() + policy.check_interval])
-            with anyio.move_on_after(max(0.0, wake - anyio.current_time())):
-                await self._worker_started.wait()  # a new worker brings a new deadline
-            self._worker_started = anyio.Event()
-
-    @staticmethod
-    def _age_limit(worker: Worker, policy: RecyclePolicy) -> float:
-        if policy.max_age is None:
-            return math.inf
-        spread = 1 + random.uniform(-policy.jitter, policy.jitter)
-        return anyio.current_time() - worker.uptime() + policy.max_age * spread
 
     def _give_up(self, why: str) -> None:
         if self._failure is not None:
