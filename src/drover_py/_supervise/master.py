@@ -18,7 +18,6 @@ from .._checks import check_count, check_seconds
 from .._commands import CommandRegistry, H, decorator
 from .._compat import exit_task_group
 from .._config.options import MasterConfig
-from .._config.policies import GiveUp, Leave, RestartTracker
 from .._exceptions import (
     DroverError,
     OperationInterruptedError,
@@ -27,13 +26,13 @@ from .._exceptions import (
     StateError,
     WorkerStartError,
 )
-from .._exit_reasons import ExitReason
 from .._log import get_logger
 from .._spawn.pool import Spawners
 from .._status import WorkerStatus
 from .._wire.conversation import DEFAULT_TIMEOUT
 from .events import EventHandler, EventRegistry
 from .recycler import Recycler
+from .restarter import Restarter
 from .services import Services
 from .table import WorkerTable
 from .talk import RequestHandler, Talk
@@ -55,14 +54,6 @@ class _State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
-
-
-class _Restart:
-    """A crashed worker's automatic replacement, waiting for the operation lock."""
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.error: DroverError | None = None
 
 
 @attrs.frozen
@@ -96,16 +87,16 @@ class Master:
         self._events = EventRegistry(EVENTS, self._log)
         self._table = WorkerTable()
         self._talk = Talk(self._table, self._events)
-        #: Crashed workers' automatic restarts waiting for the lock, by worker id.
-        self._crashed: dict[int, _Restart] = {}
-        #: The task group of the automatic restarts running now, which later crashes join.
-        self._restarting: anyio.abc.TaskGroup | None = None
         self._state = _State.NEW
         self._started = False
         self._tg: anyio.abc.TaskGroup | None = None
         self._lock = anyio.Lock()
         self._op_scope: anyio.CancelScope | None = None
-        self._tracker = None if config.restart is None else RestartTracker(config.restart)
+        self._restarter = (
+            None
+            if config.restart is None
+            else Restarter(self._log, config.restart, self._operation, self._restart_one, self._give_up)
+        )
         self._failure: RestartLimitError | None = None
         self._done = anyio.Event()
         self._recycler = Recycler(self._log, self._table, self.restart_worker_by_id)
@@ -343,8 +334,8 @@ class Master:
             self._emit("worker-retired", worker.exit_reason, worker.id)
             return
         self._emit("worker-exit", worker.exit_reason, worker.id)
-        if self._tracker is not None and self._tg is not None and self._state is _State.OPEN:
-            self._tg.start_soon(self._auto_restart, worker, name=f"drover-py restart of {worker.id}")
+        if self._restarter is not None and self._tg is not None and self._state is _State.OPEN:
+            self._tg.start_soon(self._restarter.restart, worker, name=f"drover-py restart of {worker.id}")
 
     async def _launch(self, slots: Iterable[int], config: MasterConfig, *, probation: bool = False) -> list[Worker]:
         """Spawn one worker per slot concurrently and wait until each sent "started".
@@ -458,49 +449,6 @@ class Master:
         old = self._table.find(worker_id)
         [new] = await self._replace([old.slot], self._config, olds=[old])
         return new.id
-
-    async def _restart_crashed(self, worker_id: int) -> None:
-        """Replace crashed worker ``worker_id`` alongside the other crashes of the moment.
-
-        Automatic restarts take the operation lock together: the first one to get it
-        replaces every crash waiting for it, and a crash noticed while those run joins
-        them, each replaced concurrently and on its own (one failing undoes no other),
-        so simultaneous crashes do not queue behind one another's readiness. Raise
-        what `restart_worker_by_id` would.
-        """
-        mine = _Restart()
-        if self._restarting is not None:
-            self._restarting.start_soon(self._settle_restart, worker_id, mine)
-            await mine.done.wait()
-        else:
-            self._crashed[worker_id] = mine
-            try:
-                async with self._operation("restart_worker_by_id"):
-                    if not mine.done.is_set():
-                        try:
-                            async with anyio.create_task_group() as tg:
-                                self._restarting = tg
-                                batch, self._crashed = self._crashed, {}
-                                for crashed_id, restart in batch.items():
-                                    tg.start_soon(self._settle_restart, crashed_id, restart)
-                        finally:
-                            self._restarting = None
-            finally:
-                if self._crashed.get(worker_id) is mine:  # cancelled before anyone took it
-                    del self._crashed[worker_id]
-        if mine.error is not None:
-            raise mine.error
-
-    async def _settle_restart(self, worker_id: int, restart: _Restart) -> None:
-        try:
-            await self._restart_one(worker_id)
-        except DroverError as exc:
-            restart.error = exc
-        except anyio.get_cancelled_exc_class():
-            restart.error = OperationInterruptedError("restart_worker_by_id() was interrupted by a shutdown")
-            raise
-        finally:
-            restart.done.set()
 
     async def stop_worker_by_id(self, worker_id: int) -> None:
         """Retire worker ``worker_id`` gracefully without a replacement; its slot stays empty.
@@ -733,31 +681,6 @@ class Master:
         await self._done.wait()
         if self._failure is not None:
             raise self._failure
-
-    async def _auto_restart(self, worker: Worker) -> None:
-        assert self._tracker is not None
-        reason: ExitReason | None = worker.exit_reason
-        uptime = worker.uptime()
-        worker_id = worker.id
-        while True:
-            decision = self._tracker.decide(now=anyio.current_time(), slot=worker.slot, reason=reason, uptime=uptime)
-            if isinstance(decision, Leave):
-                return
-            if isinstance(decision, GiveUp):
-                self._give_up(decision.why)
-                return
-            self._log.info("restarting worker", worker_id=worker_id, slot=worker.slot, delay=decision.delay)
-            if decision.delay > 0:  # with no delay, straight on: every loop iteration delays the replacement
-                await anyio.sleep(decision.delay)
-            try:
-                await self._restart_crashed(worker_id)
-                return
-            except WorkerStartError as exc:
-                self._log.warning("restart failed", worker_id=worker_id, error=str(exc))
-                reason, uptime = None, 0.0
-            except DroverError as exc:  # shut down meanwhile, or retired by someone else
-                self._log.debug("restart abandoned", worker_id=worker_id, error=str(exc))
-                return
 
     def _give_up(self, why: str) -> None:
         if self._failure is not None:
