@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import overload
@@ -21,10 +21,8 @@ from .._config.options import MasterConfig
 from .._exceptions import (
     DroverError,
     OperationInterruptedError,
-    ReloadError,
     RestartLimitError,
     StateError,
-    WorkerStartError,
 )
 from .._log import get_logger
 from .._spawn.pool import Spawners
@@ -33,6 +31,7 @@ from .._wire.conversation import DEFAULT_TIMEOUT
 from .events import EventHandler, EventRegistry
 from .recycler import Recycler
 from .restarter import Restarter
+from .rollout import Rollout
 from .services import Services
 from .table import WorkerTable
 from .talk import RequestHandler, Talk
@@ -99,6 +98,7 @@ class Master:
         )
         self._failure: RestartLimitError | None = None
         self._done = anyio.Event()
+        self._rollout = Rollout(self._log, self._table, self._new_worker)
         self._recycler = Recycler(self._log, self._table, self.restart_worker_by_id)
         self._services = Services(self._log)
         self._spawners = Spawners(self._log, config)
@@ -233,6 +233,7 @@ class Master:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._spawners.open(self._tg)
+        self._rollout.open(self._tg)
         self._state = _State.OPEN
         self._show_title()
         if self._config.recycle is not None:
@@ -337,59 +338,6 @@ class Master:
         if self._restarter is not None and self._tg is not None and self._state is _State.OPEN:
             self._tg.start_soon(self._restarter.restart, worker, name=f"drover-py restart of {worker.id}")
 
-    async def _launch(self, slots: Iterable[int], config: MasterConfig, *, probation: bool = False) -> list[Worker]:
-        """Spawn one worker per slot concurrently and wait until each sent "started".
-
-        All or nothing: on any failure (or cancellation) every worker of this call is
-        retired and reaped before the error propagates. With ``probation`` the workers'
-        exits raise no events until the caller clears it.
-        """
-        workers = [self._new_worker(slot, config) for slot in slots]
-        if probation:
-            for worker in workers:
-                worker.watch()
-        failures: list[WorkerStartError] = []
-
-        async def bring_up(worker: Worker, scope: anyio.CancelScope) -> None:
-            assert self._tg is not None
-            try:
-                await self._tg.start(worker.run, name=f"drover-py worker {worker.id}")
-                await worker.wait_ready()
-            except WorkerStartError as exc:
-                failures.append(exc)
-                scope.cancel()
-
-        try:
-            async with anyio.create_task_group() as tg:
-                for worker in workers:
-                    tg.start_soon(bring_up, worker, tg.cancel_scope)
-        except BaseException:
-            await self._retire(workers)
-            raise
-        if failures:
-            await self._retire(workers)
-            for failure in failures:
-                self._log.debug("worker failed to start", error=str(failure))  # the exception reports it
-            raise failures[0]
-        return workers
-
-    async def _retire(self, workers: Iterable[Worker]) -> None:
-        """Stop ``workers`` concurrently (graceful where possible); return once reaped.
-
-        Shielded: a graceful stop under way is finished, not cut short, when the calling
-        operation is interrupted; each stop is bounded by its own deadlines, and a hard
-        shutdown still ends it at once by killing the process.
-        """
-        workers = list(workers)
-        for worker in workers:
-            worker.let_go()
-        with anyio.CancelScope(shield=True):
-            async with anyio.create_task_group() as tg:
-                for worker in workers:
-                    tg.start_soon(worker.stop)
-        for worker in workers:
-            self._table.discard(worker)
-
     # -- lifecycle operations -------------------------------------------------------
 
     async def start(self) -> None:
@@ -404,7 +352,7 @@ class Master:
         async with self._operation("start"):
             if self._started:
                 raise StateError("start() was already called; use restart_worker_by_id() to replace workers")
-            await self._launch(range(self._config.count), self._config)
+            await self._rollout.launch(range(self._config.count), self._config)
             self._started = True
             self._notify_ready()
             self._log.debug("started", count=self._config.count)
@@ -447,7 +395,7 @@ class Master:
         if worker_id in self._table.replaced:
             return self._table.replaced[worker_id]
         old = self._table.find(worker_id)
-        [new] = await self._replace([old.slot], self._config, olds=[old])
+        [new] = await self._rollout.replace([old.slot], self._config, olds=[old])
         return new.id
 
     async def stop_worker_by_id(self, worker_id: int) -> None:
@@ -457,62 +405,7 @@ class Master:
         the master does not have.
         """
         async with self._operation("stop_worker_by_id"):
-            await self._retire([self._table.find(worker_id)])
-
-    async def _replace(
-        self,
-        slots: list[int],
-        config: MasterConfig,
-        *,
-        olds: list[Worker] | None = None,
-        canary: float | None = None,
-        retiring: anyio.abc.TaskGroup | None = None,
-    ) -> list[Worker]:
-        """Start workers of ``config`` in ``slots``, then retire those they replace.
-
-        With ``canary``, watch the new workers that long before retiring the old ones;
-        if one exits, retire the new ones and raise `WorkerStartError`. With
-        ``retiring``, the old ones retire in that task group and this returns at once.
-        """
-        if olds is None:
-            current = self._table.current()
-            olds = [current[slot] for slot in slots if slot in current]
-        news = await self._launch(slots, config, probation=canary is not None)
-        if canary is not None:
-            await self._watch(news, canary)
-        by_slot = {new.slot: new for new in news}
-        for old in olds:
-            self._table.replaced[old.id] = by_slot[old.slot].id
-        if retiring is None:
-            await self._retire(olds)
-        else:
-            for old in olds:
-                old.let_go()  # from now on, no longer the worker of its slot
-            retiring.start_soon(self._retire, olds)
-        return news
-
-    async def _watch(self, workers: list[Worker], seconds: float) -> None:
-        async def wait_exit(worker: Worker, scope: anyio.CancelScope) -> None:
-            await worker.exited.wait()
-            scope.cancel()
-
-        with anyio.move_on_after(seconds):
-            async with anyio.create_task_group() as tg:
-                for worker in workers:
-                    tg.start_soon(wait_exit, worker, tg.cancel_scope)
-        failed = [w for w in workers if w.exited.is_set()]
-        for worker in workers:
-            worker.end_probation()
-        if failed:
-            await self._retire(workers)
-            bad = failed[0]
-            raise WorkerStartError(
-                f"worker {bad.id} (slot {bad.slot}) {bad.exit_reason} within the canary window of {seconds:g} s",
-                reason=bad.exit_reason,
-                worker_id=bad.id,
-                slot=bad.slot,
-                stderr_tail=bad.stderr_tail.text(),
-            )
+            await self._rollout.retire([self._table.find(worker_id)])
 
     async def scale(self, count: int) -> None:
         """Change the number of workers to ``count``; return once the change is done.
@@ -526,9 +419,9 @@ class Master:
         async with self._operation("scale"):
             old = self._config.count
             if self._started and count > old:
-                await self._launch(range(old, count), self._config)
+                await self._rollout.launch(range(old, count), self._config)
             elif self._started and count < old:
-                await self._retire([w for w in self._table if w.slot >= count])
+                await self._rollout.retire([w for w in self._table if w.slot >= count])
             self._use(attrs.evolve(self._config, count=count))
             self._log.debug("scaled", old=old, count=count)
 
@@ -570,53 +463,12 @@ class Master:
             self._spawners.fresh(new_config)  # preload mode: a new template imports the code on disk now
             began = anyio.current_time()
             try:
-                await self._reload(old_config, new_config, batch_size, canary)
+                await self._rollout.reload(old_config, new_config, batch_size, canary)
+                self._use(new_config)  # the old template goes once its last worker is gone
+                self._log.debug("reloaded", script=new_config.script.name)
             finally:
                 self._notify_ready()
             return ReloadReport(workers=new_config.count, seconds=anyio.current_time() - began)
-
-    async def _reload(
-        self, old_config: MasterConfig, new_config: MasterConfig, batch_size: int, canary: float | None
-    ) -> None:
-        """Roll every slot to ``new_config``; on failure roll back and raise ReloadError."""
-        slots = list(range(old_config.count))
-        switched: list[int] = []
-        failure: WorkerStartError | None = None
-        # The old workers of a batch retire while the next batch starts: each slot still
-        # has its replacement ready before its old worker is asked to stop. A failure
-        # (and so a rollback) is handled once every retirement under way has finished.
-        async with anyio.create_task_group() as retiring:
-            try:
-                for index in range(0, len(slots), batch_size):
-                    batch = slots[index : index + batch_size]
-                    await self._replace(batch, new_config, canary=canary if index == 0 else None, retiring=retiring)
-                    switched.extend(batch)
-            except WorkerStartError as error:
-                failure = error
-        if failure is not None:
-            exc = failure
-            self._log.warning("reload failed; rolling back", error=str(exc), switched=len(switched))
-            if switched:
-                try:
-                    await self._replace(switched, old_config)
-                except WorkerStartError as rollback:
-                    raise ReloadError(
-                        f"graceful reload failed ({exc}) and so did its rollback ({rollback}); "
-                        "the slots that could not be rolled back keep the new version",
-                        reason=exc.reason,
-                        worker_id=exc.worker_id,
-                        slot=exc.slot,
-                        stderr_tail=exc.stderr_tail,
-                    ) from exc
-            raise ReloadError(
-                f"graceful reload failed, {len(switched)} slot(s) rolled back: {exc}",
-                reason=exc.reason,
-                worker_id=exc.worker_id,
-                slot=exc.slot,
-                stderr_tail=exc.stderr_tail,
-            ) from exc
-        self._use(new_config)  # the old template goes once its last worker is gone
-        self._log.debug("reloaded", script=new_config.script.name)
 
     def _use(self, config: MasterConfig) -> None:
         """Make ``config`` the master's configuration, for its titles and its spawners too."""
@@ -641,7 +493,7 @@ class Master:
         async with self._lock:
             if self._closed():
                 return
-            await self._retire(list(self._table))
+            await self._rollout.retire(list(self._table))
             self._table.clear()
             self._close()
             self._log.debug("shut down")
