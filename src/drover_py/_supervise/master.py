@@ -66,6 +66,21 @@ class ReloadReport:
         return f"reloaded {self.workers} worker{'' if self.workers == 1 else 's'} in {self.seconds:.2f} s"
 
 
+class _Host:
+    """The master as its workers see it (their `WorkerHost`)."""
+
+    def __init__(self, master: Master, talk: Talk) -> None:
+        self._master = master
+        self.worker_message = talk.from_worker
+        self.worker_request = talk.request_from_worker
+
+    def worker_status(self, worker: Worker, status: WorkerStatus) -> None:
+        self._master._worker_status(worker, status)
+
+    def worker_exited(self, worker: Worker) -> None:
+        self._master._worker_exited(worker)
+
+
 class Master:
     """Supervise ``config.count`` worker processes of one script.
 
@@ -86,6 +101,7 @@ class Master:
         self._events = EventRegistry(EVENTS, self._log)
         self._table = WorkerTable()
         self._talk = Talk(self._table, self._events)
+        self._host = _Host(self, self._talk)
         self._state = _State.NEW
         self._started = False
         self._tg: anyio.abc.TaskGroup | None = None
@@ -308,13 +324,10 @@ class Master:
             worker_id=self._table.next_id(),
             slot=slot,
             config=config,
+            host=self._host,
             log=self._log,
-            on_status=self._worker_status,
-            on_exit=self._worker_exited,
             listen_fds=self._services.listen_fds,
             spawner=self._spawners.for_config(config),
-            on_message=self._talk.from_worker,
-            on_request=self._talk.request_from_worker,
             output=self._services.output,
         )
         self._table.add(worker)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -30,7 +31,7 @@ from .._spawn.preload import TemplateDied, TemplateError
 from .._status import WorkerStatus, can_transition
 from .._wire import protocol as proto
 from .._wire.channel import ChannelReader, ChannelWriter
-from .._wire.conversation import DEFAULT_TIMEOUT, Conversation, NoHandler
+from .._wire.conversation import DEFAULT_TIMEOUT, Conversation
 from .output import OutputSink, Source, Tail, read_output
 from .sockets import SYSTEMD_ENV
 
@@ -64,8 +65,24 @@ class WorkerSnapshot:
     exit_reason: ExitReason | None
 
 
+class WorkerHost(Protocol):
+    """What a `Worker` tells its master, and asks of it."""
+
+    def worker_status(self, worker: Worker, status: WorkerStatus) -> None:
+        """``worker`` moved to ``status``."""
+
+    def worker_exited(self, worker: Worker) -> None:
+        """``worker``'s process was reaped; its exit reason is final."""
+
+    def worker_message(self, worker: Worker, payload: object) -> Awaitable[None] | None:
+        """Handle a message from ``worker``; return what is left to await, if anything."""
+
+    def worker_request(self, worker: Worker, name: str, payload: object) -> object:
+        """Answer ``worker``'s request (or return an awaitable of the answer); raise NoHandler if none."""
+
+
 class Worker:
-    """One child process and its channel. Owned and driven by a `Master`.
+    """One child process and its channel. Owned and driven by a `Master` (its `WorkerHost`).
 
     ``run`` is the worker's supervising task; `stop`, `terminate` and `kill` are called
     by the master's operations. None of them raises for the child's misbehaviour: they
@@ -78,13 +95,10 @@ class Worker:
         worker_id: int,
         slot: int,
         config: MasterConfig,
+        host: WorkerHost,
         log: FilteringBoundLogger,
-        on_status: Callable[[Worker, WorkerStatus], None],
-        on_exit: Callable[[Worker], None],
         listen_fds: tuple[int, ...] = (),
         spawner: Spawner | None = None,
-        on_message: Callable[[Worker, object], Awaitable[None] | None] | None = None,
-        on_request: Callable[[Worker, str, object], object] | None = None,
         output: OutputSink | None = None,
     ) -> None:
         self.id = worker_id
@@ -93,10 +107,7 @@ class Worker:
         self._listen_fds = listen_fds
         self._spawner: Spawner = ExecSpawner() if spawner is None else spawner
         self._log = log.bind(worker_id=worker_id, slot=slot)
-        self._on_status = on_status
-        self._on_exit = on_exit
-        self._on_message = on_message
-        self._on_request = on_request
+        self._host = host
         self._conversation: Conversation | None = None
         self._output = output
         self._output_fds: tuple[int | None, int] | None = None  # read ends of captured stdout (if it is), stderr
@@ -162,7 +173,7 @@ class Worker:
             return
         self._log.debug("status changed", old=self.status.name, new=new.name)
         self.status = new
-        self._on_status(self, new)
+        self._host.worker_status(self, new)
 
     # -- the supervising task ------------------------------------------------------
 
@@ -302,13 +313,11 @@ class Worker:
 
     def _deliver(self, payload: object) -> Awaitable[None] | None:
         """Run the master's message handlers; return what is left to await, if anything."""
-        return None if self._on_message is None else self._on_message(self, payload)
+        return self._host.worker_message(self, payload)
 
     def _answer(self, name: str, payload: object) -> object:
         """Return the master's answer to a request, or an awaitable of it."""
-        if self._on_request is None:
-            raise NoHandler(f"the master has no handler for request {name!r}")
-        return self._on_request(self, name, payload)
+        return self._host.worker_request(self, name, payload)
 
     def _spawn_error(self, exc: OSError) -> SpawnError:
         self._log.error("spawn failed", error=str(exc))
@@ -333,7 +342,7 @@ class Worker:
             self._log.debug("exited", reason=str(self.exit_reason))
         else:
             self._log.warning("exited unexpectedly", reason=str(self.exit_reason))
-        self._on_exit(self)
+        self._host.worker_exited(self)
 
     async def _read_loop(self) -> None:
         assert self._reader is not None
