@@ -1,4 +1,4 @@
-"""The documentation: every public name is in the API reference.
+"""The documentation: every public name is in the API reference, and the README's links lead somewhere.
 
 The site itself is built by ``make docs`` (part of ``make test``), where a warning fails
 the build; these checks cover what a clean build does not see.
@@ -33,3 +33,11 @@ def test_every_public_name_is_in_the_api_reference() -> None:
     public |= {f"drover_py.ExitReasons.{name}" for name in drover_py.ExitReasons.__all__}
     public |= {f"drover_py.serve.{name}" for name in drover_py.serve.__all__}
     assert sorted(public - documented_names()) == []
+
+
+def test_the_readme_links_to_files_that_exist() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = [target.partition("#")[0] for target in re.findall(r"\]\(([^)\s]+)\)", text)]
+    local = [target for target in targets if target and "://" not in target]
+    assert local, "the README links to the documentation pages"
+    assert [target for target in local if not (ROOT / target).exists()] == []
