@@ -1,6 +1,7 @@
 # Two commands, each sets up .venv on first use (and again when pyproject.toml changes):
 #   make demo   run examples/simple_app (Ctrl-C shuts it down gracefully)
-#   make test   ruff (lint, format), mypy --strict over src, tests, benchmarks and tools, then the whole test suite on asyncio and trio
+#   make test   ruff (lint, format), mypy --strict over src, tests, benchmarks and tools, the docs, then the whole test suite on asyncio and trio
+#   make docs   the documentation site (Sphinx + MyST) into docs/_build/html; a warning fails it
 #   make bench  the benchmarks (benchmarks/run.py; ARGS="--quick" or ARGS="--only channel")
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,12 +15,12 @@ BENCH_VENV ?= .venv-bench
 BENCH_PY := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,examples,serve]'
+	$(PY) -m pip install --quiet -e '.[test,examples,serve,docs]'
 	# an editable install compiles nothing: give every worker start cached bytecode
 	$(PY) -m compileall -q src
 	touch $(STAMP)
@@ -34,7 +35,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-test: lint typecheck
+# -E: a fresh environment every time, so a warning of an unchanged page still fails the build
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -n -E -q -b html docs docs/_build/html
+
+test: lint typecheck docs
 	$(PY) -m pytest $(ARGS)
 
 $(BENCH_STAMP): pyproject.toml
@@ -48,4 +53,4 @@ bench: $(BENCH_STAMP)
 	$(BENCH_PY) benchmarks/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .hypothesis
+	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .hypothesis docs/_build
