@@ -7,7 +7,7 @@ its reference in the same run. With --only, the other benchmarks' entries of an 
 results.json are kept (each entry records the run it comes from). See
 benchmarks/README.md for what each one measures. With --publish (a full run of every
 benchmark only), the table and the plots also go to benchmarks/latest/, which is kept in
-git and shown in the README.
+git and shown on the performance page of the docs (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 import traceback
 from pathlib import Path
 
@@ -61,3 +63,26 @@ def test_every_public_name_resolves_and_is_shown_as_drover_py() -> None:
 def test_exit_reasons_offer_only_their_names() -> None:
     assert dir(ExitReasons) == sorted(ExitReasons.__all__)
     assert "attrs" not in dir(ExitReasons) and "signal" not in dir(ExitReasons)
+
+
+def test_a_type_checker_checks_an_event_handler_against_its_event(tmp_path: Path) -> None:
+    """``master.on`` is overloaded per event name: a handler of the wrong shape is refused."""
+    (tmp_path / "handlers.py").write_text(
+        "import drover_py\n"
+        "from drover_py import ExitReasons\n\n\n"
+        "def exited(reason: ExitReasons.ExitReason, worker_id: int) -> None: ...\n\n\n"
+        "async def started(worker_id: int) -> None: ...\n\n\n"
+        "def check(master: drover_py.Master) -> None:\n"
+        '    master.on("worker-exit", exited)\n'
+        '    master.on("worker-started", started)\n'
+        '    master.on("worker-exit", started)\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"), "handlers.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("handlers.py:14:"), result.stdout

@@ -1,7 +1,7 @@
 """drover-py: an anyio-native process supervisor for Python.
 
 A `Master` (built by `MasterFactory.create`) spawns worker processes of a script and
-knows each one is up because the worker's `MessageBus` said "started". See the README.
+knows each one is up because the worker's `MessageBus` said "started". See the documentation (docs/).
 
 The child side (`MessageBus`, `SyncMessageBus`, `inherited_sockets`) is imported eagerly and stays light;
 the master side (attrs, structlog) loads on first use of its names.

@@ -2,8 +2,8 @@
 
 Exit codes of ``ctl``: 0 ok, 1 the command failed (``health``: unhealthy), 2 bad usage,
 3 cannot connect, 4 unauthorized (missing or wrong key). ``serve`` and ``run`` exit 0
-after a shutdown, 1 when the workers cannot start, an option is wrong or the restart
-policy gave up, 2 on bad usage.
+after a shutdown, 1 when the workers cannot start, 2 on bad usage or a wrong option, 3 when
+the restart policy gave up, 4 when an address of ``--bind`` is in use, 130 when interrupted.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from .._exceptions import BindError, ConfigError, DroverError, StateError, Unkno
 from .._exit_reasons import ExitReason
 from .._log import get_logger
 from .._status import WorkerStatus
-from .._supervise.master import EVENTS, Master
+from .._supervise.master import EVENTS, EventName, Master
 from .builtins import Builtins, all_slots_started
 from .http import MAX_HEAD, Closed, TooLarge, json_body, receive_message, send_message
 from .openapi import openapi_document
@@ -342,7 +342,7 @@ class ControlServer:
             return
         master = self._masters[name]
         send, receive = anyio.create_memory_object_stream[bytes](256)
-        handlers: list[tuple[str, Callable[..., None]]] = []
+        handlers: list[tuple[EventName, Callable[..., None]]] = []
 
         def forward(event: str) -> Callable[..., None]:
             def handler(*args: object) -> None:

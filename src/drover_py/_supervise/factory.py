@@ -79,7 +79,7 @@ class MasterFactory:
         "fd://3" (adopt an open socket), "systemd" (the sockets of systemd socket
         activation). ``backlog`` is their listen() backlog.
 
-        ``preload`` turns on preload mode (see the README): a template process imports
+        ``preload`` turns on preload mode (see the preload page of the docs): a template process imports
         ahead, once, what every worker needs, and each worker is forked from it in a few
         milliseconds instead of starting a new interpreter. ``True`` preloads the
         modules the script imports unconditionally at its top level (found without

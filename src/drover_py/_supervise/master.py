@@ -8,7 +8,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import overload
+from typing import Literal, overload
 
 import anyio
 import anyio.abc
@@ -24,6 +24,7 @@ from .._exceptions import (
     RestartLimitError,
     StateError,
 )
+from .._exit_reasons import ExitReason
 from .._log import get_logger
 from .._spawn.pool import Spawners
 from .._status import WorkerStatus
@@ -37,8 +38,15 @@ from .table import WorkerTable
 from .talk import RequestHandler, Talk
 from .worker import Worker, WorkerSnapshot
 
+#: The events a master emits.
+EventName = Literal[
+    "message", "worker-exit", "worker-retired", "worker-started", "status-changed", "restarts-exhausted"
+]
+#: What an event handler returns: None, or an awaitable (an async handler's coroutine).
+_Done = Awaitable[None] | None
+
 #: Events a master emits, with the arguments handlers receive.
-EVENTS = (
+EVENTS: tuple[EventName, ...] = (
     "message",  # (worker_id, payload): a custom message from a worker (handlers awaited in order)
     "worker-exit",  # (reason, worker_id): a started worker ended without the master asking
     "worker-retired",  # (reason, worker_id): a started worker ended because the master asked
@@ -152,6 +160,23 @@ class Master:
 
     # -- events -------------------------------------------------------------------------
 
+    @overload
+    def on(self, event: Literal["message"], handler: Callable[[int, object], _Done]) -> None: ...
+
+    @overload
+    def on(
+        self, event: Literal["worker-exit", "worker-retired"], handler: Callable[[ExitReason, int], _Done]
+    ) -> None: ...
+
+    @overload
+    def on(self, event: Literal["worker-started"], handler: Callable[[int], _Done]) -> None: ...
+
+    @overload
+    def on(self, event: Literal["status-changed"], handler: Callable[[int, WorkerStatus], _Done]) -> None: ...
+
+    @overload
+    def on(self, event: Literal["restarts-exhausted"], handler: Callable[[RestartLimitError], _Done]) -> None: ...
+
     def on(self, event: str, handler: EventHandler) -> None:
         """Call ``handler`` on every ``event``; handlers may be sync or async.
 
@@ -161,10 +186,11 @@ class Master:
         status)``; "restarts-exhausted" ``(error)`` when the restart policy gives up.
         Each call runs as its own task in the master's task group; an
         exception is logged and the master goes on. Raise ValueError for an unknown name.
+        Type checkers check a handler's parameters against its event's arguments.
         """
         self._events.on(event, handler)
 
-    def off(self, event: str, handler: EventHandler) -> None:
+    def off(self, event: EventName, handler: EventHandler) -> None:
         """Remove a handler added with `on`."""
         self._events.off(event, handler)
 

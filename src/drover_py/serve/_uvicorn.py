@@ -1,4 +1,4 @@
-"""asyncio only: serve an ASGI app with uvicorn on the inherited sockets (DESIGN rule 1's exception).
+"""asyncio only: serve an ASGI app with uvicorn on the inherited sockets (the exception to style rule 1 of docs/design.md).
 
 `UvicornServer` is uvicorn's own `Server`, with three changes:
 
