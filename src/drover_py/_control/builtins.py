@@ -82,7 +82,7 @@ class Builtins:
         (restarts and reloads) since the control server opened.
         """
         now = time.time()
-        starts = self._server._starts.get(self._name, {})
+        starts = self._server._directory.starts.get(self._name, {})
         rows: list[JSON] = []
         for w in self.master.workers:
             rows.append(
@@ -200,7 +200,7 @@ class Builtins:
         if not result["done"]:
             await self.master.hard_shutdown()
             result = {"done": True, "message": f"graceful shutdown took over {timeout:g} s; the rest was killed"}
-        gone = self._server._added.get(self._name)
+        gone = self._server._directory.added.get(self._name)
         if gone is not None:
             await gone.wait()  # a master started here is no longer served
         return result
@@ -209,7 +209,7 @@ class Builtins:
         """Kill every worker of every master served at once ('exit now'); the process may then end."""
         if now != "now":
             raise CommandError("say 'exit now' to kill every worker of every master at once")
-        for each in list(self._server._masters.values()):
+        for each in list(self._server._directory.masters.values()):
             await each.hard_shutdown()
         self._server._exit.set()
         return {"done": True, "message": "every master was shut down hard"}

@@ -15,16 +15,13 @@ an access key. Routes (see ``openapi_document()``)::
 
 from __future__ import annotations
 
-import hmac
-import json
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import cast
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -34,39 +31,13 @@ import h11
 from .._commands import JSON, Command, CommandError
 from .._compat import exit_task_group
 from .._config.binds import parse_bind
-from .._exceptions import BindError, ConfigError, DroverError, StateError, UnknownWorkerError, WorkerStartError
-from .._exit_reasons import ExitReason
+from .._exceptions import BindError, ConfigError
 from .._log import get_logger
-from .._status import WorkerStatus
-from .._supervise.master import EVENTS, EventName, Master
-from .builtins import Builtins, all_slots_started
+from .._supervise.master import Master
+from .app import ControlApp, Headers, HTTPError, Reply
+from .directory import Directory, Masters, name_masters
 from .http import MAX_HEAD, Closed, TooLarge, json_body, receive_message, send_message
-from .openapi import openapi_document
-
-Masters = Master | Sequence[Master] | Mapping[str, Master]
-
-
-class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = list(headers)
-
-
-@attrs.frozen
-class _Reply:
-    status: int
-    body: JSON
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-_STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
-    (CommandError, 400),
-    (ConfigError, 400),
-    (UnknownWorkerError, 400),
-    (StateError, 409),
-)
+from .sse import stream_events
 
 
 class ControlServer:
@@ -84,31 +55,26 @@ class ControlServer:
         request_timeout: float,
         tg: anyio.abc.TaskGroup,
     ) -> None:
-        self._masters = masters
-        self._added: dict[str, anyio.Event] = {}  # masters started by 'start SCRIPT', set once gone
-        self._key = None if access_key is None else access_key.encode()
+        self._log = get_logger(component="control")
+        self._directory = Directory(self, masters)
+        self._app = ControlApp(self._directory, None if access_key is None else access_key.encode(), self._log)
         self._max_body = max_body
         self._request_timeout = request_timeout
         self._tg = tg
-        self._log = get_logger(component="control")
         self._exit = anyio.Event()
-        self._starts: dict[str, dict[int, int]] = {name: {} for name in masters}
-        self._builtins: dict[str, Builtins] = {}
         self._limiter = anyio.CapacityLimiter(64)
         self._inflight = 0
         self._idle = anyio.Event()
         self._idle.set()
         self.unix_path: Path | None = None
         self.tcp_address: tuple[str, int] | None = None
-        for name, master in masters.items():
-            self._track(name, master)
 
     # -- introspection ------------------------------------------------------------------
 
     @property
     def masters(self) -> dict[str, Master]:
         """Return the masters served, by name (a copy)."""
-        return dict(self._masters)
+        return dict(self._directory.masters)
 
     @property
     def url(self) -> str | None:
@@ -122,46 +88,23 @@ class ControlServer:
         """Wait until the ``exit`` command ran (every master was hard-shut down)."""
         await self._exit.wait()
 
-    def _track(self, name: str, master: Master) -> None:
-        starts = self._starts.setdefault(name, {})
-
-        def started(worker_id: int) -> None:
-            for worker in master.workers:
-                if worker.id == worker_id:
-                    starts[worker.slot] = starts.get(worker.slot, 0) + 1
-
-        master.on("worker-started", started)
-
     # -- running commands ---------------------------------------------------------------
 
     def commands(self, master_name: str) -> dict[str, Command]:
         """Return the commands in effect for master ``master_name``."""
-        master = self._masters[master_name]
-        builtins = self._builtins.get(master_name)
-        if builtins is None or builtins.master is not master:
-            builtins = self._builtins[master_name] = Builtins(self, master_name, master)
-        return master.commands.resolve(builtins.commands)
+        return self._directory.commands(master_name)
 
     async def run(self, command: str, args: object = None, *, master: str | None = None) -> object:
         """Run ``command`` with ``args`` (list or dict) for ``master``; return its result.
 
         Raise `CommandError` for an unknown command, master or bad arguments.
         """
-        name = self._pick_master(master)
+        name = self._directory.pick(master)
         commands = self.commands(name)
         if command not in commands:
             raise CommandError(f"unknown command {command!r}; try 'help'")
         cmd = commands[command]
         return await cmd.call(cmd.bind(args))
-
-    def _pick_master(self, name: str | None) -> str:
-        if name is None:
-            if len(self._masters) == 1:
-                return next(iter(self._masters))
-            raise _HTTPError(400, f"several masters are served; name one with ?master= ({', '.join(self._masters)})")
-        if name not in self._masters:
-            raise _HTTPError(404, f"no master named {name!r}; masters: {', '.join(self._masters) or 'none'}")
-        return name
 
     # -- HTTP ---------------------------------------------------------------------------
 
@@ -183,20 +126,21 @@ class ControlServer:
             except TimeoutError:
                 if conn.their_state is h11.IDLE:
                     return  # an idle keep-alive connection: close quietly
-                await self._send_error(conn, stream, _HTTPError(408, "request not received in time"))
+                await self._send_error(conn, stream, HTTPError(408, "request not received in time"))
                 return
             except h11.RemoteProtocolError as exc:
-                await self._send_error(conn, stream, _HTTPError(exc.error_status_hint, f"malformed request: {exc}"))
+                await self._send_error(conn, stream, HTTPError(exc.error_status_hint, f"malformed request: {exc}"))
                 return
             except TooLarge as exc:
-                await self._send_error(conn, stream, _HTTPError(exc.status, str(exc)))
+                await self._send_error(conn, stream, HTTPError(exc.status, str(exc)))
                 return
             assert isinstance(request, h11.Request)
-            if request.method == b"GET" and urlsplit(request.target.decode("ascii", "replace")).path == "/events":
-                await self._stream_events(conn, stream, request)
+            method, target = request.method.decode("ascii", "replace"), request.target.decode("ascii", "replace")
+            if method == "GET" and urlsplit(target).path == "/events":
+                await self._stream_events(conn, stream, target, request.headers)
                 return
             with self._answering():
-                reply = await self._reply(request, body)
+                reply = await self._app.reply(method, target, request.headers, body)
                 await self._send(conn, stream, reply)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
@@ -215,7 +159,7 @@ class ControlServer:
             if self._inflight == 0:
                 self._idle.set()
 
-    async def _send(self, conn: h11.Connection, stream: anyio.abc.ByteStream, reply: _Reply) -> None:
+    async def _send(self, conn: h11.Connection, stream: anyio.abc.ByteStream, reply: Reply) -> None:
         data = json_body(reply.body)
         headers = [
             ("content-type", "application/json"),
@@ -226,160 +170,26 @@ class ControlServer:
         with anyio.fail_after(self._request_timeout):
             await send_message(conn, stream, h11.Response(status_code=reply.status, headers=headers), data)
 
-    async def _send_error(self, conn: h11.Connection, stream: anyio.abc.ByteStream, error: _HTTPError) -> None:
+    async def _send_error(self, conn: h11.Connection, stream: anyio.abc.ByteStream, error: HTTPError) -> None:
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        reply = _Reply(error.status, {"ok": False, "error": error.message}, (("connection", "close"), *error.headers))
+        reply = Reply(error.status, {"ok": False, "error": error.message}, (("connection", "close"), *error.headers))
         try:
             await self._send(conn, stream, reply)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError, TimeoutError):
             pass
 
-    async def _reply(self, request: h11.Request, body: bytes) -> _Reply:
-        method = request.method.decode("ascii", "replace")
-        target = urlsplit(request.target.decode("ascii", "replace"))
-        path = unquote(target.path)
-        try:
-            query = {key: values[-1] for key, values in parse_qs(target.query, keep_blank_values=True).items()}
-            unknown = sorted(set(query) - {"master"})
-            if unknown:
-                raise _HTTPError(400, f"unknown query parameter(s): {', '.join(unknown)}")
-            if path == "/openapi.json":
-                self._allow(method, "GET")
-                return _Reply(200, openapi_document())
-            if path == "/healthz":  # for load balancers and Kubernetes probes: no key, no details
-                self._allow(method, "GET")
-                names = [self._pick_master(query["master"])] if "master" in query else list(self._masters)
-                healthy = all(all_slots_started(self._masters[name]) for name in names)
-                return _Reply(200 if healthy else 503, {"healthy": healthy})
-            self._authorize(request)
-            reply = await self._route(method, path, query, body)
-        except _HTTPError as exc:
-            reply = _Reply(exc.status, {"ok": False, "error": exc.message}, tuple(exc.headers))
-        self._log.debug("control request", method=method, path=path, status=reply.status)
-        return reply
-
-    def _authorize(self, request: h11.Request) -> None:
-        if self._key is None:
-            return
-        given = b""
-        for name, value in request.headers:
-            if name == b"authorization" and value[:7].lower() == b"bearer ":
-                given = value[7:].strip()
-        if not hmac.compare_digest(given, self._key):
-            raise _HTTPError(401, "missing or wrong access key", [("www-authenticate", 'Bearer realm="drover-py"')])
-
-    @staticmethod
-    def _allow(method: str, *allowed: str) -> None:
-        if method not in allowed:
-            raise _HTTPError(
-                405, f"method {method} not allowed here; use {' or '.join(allowed)}", [("allow", ", ".join(allowed))]
-            )
-
-    async def _route(self, method: str, path: str, query: dict[str, str], body: bytes) -> _Reply:
-        if path == "/masters":
-            self._allow(method, "GET")
-            return _Reply(200, {"ok": True, "result": [self._describe_master(n, m) for n, m in self._masters.items()]})
-        if path == "/commands":
-            self._allow(method, "GET")
-            name = self._pick_master(query.get("master"))
-            return _Reply(
-                200, {"ok": True, "master": name, "result": [c.describe() for c in self.commands(name).values()]}
-            )
-        if path.startswith("/commands/"):
-            command = path[len("/commands/") :]
-            self._allow(method, "GET", "POST")
-            name = self._pick_master(query.get("master"))
-            commands = self.commands(name)
-            if command not in commands:
-                raise _HTTPError(404, f"unknown command {command!r}; GET /commands (or run 'help') lists them")
-            if method == "GET":
-                return _Reply(200, {"ok": True, "master": name, "result": commands[command].describe()})
-            return await self._execute(name, commands[command], body)
-        raise _HTTPError(404, f"no route {path!r}; see /openapi.json")
-
-    async def _execute(self, master_name: str, command: Command, body: bytes) -> _Reply:
-        try:
-            args = json.loads(body) if body.strip() else []
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _HTTPError(400, f"body is not JSON: {exc}") from None
-        if not isinstance(args, (list, dict)):
-            raise _HTTPError(
-                400, f"{command.name}: arguments must be a JSON array or object, got {json.dumps(args)[:40]}"
-            )
-        try:
-            kwargs = command.bind(args)
-            result = await command.call(kwargs)
-            json.dumps(result)  # a result that is not JSON is the handler's error (500)
-        except DroverError as exc:
-            status = next((code for kind, code in _STATUS_OF if isinstance(exc, kind)), 500)
-            failed: dict[str, JSON] = {"ok": False, "command": command.name, "error": str(exc)}
-            if isinstance(exc, WorkerStartError) and exc.stderr_tail:
-                failed["stderr_tail"] = exc.stderr_tail  # what the failed worker said last
-            return _Reply(status, failed)
-        except Exception as exc:
-            self._log.exception("control command raised", command=command.name, master=master_name)
-            return _Reply(500, {"ok": False, "command": command.name, "error": f"{type(exc).__name__}: {exc}"})
-        return _Reply(200, {"ok": True, "command": command.name, "master": master_name, "result": cast(JSON, result)})
-
-    def _describe_master(self, name: str, master: Master) -> dict[str, JSON]:
-        return {
-            "name": name,
-            "script": str(master.config.script),
-            "count": master.config.count,
-            "started": master.started_count,
-        }
-
     # -- server-sent events -------------------------------------------------------------
 
-    async def _stream_events(self, conn: h11.Connection, stream: anyio.abc.ByteStream, request: h11.Request) -> None:
+    async def _stream_events(
+        self, conn: h11.Connection, stream: anyio.abc.ByteStream, target: str, headers: Headers
+    ) -> None:
         try:
-            self._authorize(request)
-            query = {k: v[-1] for k, v in parse_qs(urlsplit(request.target.decode("ascii", "replace")).query).items()}
-            name = self._pick_master(query.get("master"))
-        except _HTTPError as exc:
+            name = self._app.events_of(target, headers)
+        except HTTPError as exc:
             await self._send_error(conn, stream, exc)
             return
-        master = self._masters[name]
-        send, receive = anyio.create_memory_object_stream[bytes](256)
-        handlers: list[tuple[EventName, Callable[..., None]]] = []
-
-        def forward(event: str) -> Callable[..., None]:
-            def handler(*args: object) -> None:
-                fields: dict[str, JSON] = {"event": event, "master": name, "args": [_jsonable(a) for a in args]}
-                tails = [a.stderr_tail for a in args if isinstance(a, ExitReason) and a.stderr_tail]
-                if tails:
-                    fields["stderr_tail"] = tails[0]  # the exit reason's: why the worker went
-                data = json.dumps(fields)
-                try:
-                    send.send_nowait(f"event: {event}\ndata: {data}\n\n".encode())
-                except anyio.WouldBlock:
-                    pass  # a slow reader loses events rather than holding the master up
-
-            return handler
-
-        for event in EVENTS:
-            handlers.append((event, forward(event)))
-            master.on(event, handlers[-1][1])
-        try:
-            head = h11.Response(
-                status_code=200, headers=[("content-type", "text/event-stream"), ("cache-control", "no-store")]
-            )
-            await stream.send(conn.send(head) or b"")
-            await stream.send(conn.send(h11.Data(data=b": connected\n\n")) or b"")
-            async with receive:
-                while True:
-                    with anyio.move_on_after(15):
-                        chunk = await receive.receive()
-                        await stream.send(conn.send(h11.Data(data=chunk)) or b"")
-                        continue
-                    await stream.send(conn.send(h11.Data(data=b": keep-alive\n\n")) or b"")
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
-            pass  # the client went away
-        finally:
-            for event, handler in handlers:
-                master.off(event, handler)
-            send.close()
+        await stream_events(conn, stream, self._directory.masters[name], name)
 
     # -- built-in commands --------------------------------------------------------------
 
@@ -421,7 +231,7 @@ class ControlServer:
         imports when ``like`` preloads).
         """
         name = name or Path(script).stem
-        if name in self._masters:
+        if name in self._directory.masters:
             raise CommandError(f"a master named {name!r} is already served; give another NAME")
         config = like.config
         new = Master(
@@ -435,9 +245,8 @@ class ControlServer:
                 preload=bool(config.preload),
             )
         )
-        self._masters[name] = new
-        gone = self._added[name] = anyio.Event()
-        self._track(name, new)
+        gone = self._directory.added[name] = anyio.Event()
+        self._directory.track(name, new)
         ready = anyio.Event()
         failure: list[Exception] = []
 
@@ -454,10 +263,7 @@ class ControlServer:
                 self._log.warning("started master failed", master=name, error=str(exc))
             finally:
                 ready.set()
-                self._masters.pop(name, None)
-                self._added.pop(name, None)
-                self._starts.pop(name, None)
-                self._builtins.pop(name, None)
+                self._directory.forget(name)
                 gone.set()
 
         self._tg.start_soon(run, name=f"drover-py master {name}")
@@ -467,40 +273,12 @@ class ControlServer:
         return {"done": True, "master": name, "count": count}
 
     async def _close(self) -> None:
-        for name in list(self._added):
-            master = self._masters.get(name)
+        for name in list(self._directory.added):
+            master = self._directory.masters.get(name)
             if master is not None:
                 await master.graceful_shutdown()
         with anyio.move_on_after(self._request_timeout):
             await self._idle.wait()  # e.g. the reply to the 'shutdown all' that ended the master
-
-
-def _jsonable(value: object) -> JSON:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, WorkerStatus):
-        return value.name
-    return str(value)
-
-
-def _name_masters(masters: Masters) -> dict[str, Master]:
-    if isinstance(masters, Master):
-        masters = [masters]
-    if isinstance(masters, Mapping):
-        named = dict(masters)
-    else:
-        named = {}
-        for master in masters:
-            name = master.config.script.stem
-            if name in named:
-                raise ConfigError("masters", f"two masters run {name!r}: pass a mapping of names to masters")
-            named[name] = master
-    if not named:
-        raise ConfigError("masters", "at least one master is needed")
-    for name, master in named.items():
-        if not isinstance(master, Master):
-            raise ConfigError("masters", f"{name!r} is not a Master: {master!r}")
-    return named
 
 
 async def _unix_listener(path: Path, mode: int) -> anyio.abc.SocketListener:
@@ -551,7 +329,7 @@ async def open_control_server(
     seconds and carry at most ``max_body`` bytes. Operations started by a command
     outlive a client that disconnects; they end with the block.
     """
-    named = _name_masters(masters)
+    named = name_masters(masters)
     if unix is None and tcp is None:
         raise ConfigError("unix", "give a Unix socket path (unix=...) and/or a TCP address (tcp=...)")
     if access_key is not None and (not isinstance(access_key, str) or not access_key):

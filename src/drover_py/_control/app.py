@@ -1,0 +1,160 @@
+"""The control API without its transport: routing, access, status codes, JSON replies."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Sequence
+from typing import cast
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import attrs
+from structlog.typing import FilteringBoundLogger
+
+from .._commands import JSON, Command, CommandError
+from .._exceptions import ConfigError, DroverError, StateError, UnknownWorkerError, WorkerStartError
+from .builtins import all_slots_started
+from .directory import Directory, UnknownMaster
+from .openapi import openapi_document
+
+#: The status of a command's failure, by the error's kind (else 500).
+_STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
+    (CommandError, 400),
+    (ConfigError, 400),
+    (UnknownWorkerError, 400),
+    (StateError, 409),
+)
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+
+class HTTPError(Exception):
+    """An error reply: ``status``, a one-line ``message`` and extra headers."""
+
+    def __init__(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = list(headers)
+
+    def reply(self) -> Reply:
+        return Reply(self.status, {"ok": False, "error": self.message}, tuple(self.headers))
+
+
+@attrs.frozen
+class Reply:
+    """A JSON reply: status, body and extra headers."""
+
+    status: int
+    body: JSON
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _query(target: str) -> dict[str, str]:
+    return {key: values[-1] for key, values in parse_qs(urlsplit(target).query, keep_blank_values=True).items()}
+
+
+class ControlApp:
+    """Answer control requests for the masters of ``directory``, guarded by ``access_key``."""
+
+    def __init__(self, directory: Directory, access_key: bytes | None, log: FilteringBoundLogger) -> None:
+        self._directory = directory
+        self._key = access_key
+        self._log = log
+
+    def pick(self, name: str | None) -> str:
+        """Return the master meant by ``?master=`` (`Directory.pick`), as an HTTP error if none."""
+        try:
+            return self._directory.pick(name)
+        except UnknownMaster as exc:
+            raise HTTPError(exc.status, str(exc)) from None
+
+    def events_of(self, target: str, headers: Headers) -> str:
+        """Authorize a ``GET /events`` request; return the name of the master to stream."""
+        self._authorize(headers)
+        return self.pick(_query(target).get("master"))
+
+    async def reply(self, method: str, target: str, headers: Headers, body: bytes) -> Reply:
+        """Answer one request (every route but ``/events``)."""
+        path = unquote(urlsplit(target).path)
+        try:
+            query = _query(target)
+            unknown = sorted(set(query) - {"master"})
+            if unknown:
+                raise HTTPError(400, f"unknown query parameter(s): {', '.join(unknown)}")
+            if path == "/openapi.json":
+                self._allow(method, "GET")
+                return Reply(200, openapi_document())
+            if path == "/healthz":  # for load balancers and Kubernetes probes: no key, no details
+                self._allow(method, "GET")
+                names = [self.pick(query["master"])] if "master" in query else list(self._directory.masters)
+                healthy = all(all_slots_started(self._directory.masters[name]) for name in names)
+                return Reply(200 if healthy else 503, {"healthy": healthy})
+            self._authorize(headers)
+            reply = await self._route(method, path, query, body)
+        except HTTPError as exc:
+            reply = exc.reply()
+        self._log.debug("control request", method=method, path=path, status=reply.status)
+        return reply
+
+    def _authorize(self, headers: Headers) -> None:
+        if self._key is None:
+            return
+        given = b""
+        for name, value in headers:
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                given = value[7:].strip()
+        if not hmac.compare_digest(given, self._key):
+            raise HTTPError(401, "missing or wrong access key", [("www-authenticate", 'Bearer realm="drover-py"')])
+
+    @staticmethod
+    def _allow(method: str, *allowed: str) -> None:
+        if method not in allowed:
+            raise HTTPError(
+                405, f"method {method} not allowed here; use {' or '.join(allowed)}", [("allow", ", ".join(allowed))]
+            )
+
+    async def _route(self, method: str, path: str, query: dict[str, str], body: bytes) -> Reply:
+        if path == "/masters":
+            self._allow(method, "GET")
+            return Reply(200, {"ok": True, "result": self._directory.describe()})
+        if path == "/commands":
+            self._allow(method, "GET")
+            name = self.pick(query.get("master"))
+            described = [c.describe() for c in self._directory.commands(name).values()]
+            return Reply(200, {"ok": True, "master": name, "result": described})
+        if path.startswith("/commands/"):
+            command = path[len("/commands/") :]
+            self._allow(method, "GET", "POST")
+            name = self.pick(query.get("master"))
+            commands = self._directory.commands(name)
+            if command not in commands:
+                raise HTTPError(404, f"unknown command {command!r}; GET /commands (or run 'help') lists them")
+            if method == "GET":
+                return Reply(200, {"ok": True, "master": name, "result": commands[command].describe()})
+            return await self._execute(name, commands[command], body)
+        raise HTTPError(404, f"no route {path!r}; see /openapi.json")
+
+    async def _execute(self, master_name: str, command: Command, body: bytes) -> Reply:
+        try:
+            args = json.loads(body) if body.strip() else []
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HTTPError(400, f"body is not JSON: {exc}") from None
+        if not isinstance(args, (list, dict)):
+            raise HTTPError(
+                400, f"{command.name}: arguments must be a JSON array or object, got {json.dumps(args)[:40]}"
+            )
+        try:
+            kwargs = command.bind(args)
+            result = await command.call(kwargs)
+            json.dumps(result)  # a result that is not JSON is the handler's error (500)
+        except DroverError as exc:
+            status = next((code for kind, code in _STATUS_OF if isinstance(exc, kind)), 500)
+            failed: dict[str, JSON] = {"ok": False, "command": command.name, "error": str(exc)}
+            if isinstance(exc, WorkerStartError) and exc.stderr_tail:
+                failed["stderr_tail"] = exc.stderr_tail  # what the failed worker said last
+            return Reply(status, failed)
+        except Exception as exc:
+            self._log.exception("control command raised", command=command.name, master=master_name)
+            return Reply(500, {"ok": False, "command": command.name, "error": f"{type(exc).__name__}: {exc}"})
+        return Reply(200, {"ok": True, "command": command.name, "master": master_name, "result": cast(JSON, result)})
