@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "base": set(),
     "_wire": set(),
     "_child": {"_wire"},
-    "_config": {"_child"},
+    "_config": set(),
     "_spawn": {"_config"},
     "_supervise": {"_wire", "_child", "_config", "_spawn"},
     "_control": {"_wire", "_child", "_config", "_spawn", "_supervise"},

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .._checks import check_count, check_seconds
-from .._child.title import worker_title
-from .._env import PROCTITLE_ENV
 from .._exceptions import ConfigError
 from .binds import BindSpec, check_binds
 from .policies import RecyclePolicy, RestartPolicy
@@ -232,17 +230,6 @@ class MasterConfig:
         if self.proctitle is False:
             return None
         return self.script.name if self.proctitle is True else self.proctitle
-
-    def worker_env(self, slot: int) -> dict[str, str]:
-        """Return the variables a worker gets besides ``env``: its title, its user's HOME etc.
-
-        HOME, USER and LOGNAME of ``run_as`` are left out where ``env`` sets them.
-        """
-        extra = {} if self.run_as is None else {k: v for k, v in self.run_as.env().items() if k not in self.env}
-        name = self.title_name()
-        if name is not None:
-            extra[PROCTITLE_ENV] = worker_title(name, slot)
-        return extra
 
 
 def default_count() -> int:

@@ -14,7 +14,6 @@ import attrs
 from structlog.typing import FilteringBoundLogger
 
 from .._config.options import MasterConfig
-from .._env import worker_vars
 from .._exceptions import (
     ChannelError,
     PeerGoneError,
@@ -25,15 +24,15 @@ from .._exceptions import (
     WorkerStartError,
 )
 from .._exit_reasons import ExitReason, StartTimeout, classify
-from .._spawn.base import ChildProcess, Spawner, SpawnRequest
+from .._spawn.base import ChildProcess, Spawner
 from .._spawn.exec import ExecSpawner
 from .._spawn.preload import TemplateDied, TemplateError
 from .._status import WorkerStatus, can_transition
 from .._wire import protocol as proto
 from .._wire.channel import ChannelReader, ChannelWriter
 from .._wire.conversation import DEFAULT_TIMEOUT, Conversation
+from .handoff import Handoff
 from .output import OutputSink, Source, Tail, read_output
-from .sockets import SYSTEMD_ENV
 
 #: Seconds the master keeps reading a worker's channel after its process exited.
 DRAIN_TIMEOUT = 0.5
@@ -255,54 +254,20 @@ class Worker:
             raise self._spawn_error(exc) from exc
 
     async def _spawn_once(self) -> ChildProcess:
-        opened: list[int] = []
-        pipes = 2 if self._output is None else 3 + self._output.captures_stdout
+        output = self._output
+        handoff = Handoff.open(stderr=output is not None, stdout=output is not None and output.captures_stdout)
         try:
-            for _ in range(pipes):
-                opened.extend(os.pipe())
+            request = handoff.request(self.config, slot=self.slot, worker_id=self.id, sockets=self._listen_fds)
+            process = await self._spawner.spawn(request)
         except OSError:
-            for fd in opened:
-                os.close(fd)
-            raise
-        read_child, write_master, read_master, write_child = opened[:4]
-        stdout_pipe = stderr_pipe = None
-        if self._output is not None:
-            stderr_pipe = (opened[4], opened[5])
-            if self._output.captures_stdout:
-                stdout_pipe = (opened[6], opened[7])
-        heartbeat = None if self.config.heartbeat_timeout is None else self.config.heartbeat_timeout / 3
-        env = {
-            **{k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV},
-            **self.config.env,
-            **worker_vars(
-                channel=(read_child, write_child),
-                slot=self.slot,
-                worker_id=self.id,
-                sockets=self._listen_fds,
-                heartbeat=heartbeat,
-            ),
-            **self.config.worker_env(self.slot),  # title, and the user's HOME etc. under env
-        }
-        try:
-            process = await self._spawner.spawn(
-                SpawnRequest(
-                    config=self.config,
-                    env=env,
-                    pass_fds=(read_child, write_child, *self._listen_fds),
-                    stdout=None if stdout_pipe is None else stdout_pipe[1],
-                    stderr=None if stderr_pipe is None else stderr_pipe[1],
-                )
-            )
-        except OSError:
-            for fd in (read_master, write_master, *(p[0] for p in (stdout_pipe, stderr_pipe) if p)):
-                os.close(fd)
+            handoff.close_master_ends()
             raise
         finally:
-            for fd in (read_child, write_child, *(p[1] for p in (stdout_pipe, stderr_pipe) if p)):
-                os.close(fd)
-        self._fds = (read_master, write_master)
-        if stderr_pipe is not None:
-            self._output_fds = (None if stdout_pipe is None else stdout_pipe[0], stderr_pipe[0])
+            handoff.close_child_ends()
+        read_master, write_master = handoff.channel
+        self._fds = handoff.channel
+        self._output_fds = handoff.output
+        if self._output_fds is not None:
             self._fds += tuple(fd for fd in self._output_fds if fd is not None)
         self._writer = ChannelWriter(write_master)
         self._reader = ChannelReader(read_master, proto.TO_MASTER)
