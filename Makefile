@@ -1,6 +1,6 @@
 # Two commands, each sets up .venv on first use (and again when pyproject.toml changes):
 #   make demo   run examples/simple_app (Ctrl-C shuts it down gracefully)
-#   make test   ruff (lint, format), mypy --strict over src, tests, benchmarks and tools, the docs, then the whole test suite on asyncio and trio
+#   make test   ruff (lint, format), mypy --strict over src, tests, benchmarks, tools and examples, the docs, then the whole test suite on asyncio and trio
 #   make docs   the documentation site (Sphinx + MyST) into docs/_build/html; a warning fails it
 #   make bench  the benchmarks (benchmarks/run.py; ARGS="--quick" or ARGS="--only channel")
 PYTHON ?= python3

@@ -1,6 +1,8 @@
 """The examples run as a user runs them: start, serve HTTP, shut down on SIGINT.
 
 Every test waits on the example's output, never on time: a regex over complete lines.
+Each serving example also runs from a copy of its folder alone, elsewhere: it needs
+nothing beside it, whatever the working directory.
 The apps of uvicorn_app and wsgi_sync are also served as their READMEs say
 (``drover-py serve``), and reloaded under a keep-alive client through
 `drover_py.serve.create_master`.
@@ -15,6 +17,7 @@ import dataclasses
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,6 +52,11 @@ def free_ports(count: int) -> int:
         except OSError:
             continue
         return base
+
+
+def copy_example(example: str, tmp_path: Path) -> Path:
+    """Copy the folder of ``example`` (and nothing else) into ``tmp_path``; return the copy."""
+    return shutil.copytree(EXAMPLES / example, tmp_path / example, ignore=shutil.ignore_patterns("__pycache__"))
 
 
 def get(port: int) -> str:
@@ -123,11 +131,14 @@ def ids(text: str) -> list[int]:
     ],
 )
 async def test_example_serves_and_shuts_down(
-    example: str, ports: int, env_name: str, expected: list[str], anyio_backend: str
+    example: str, ports: int, env_name: str, expected: list[str], anyio_backend: str, tmp_path: Path
 ) -> None:
+    """The example's folder, copied out alone, runs from another directory: serve, then shut down on SIGINT."""
+    folder = copy_example(example, tmp_path)
     base = free_ports(ports)
     process = await anyio.open_process(
-        [sys.executable, str(EXAMPLES / example / "main.py"), "--backend", anyio_backend],
+        [sys.executable, str(folder / "main.py"), "--backend", anyio_backend],
+        cwd=tmp_path,
         env={**os.environ, env_name: str(base)},
     )
     seen = [""]
@@ -158,6 +169,30 @@ async def test_job_queue_example_spreads_jobs_and_reports_back(anyio_backend: st
     assert sorted(slot for slot, _, _ in stats) == ["0", "1", "2"]
     assert sum(int(jobs) for _, jobs, _ in stats) == 12
     assert out.rstrip().endswith("12 jobs done by 3 workers")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the example's master runs on asyncio either way
+async def test_systemd_example_tells_systemd_it_is_ready_and_stopping(anyio_backend: str, tmp_path: Path) -> None:
+    """The systemd example, its folder copied out alone, as its unit runs it: READY=1, serve, STOPPING=1 on SIGTERM."""
+    folder = copy_example("systemd", tmp_path)
+    port = free_ports(1)
+    notify_path = tmp_path / "notify"
+    async with await anyio.create_unix_datagram_socket(local_path=notify_path) as notify:
+        process = await anyio.open_process(
+            [sys.executable, str(folder / "main.py"), "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+            cwd=tmp_path,
+            env={**os.environ, "NOTIFY_SOCKET": str(notify_path)},
+            stderr=subprocess.DEVNULL,  # the workers' uvicorn logs
+        )
+        async with kill_on_exit(process):
+            with anyio.fail_after(40):
+                while b"READY=1" not in (await notify.receive())[0].split(b"\n"):
+                    pass
+                assert "Hello from a systemd unit!" in await anyio.to_thread.run_sync(get, port)
+                process.terminate()  # systemctl stop
+                while b"STOPPING=1" not in (await notify.receive())[0].split(b"\n"):
+                    pass
+                assert await process.wait() == 0
 
 
 async def test_runtime_scaling_scales_foo_down_and_bar_up(anyio_backend: str) -> None:

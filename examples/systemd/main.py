@@ -1,10 +1,11 @@
 """A master for systemd: Type=notify readiness, watchdog, SIGHUP reload, SIGTERM stop.
 
-Run by drover-app.service (beside this file). By hand, from the repository root:
+Run by drover-app.service (beside this file). By hand:
 
     python examples/systemd/main.py --bind 127.0.0.1:8000 --workers 2
 
-Without NOTIFY_SOCKET it runs the same, minus the sd_notify datagrams.
+Without NOTIFY_SOCKET it runs the same, minus the sd_notify datagrams. The workers serve
+app.py (beside this file) with uvicorn, as ``drover-py serve app:app`` does.
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ from pathlib import Path
 
 import anyio
 
-from drover_py import MasterFactory, open_signal_handlers
+from drover_py import open_signal_handlers
+from drover_py.serve import ServeOptions, create_master
 
-WORKER = Path(__file__).resolve().parent.parent / "simple_app" / "app.py"
+HERE = Path(__file__).resolve().parent
 
 
 async def main(bind: list[str], workers: int) -> None:
-    master = MasterFactory.create(
-        script=WORKER,
+    master = create_master(
+        ServeOptions("app:app", app_dir=str(HERE)),  # app.py beside this file, whatever the working directory
         count=workers,
         bind=bind,  # "systemd" takes the sockets of drover-app.socket instead
-        env={"RESPONSE": "Hello from a systemd unit!\n"},
         stop_timeout=20,  # keep stop_timeout + kill_timeout under TimeoutStopSec
         heartbeat_timeout=10,
     )

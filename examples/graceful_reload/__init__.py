@@ -1,1 +1,0 @@
-"""The graceful_reload example; a package only so that type checkers find ``_shared``."""

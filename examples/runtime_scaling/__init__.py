@@ -1,1 +1,0 @@
-"""The runtime_scaling example; a package only so that type checkers find ``_shared``."""

@@ -1,1 +1,0 @@
-"""The simple_app example; a package only so that type checkers find ``_shared``."""

@@ -1,1 +1,0 @@
-"""The single_app_cluster example; a package only so that type checkers find ``_shared``."""
