@@ -8,7 +8,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import anyio
 import anyio.abc
@@ -161,7 +161,9 @@ class Master:
     # -- events -------------------------------------------------------------------------
 
     @overload
-    def on(self, event: Literal["message"], handler: Callable[[int, object], _Done]) -> None: ...
+    def on(
+        self, event: Literal["message"], handler: Callable[[int, Any], _Done]
+    ) -> None: ...  # the payload is what the worker sent
 
     @overload
     def on(
