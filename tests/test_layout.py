@@ -14,7 +14,7 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src" / "drover_py"
 
 #: The pure modules at the top of the package: no I/O of their own, imported by every layer.
-BASE = {"_checks", "_compat", "_env", "_status", "_exit_reasons", "_exceptions", "_log", "_commands"}
+BASE = {"_checks", "_compat", "_env", "_reports", "_status", "_exit_reasons", "_exceptions", "_log", "_commands"}
 
 #: What each part of the package may import from drover_py, besides itself and BASE.
 ALLOWED: dict[str, set[str]] = {

@@ -19,7 +19,7 @@ PUBLIC = [
     "ControlConnectError", "ControlReply", "ControlServer", "DroverError", "ExitReasons", "LIFELINE_EXIT_CODE",
     "Master", "MasterConfig", "MasterFactory", "MessageBus", "OperationInterruptedError", "PeerGoneError",
     "PreloadError", "ProtocolError", "RecyclePolicy", "ReloadError", "ReloadReport", "RemoteError", "RequestError",
-    "RequestTimeoutError", "RestartLimitError", "RestartPolicy", "SpawnError", "StartTimeoutError", "StateError",
+    "RequestTimeoutError", "RestartLimitError", "RestartPolicy", "SlotReport", "SpawnError", "StartTimeoutError", "StateError",
     "SyncMessageBus", "UnknownWorkerError", "WorkerSnapshot", "WorkerStartError", "WorkerStatus", "inherited_sockets",
     "open_control_server", "open_signal_handlers",
 ]  # fmt: skip

@@ -111,9 +111,16 @@ async def test_reload_in_batches_replaces_every_worker(make_master: MasterBuilde
     master = make_master(count=4)
     async with master:
         await master.start()
-        old_ids = {w.id for w in master.workers}
-        await master.graceful_reload(batch_size=3)
+        before = master.workers
+        old_ids = {w.id for w in before}
+        report = await master.graceful_reload(batch_size=3, canary=0.2)
         assert master.get_workers_statuses() == [S.STARTED] * 4
+        # the report, slot by slot: which pid went, which came, how fast it was ready
+        assert report.workers == 4 and report.canary is True and not report.rolled_back
+        assert [s.slot for s in report.slots] == [0, 1, 2, 3]
+        assert [s.old_pid for s in report.slots] == [w.pid for w in before]
+        assert [(s.new_id, s.new_pid) for s in report.slots] == [(w.id, w.pid) for w in master.workers]
+        assert all(0 < s.ready_seconds <= report.seconds for s in report.slots)
         assert not old_ids & {w.id for w in master.workers}
         assert [w.slot for w in master.workers] == [0, 1, 2, 3]
         await master.graceful_shutdown()
@@ -151,6 +158,10 @@ async def test_reload_rolls_back_when_a_replacement_crashes(make_master: MasterB
         assert isinstance(reason, ExitReasons.AbnormalExit) and reason.payload.code == 3
         assert info.value.slot == 1
         assert "1 slot(s) rolled back" in str(info.value)
+        report = info.value.report
+        assert report is not None and report.rolled_back and report.canary is None
+        assert [s.slot for s in report.slots] == [0]  # slot 0 had switched, then went back
+        assert report.slots[0].old_pid not in {w.pid for w in master.workers}
         assert master.config == old_config
         assert master.get_workers_statuses() == [S.STARTED] * 3
         pid_tags = tags(records)
@@ -172,6 +183,8 @@ async def test_reload_rolls_back_when_the_canary_dies(make_master: MasterBuilder
         reason = info.value.reason
         assert isinstance(reason, ExitReasons.AbnormalExit) and reason.payload.code == 4
         assert info.value.stderr_tail == "exiting with code 4"
+        assert info.value.report is not None and info.value.report.canary is False
+        assert info.value.report.slots == ()  # the canary's slots never switched
         assert master.workers == before  # the old workers were never touched
         await master.graceful_shutdown()
     assert log.of("worker-exit") == []

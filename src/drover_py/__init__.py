@@ -60,10 +60,11 @@ if TYPE_CHECKING:
     from ._control.server import ControlServer as ControlServer
     from ._control.server import open_control_server as open_control_server
     from ._control.signals import open_signal_handlers as open_signal_handlers
+    from ._reports import ReloadReport as ReloadReport
+    from ._reports import SlotReport as SlotReport
     from ._status import WorkerStatus as WorkerStatus
     from ._supervise.factory import MasterFactory as MasterFactory
     from ._supervise.master import Master as Master
-    from ._supervise.master import ReloadReport as ReloadReport
     from ._supervise.worker import WorkerSnapshot as WorkerSnapshot
 
 __all__ = [
@@ -95,6 +96,7 @@ __all__ = [
     "RequestTimeoutError",
     "RestartLimitError",
     "RestartPolicy",
+    "SlotReport",
     "SpawnError",
     "StartTimeoutError",
     "StateError",
@@ -122,7 +124,8 @@ _LAZY = {
     "ControlServer": "._control.server",
     "open_control_server": "._control.server",
     "Master": "._supervise.master",
-    "ReloadReport": "._supervise.master",
+    "ReloadReport": "._reports",
+    "SlotReport": "._reports",
     "MasterConfig": "._config.options",
     "MasterFactory": "._supervise.factory",
     "RecyclePolicy": "._config.policies",

@@ -49,6 +49,7 @@ EXIT_START_FAILED, EXIT_RESTART_LIMIT, EXIT_ADDRESS_IN_USE, EXIT_INTERRUPTED = 1
 def _add_master_options(parser: argparse.ArgumentParser, *, default_bind: str | None = None) -> None:
     """Add the options ``run`` and ``serve`` share: workers, sockets, control, policies."""
     from ._config.options import START_TIMEOUT, STOP_TIMEOUT  # the defaults have one home
+    from ._log import FORMAT_ENV, FORMATS
 
     where = f" (default: {default_bind})" if default_bind else ""
     parser.add_argument("-w", "--workers", type=int, default=None, help="number of workers (default: CPU count)")
@@ -75,6 +76,18 @@ def _add_master_options(parser: argparse.ArgumentParser, *, default_bind: str | 
         "--control-tcp", default=None, metavar="HOST:PORT", help="also serve the control API on TCP (needs a key)"
     )
     parser.add_argument("--no-control", action="store_true", help="serve no control API")
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=None,
+        help=f"the supervisor's own log lines on stderr: {', '.join(FORMATS)} (default: ${FORMAT_ENV} or console)",
+    )
+    parser.add_argument(
+        "--metrics-bind",
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve GET /metrics (Prometheus) on this address, without a key, for scrapers",
+    )
     parser.add_argument("--key", default=None, help=f"access key (better: ${KEY_ENV}, not visible in ps)")
     parser.add_argument(
         "--restart",
@@ -333,8 +346,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = ns.key or os.environ.pop(KEY_ENV, None) or None  # never handed on to workers
     os.environ.pop(KEY_ENV, None)
     if ns.action in ("run", "serve"):
+        if ns.no_control and ns.metrics_bind:
+            parser.error("--metrics-bind is served by the control server: drop --no-control")
         if ns.debug:
             os.environ["DROVER_PY_DEBUG"] = "1"  # before any logger is made (the workers' too)
+        if ns.log_format:
+            from ._log import FORMAT_ENV
+
+            os.environ[FORMAT_ENV] = ns.log_format
         return _supervise(ns, key)
     return _ctl(ns, key)
 
@@ -460,9 +479,12 @@ async def _supervise_async(ns: argparse.Namespace, key: str | None) -> int:
 
             unix = ns.control or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
             server = await stack.enter_async_context(
-                open_control_server(master, unix=unix, tcp=ns.control_tcp, access_key=key)
+                open_control_server(master, unix=unix, tcp=ns.control_tcp, access_key=key, metrics_tcp=ns.metrics_bind)
             )
             where = [f"unix:{server.unix_path}", *([server.url] if server.url else [])]
+            if server.metrics_address is not None:
+                host, port = server.metrics_address
+                where.append(f"metrics on http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
         async with show_progress(master, "starting"):
             await master.start()
         control = f"; control on {' and '.join(where)}" if where else ""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._exit_reasons import ExitReason, StartTimeout
+    from ._reports import ReloadReport
 
 
 class DroverError(Exception):
@@ -99,8 +100,23 @@ class ReloadError(WorkerStartError):
     """A graceful reload (or upgrade) failed and was rolled back.
 
     ``reason`` is that of the replacement that failed; the master is left with its old
-    configuration and ``count`` workers of it.
+    configuration and ``count`` workers of it. ``report`` (a `ReloadReport`, or None)
+    says which slots had switched (to which pids, how fast), whether the canary passed,
+    and how long it all took; ``__cause__`` is the `WorkerStartError` of the failure.
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: ExitReason | StartTimeout | None,
+        worker_id: int,
+        slot: int,
+        stderr_tail: str = "",
+        report: ReloadReport | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, worker_id=worker_id, slot=slot, stderr_tail=stderr_tail)
+        self.report = report
 
 
 class RestartLimitError(DroverError):

@@ -15,6 +15,8 @@ TEST_BEHAVIOUR is a comma-separated list of flags; "flag@N" applies only in slot
   trio              run on the trio backend
   default_handlers  register no handlers: use the bus's defaults
   gate=PATH         if PATH.armed exists at boot, send "started" only once PATH exists
+  cgroup=DIR        move into the cgroup DIR (its cgroup.procs) before "started"
+  eat_memory        on the message "eat", allocate memory until the kernel stops it
 TEST_RECORD is a file to which the worker appends "<pid> <event> <slot>" lines.
 TEST_TAG, if set, is recorded at boot as the event "tag:<TEST_TAG>".
 """
@@ -88,6 +90,13 @@ async def main() -> None:
             await mb.send_shut_down()
             done.set()
 
+        def eat(payload: object) -> None:
+            hoard = []
+            while payload == "eat":
+                hoard.append(bytearray(8 * 1024 * 1024))  # zero-filled, so resident
+
+        if "eat_memory" in FLAGS:
+            mb.on("message", eat)
         if "default_handlers" not in FLAGS:
             mb.on("stop", on_stop)
             mb.on("quit", on_quit)
@@ -102,6 +111,9 @@ async def main() -> None:
         if "gate" in FLAGS and os.path.exists(FLAGS["gate"] + ".armed"):
             while not os.path.exists(FLAGS["gate"]):  # the test opens the gate when it has seen enough
                 await anyio.sleep(0.01)  # sync-ok: polls a condition (the master bounds it: start_timeout)
+        if "cgroup" in FLAGS:
+            with open(os.path.join(FLAGS["cgroup"], "cgroup.procs"), "w") as procs:
+                procs.write(str(os.getpid()))
         record("started")  # before sending: the master may answer at once
         await mb.send_started()
         if "exit_after_start" in FLAGS:

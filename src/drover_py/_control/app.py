@@ -12,8 +12,8 @@ import attrs
 from structlog.typing import FilteringBoundLogger
 
 from .._commands import JSON, Command, CommandError
-from .._exceptions import ConfigError, DroverError, StateError, UnknownWorkerError, WorkerStartError
-from .builtins import all_slots_started
+from .._exceptions import ConfigError, DroverError, ReloadError, StateError, UnknownWorkerError, WorkerStartError
+from .builtins import all_slots_started, reload_fields
 from .directory import Directory, UnknownMaster
 from .openapi import openapi_document
 
@@ -43,11 +43,13 @@ class HTTPError(Exception):
 
 @attrs.frozen
 class Reply:
-    """A JSON reply: status, body and extra headers."""
+    """A reply: status, a JSON body (or ``raw`` bytes of ``content_type``) and extra headers."""
 
     status: int
     body: JSON
     headers: tuple[tuple[str, str], ...] = ()
+    raw: bytes | None = None
+    content_type: str = "application/json"
 
 
 def _query(target: str) -> dict[str, str]:
@@ -97,6 +99,27 @@ class ControlApp:
         self._log.debug("control request", method=method, path=path, status=reply.status)
         return reply
 
+    def metrics(self, method: str, query: dict[str, str]) -> Reply:
+        """Answer ``GET /metrics[?master=M]``: the Prometheus text format."""
+        self._allow(method, "GET")
+        from .metrics import CONTENT_TYPE, exposition  # here: prometheus_client only when scraped
+
+        masters = self._directory.masters
+        if "master" in query:
+            name = self.pick(query["master"])
+            masters = {name: masters[name]}
+        return Reply(200, None, raw=exposition(masters), content_type=CONTENT_TYPE)
+
+    def public_metrics(self, method: str, target: str) -> Reply:
+        """Answer a request to the key-less metrics address: ``GET /metrics``, nothing else."""
+        path = unquote(urlsplit(target).path)
+        try:
+            if path != "/metrics":
+                raise HTTPError(404, f"no route {path!r}; this address serves /metrics only")
+            return self.metrics(method, _query(target))
+        except HTTPError as exc:
+            return exc.reply()
+
     def _authorize(self, headers: Headers) -> None:
         if self._key is None:
             return
@@ -115,6 +138,8 @@ class ControlApp:
             )
 
     async def _route(self, method: str, path: str, query: dict[str, str], body: bytes) -> Reply:
+        if path == "/metrics":
+            return self.metrics(method, query)
         if path == "/masters":
             self._allow(method, "GET")
             return Reply(200, {"ok": True, "result": self._directory.describe()})
@@ -153,6 +178,8 @@ class ControlApp:
             failed: dict[str, JSON] = {"ok": False, "command": command.name, "error": str(exc)}
             if isinstance(exc, WorkerStartError) and exc.stderr_tail:
                 failed["stderr_tail"] = exc.stderr_tail  # what the failed worker said last
+            if isinstance(exc, ReloadError) and exc.report is not None:
+                failed["report"] = reload_fields(exc.report)
             return Reply(status, failed)
         except Exception as exc:
             self._log.exception("control command raised", command=command.name, master=master_name)

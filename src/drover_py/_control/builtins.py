@@ -13,8 +13,9 @@ import time
 from typing import TYPE_CHECKING
 
 from .._commands import JSON, Command, CommandError, make_command
+from .._reports import ReloadReport
 from .._status import WorkerStatus
-from .._supervise.master import Master, ReloadReport
+from .._supervise.master import Master
 from .._supervise.recycler import read_rss
 
 if TYPE_CHECKING:
@@ -31,9 +32,24 @@ def all_slots_started(master: Master) -> bool:
     return master.started_count >= master.config.count
 
 
-def _reported(report: ReloadReport) -> dict[str, JSON]:
-    """Return a reload's reply fields: its report as the message, its figures."""
-    return {"message": str(report), "workers": report.workers, "seconds": round(report.seconds, 3)}
+def reload_fields(report: ReloadReport) -> dict[str, JSON]:
+    """Return a reload's reply fields: its report as the message, its figures, slot by slot."""
+    return {
+        "message": str(report),
+        "workers": report.workers,
+        "seconds": round(report.seconds, 3),
+        "canary": report.canary,
+        "slots": [
+            {
+                "slot": s.slot,
+                "old_pid": s.old_pid,
+                "new_id": s.new_id,
+                "new_pid": s.new_pid,
+                "ready_seconds": round(s.ready_seconds, 3),
+            }
+            for s in report.slots
+        ],
+    }
 
 
 class Builtins:
@@ -141,7 +157,7 @@ class Builtins:
         if worker_id is None:
 
             async def reload() -> dict[str, JSON]:
-                return _reported(await self.master.graceful_reload())
+                return reload_fields(await self.master.graceful_reload())
 
             return await self._server._bounded("restart all", reload, timeout)
 
@@ -166,7 +182,7 @@ class Builtins:
             raise CommandError("upgrade of one worker is not supported: one master runs one script; use 'upgrade all'")
 
         async def reload() -> dict[str, JSON]:
-            return _reported(await self.master.graceful_reload(script=script, canary=canary or None))
+            return reload_fields(await self.master.graceful_reload(script=script, canary=canary or None))
 
         return await self._server._bounded(f"upgrade all to {script}", reload, timeout)
 

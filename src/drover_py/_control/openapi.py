@@ -83,6 +83,19 @@ def openapi_document() -> dict[str, JSON]:
                     },
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics of the masters served (or of ?master=), in the text format",
+                    "parameters": [_MASTER],
+                    "responses": {
+                        "200": {
+                            "description": "The metrics (text/plain; version=0.0.4)",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **_errors("400", "401", "404"),
+                    },
+                }
+            },
             "/masters": {
                 "get": {
                     "summary": "The masters this process serves",
@@ -163,6 +176,10 @@ def openapi_document() -> dict[str, JSON]:
                         "stderr_tail": {
                             "type": "string",
                             "description": "a worker that failed to start: its last lines of stderr",
+                        },
+                        "report": {
+                            "type": "object",
+                            "description": "a reload rolled back: what had switched (as a reload's reply fields)",
                         },
                     },
                 },

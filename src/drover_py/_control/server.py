@@ -68,6 +68,8 @@ class ControlServer:
         self._idle.set()
         self.unix_path: Path | None = None
         self.tcp_address: tuple[str, int] | None = None
+        #: The address serving ``GET /metrics`` without a key (``metrics_tcp``), if any.
+        self.metrics_address: tuple[str, int] | None = None
 
     # -- introspection ------------------------------------------------------------------
 
@@ -108,14 +110,17 @@ class ControlServer:
 
     # -- HTTP ---------------------------------------------------------------------------
 
-    async def _serve_connection(self, stream: anyio.abc.ByteStream) -> None:
+    async def _serve_connection(self, stream: anyio.abc.ByteStream, *, metrics_only: bool = False) -> None:
         try:
             async with stream, self._limiter:
-                await self._serve_requests(stream)
+                await self._serve_requests(stream, metrics_only)
         except Exception:  # a connection's trouble never reaches the server's task group
             self._log.exception("control connection failed")
 
-    async def _serve_requests(self, stream: anyio.abc.ByteStream) -> None:
+    async def _serve_metrics_connection(self, stream: anyio.abc.ByteStream) -> None:
+        await self._serve_connection(stream, metrics_only=True)
+
+    async def _serve_requests(self, stream: anyio.abc.ByteStream, metrics_only: bool) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         while True:
             try:
@@ -136,11 +141,14 @@ class ControlServer:
                 return
             assert isinstance(request, h11.Request)
             method, target = request.method.decode("ascii", "replace"), request.target.decode("ascii", "replace")
-            if method == "GET" and urlsplit(target).path == "/events":
+            if method == "GET" and urlsplit(target).path == "/events" and not metrics_only:
                 await self._stream_events(conn, stream, target, request.headers)
                 return
             with self._answering():
-                reply = await self._app.reply(method, target, request.headers, body)
+                if metrics_only:
+                    reply = self._app.public_metrics(method, target)
+                else:
+                    reply = await self._app.reply(method, target, request.headers, body)
                 await self._send(conn, stream, reply)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
@@ -160,9 +168,9 @@ class ControlServer:
                 self._idle.set()
 
     async def _send(self, conn: h11.Connection, stream: anyio.abc.ByteStream, reply: Reply) -> None:
-        data = json_body(reply.body)
+        data = json_body(reply.body) if reply.raw is None else reply.raw
         headers = [
-            ("content-type", "application/json"),
+            ("content-type", reply.content_type),
             ("content-length", str(len(data))),
             ("cache-control", "no-store"),
             *reply.headers,
@@ -316,6 +324,7 @@ async def open_control_server(
     unix_mode: int = 0o600,
     max_body: int = 64 * 1024,
     request_timeout: float = 10.0,
+    metrics_tcp: str | None = None,
 ) -> AsyncIterator[ControlServer]:
     """Serve the control API for ``masters`` while the block runs.
 
@@ -328,6 +337,10 @@ async def open_control_server(
     ``Authorization: Bearer KEY``. Each request must arrive within ``request_timeout``
     seconds and carry at most ``max_body`` bytes. Operations started by a command
     outlive a client that disconnects; they end with the block.
+
+    ``GET /metrics`` answers in the Prometheus text format, with the key like the rest;
+    ``metrics_tcp`` ("host:port") also serves it, and nothing else, without a key, for
+    scrapers (its address: ``server.metrics_address``).
     """
     named = name_masters(masters)
     if unix is None and tcp is None:
@@ -339,6 +352,10 @@ async def open_control_server(
     bind = None if tcp is None else parse_bind(tcp)
     if bind is not None and bind.kind != "tcp":
         raise ConfigError("tcp", f"expected host:port, got {tcp!r}")
+    metrics_bind = None if metrics_tcp is None else parse_bind(metrics_tcp)
+    if metrics_bind is not None and metrics_bind.kind != "tcp":
+        raise ConfigError("metrics_tcp", f"expected host:port, got {metrics_tcp!r}")
+    metrics_listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
     listeners: list[anyio.abc.Listener[anyio.abc.SocketStream]] = []
     path = None if unix is None else Path(os.fspath(unix)).absolute()
     try:
@@ -349,6 +366,13 @@ async def open_control_server(
                 listeners.append(await anyio.create_tcp_listener(local_host=bind.host, local_port=bind.port))
             except OSError as exc:
                 raise BindError(f"cannot listen on {tcp}: {exc}") from exc
+        if metrics_bind is not None:
+            try:
+                metrics_listener = await anyio.create_tcp_listener(
+                    local_host=metrics_bind.host, local_port=metrics_bind.port
+                )
+            except OSError as exc:
+                raise BindError(f"cannot listen on {metrics_tcp} (metrics): {exc}") from exc
         tg = anyio.create_task_group()
         await tg.__aenter__()
         try:
@@ -361,6 +385,11 @@ async def open_control_server(
                 if isinstance(address, tuple):
                     server.tcp_address = (str(address[0]), int(address[1]))
                 tg.start_soon(listener.serve, server._serve_connection)
+            if metrics_listener is not None:
+                address = metrics_listener.extra(anyio.abc.SocketAttribute.local_address)
+                assert isinstance(address, tuple)
+                server.metrics_address = (str(address[0]), int(address[1]))
+                tg.start_soon(metrics_listener.serve, server._serve_metrics_connection)
             try:
                 yield server
             finally:
@@ -375,7 +404,7 @@ async def open_control_server(
             await exit_task_group(tg, None, None, None)
     finally:
         with anyio.CancelScope(shield=True):
-            for listener in listeners:
+            for listener in [*listeners, *([metrics_listener] if metrics_listener is not None else [])]:
                 await listener.aclose()
         if path is not None and listeners:
             try:

@@ -21,11 +21,13 @@ from .._config.options import MasterConfig
 from .._exceptions import (
     DroverError,
     OperationInterruptedError,
+    ReloadError,
     RestartLimitError,
     StateError,
 )
 from .._exit_reasons import ExitReason
 from .._log import get_logger
+from .._reports import ReloadReport
 from .._spawn.pool import Spawners
 from .._status import WorkerStatus
 from .._wire.conversation import DEFAULT_TIMEOUT
@@ -34,6 +36,7 @@ from .recycler import Recycler
 from .restarter import Restarter
 from .rollout import Rollout
 from .services import Services
+from .stats import MasterStats
 from .table import WorkerTable
 from .talk import RequestHandler, Talk
 from .worker import Worker, WorkerSnapshot
@@ -61,17 +64,6 @@ class _State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
-
-
-@attrs.frozen
-class ReloadReport:
-    """What a `Master.graceful_reload` did: ``workers`` slots replaced in ``seconds``."""
-
-    workers: int
-    seconds: float
-
-    def __str__(self) -> str:
-        return f"reloaded {self.workers} worker{'' if self.workers == 1 else 's'} in {self.seconds:.2f} s"
 
 
 class _Host:
@@ -108,6 +100,8 @@ class Master:
         self._log = get_logger(script=config.script.name)
         self._events = EventRegistry(EVENTS, self._log)
         self._table = WorkerTable()
+        #: Counts since the master was made (exits, restarts, reloads, times), for ``/metrics``.
+        self.stats = MasterStats()
         self._talk = Talk(self._table, self._events)
         self._host = _Host(self, self._talk)
         self._state = _State.NEW
@@ -283,6 +277,7 @@ class Master:
         if self._config.recycle is not None:
             self._tg.start_soon(self._recycler.run, self._config.recycle, name="drover-py recycler")
         self._services.start(self._config, self._tg)
+        self.stats.sink = self._services.output
         self._log.debug("master open", count=self._config.count)
         return self
 
@@ -364,10 +359,12 @@ class Master:
     def _worker_status(self, worker: Worker, status: WorkerStatus) -> None:
         self._emit("status-changed", worker.id, status)
         if status is WorkerStatus.STARTED:
+            self.stats.started(worker)
             self._emit("worker-started", worker.id)
             self._recycler.worker_started()
 
     def _worker_exited(self, worker: Worker) -> None:
+        self.stats.exited(worker)
         if worker.requested:
             self._table.discard(worker)
         if not worker.ever_started or worker.probation:
@@ -437,6 +434,7 @@ class Master:
             return self._table.replaced[worker_id]
         old = self._table.find(worker_id)
         [new] = await self._rollout.replace([old.slot], self._config, olds=[old])
+        self.stats.restarts += 1
         return new.id
 
     async def stop_worker_by_id(self, worker_id: int) -> None:
@@ -503,13 +501,19 @@ class Master:
             self._services.reloading()
             self._spawners.fresh(new_config)  # preload mode: a new template imports the code on disk now
             began = anyio.current_time()
+            outcome = "interrupted"
             try:
-                await self._rollout.reload(old_config, new_config, batch_size, canary)
+                report = await self._rollout.reload(old_config, new_config, batch_size, canary)
+                outcome = "success"
                 self._use(new_config)  # the old template goes once its last worker is gone
                 self._log.debug("reloaded", script=new_config.script.name)
+            except ReloadError:
+                outcome = "rolled_back"
+                raise
             finally:
+                self.stats.reloaded(outcome, anyio.current_time() - began)
                 self._notify_ready()
-            return ReloadReport(workers=new_config.count, seconds=anyio.current_time() - began)
+            return report
 
     def _use(self, config: MasterConfig) -> None:
         """Make ``config`` the master's configuration, for its titles and its spawners too."""

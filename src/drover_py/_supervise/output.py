@@ -137,6 +137,8 @@ class OutputSink:
         self._pending: collections.deque[tuple[Source, str, bytes]] = collections.deque()
         self._pending_bytes = 0
         self._dropping: set[Source] = set()
+        #: Lines dropped since the sink was made.
+        self.dropped_lines = 0
         self._wake = anyio.Event()
         #: Clear while a worker thread writes a batch (a cancelled task abandons it to the thread).
         self._idle = threading.Event()
@@ -146,6 +148,7 @@ class OutputSink:
         """Queue ``line`` (without newline) of ``source``'s ``stream``, or drop and count it."""
         if self._pending_bytes + len(line) > MAX_PENDING:
             source.dropped += 1
+            self.dropped_lines += 1
             self._dropping.add(source)
             return
         self._pending.append((source, stream, line))

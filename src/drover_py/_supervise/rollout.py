@@ -10,6 +10,7 @@ from structlog.typing import FilteringBoundLogger
 
 from .._config.options import MasterConfig
 from .._exceptions import ReloadError, WorkerStartError
+from .._reports import ReloadReport, SlotReport
 from .table import WorkerTable
 from .worker import Worker
 
@@ -143,10 +144,16 @@ class Rollout:
 
     async def reload(
         self, old_config: MasterConfig, new_config: MasterConfig, batch_size: int, canary: float | None
-    ) -> None:
-        """Roll every slot to ``new_config``, ``batch_size`` at a time; on failure roll back and raise ReloadError."""
+    ) -> ReloadReport:
+        """Roll every slot to ``new_config``, ``batch_size`` at a time; return what was done.
+
+        On failure roll back and raise `ReloadError`, whose ``report`` says what had switched.
+        """
+        began = anyio.current_time()
         slots = list(range(old_config.count))
         switched: list[int] = []
+        done: list[SlotReport] = []
+        canary_passed: bool | None = None
         failure: WorkerStartError | None = None
         # The old workers of a batch retire while the next batch starts: each slot still
         # has its replacement ready before its old worker is asked to stop. A failure
@@ -155,13 +162,35 @@ class Rollout:
             try:
                 for index in range(0, len(slots), batch_size):
                     batch = slots[index : index + batch_size]
-                    await self.replace(batch, new_config, canary=canary if index == 0 else None, retiring=retiring)
+                    current = self._table.current()
+                    old_pids = {slot: current[slot].pid for slot in batch if slot in current}
+                    watched = canary if index == 0 else None
+                    if watched is not None:
+                        canary_passed = False  # until the batch lived through the window
+                    news = await self.replace(batch, new_config, canary=watched, retiring=retiring)
+                    if watched is not None:
+                        canary_passed = True
                     switched.extend(batch)
+                    done.extend(
+                        SlotReport(
+                            slot=new.slot,
+                            old_pid=old_pids.get(new.slot),
+                            new_id=new.id,
+                            new_pid=new.pid,
+                            ready_seconds=new.start_seconds or 0.0,
+                        )
+                        for new in news
+                    )
             except WorkerStartError as error:
                 failure = error
         if failure is not None:
             exc = failure
             self._log.warning("reload failed; rolling back", error=str(exc), switched=len(switched))
+
+            def report() -> ReloadReport:
+                seconds = anyio.current_time() - began
+                return ReloadReport(len(switched), seconds, tuple(done), canary_passed, rolled_back=True)
+
             if switched:
                 try:
                     await self.replace(switched, old_config)
@@ -173,6 +202,7 @@ class Rollout:
                         worker_id=exc.worker_id,
                         slot=exc.slot,
                         stderr_tail=exc.stderr_tail,
+                        report=report(),
                     ) from exc
             raise ReloadError(
                 f"graceful reload failed, {len(switched)} slot(s) rolled back: {exc}",
@@ -180,4 +210,6 @@ class Rollout:
                 worker_id=exc.worker_id,
                 slot=exc.slot,
                 stderr_tail=exc.stderr_tail,
+                report=report(),
             ) from exc
+        return ReloadReport(new_config.count, anyio.current_time() - began, tuple(done), canary_passed)

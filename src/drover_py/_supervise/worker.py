@@ -32,6 +32,7 @@ from .._wire import protocol as proto
 from .._wire.channel import ChannelReader, ChannelWriter
 from .._wire.conversation import DEFAULT_TIMEOUT, Conversation
 from .handoff import Handoff
+from .oom import OOM_DETAIL, OomProbe
 from .output import OutputSink, Source, Tail, read_output
 
 #: Seconds the master keeps reading a worker's channel after its process exited.
@@ -119,8 +120,10 @@ class Worker:
         self.exit_reason: ExitReason | None = None
         #: The master asked this worker to go (stop, terminate or kill): see `let_go`.
         self.requested = False
-        #: Why the master judged this worker broken, if it did.
+        #: Why the master judged this worker broken, if it did, and the kind of fault
+        #: ("protocol", "channel", "heartbeat").
         self.fault: str | None = None
+        self.fault_kind: str | None = None
         #: How the master had to escalate, if it did (becomes the exit reason's detail).
         self.escalation: str | None = None
         self.ever_started = False
@@ -128,6 +131,8 @@ class Worker:
         #: events: see `watch` and `end_probation`.
         self.probation = False
         self._started_clock: float | None = None
+        self._spawned_clock: float | None = None
+        self._oom: OomProbe | None = None
         self._terminating = False
         self._stopping = False
         self._writer: ChannelWriter | None = None
@@ -148,6 +153,13 @@ class Worker:
     def pid(self) -> int | None:
         """Return the process id, or None before the spawn."""
         return None if self.process is None else self.process.pid
+
+    @property
+    def start_seconds(self) -> float | None:
+        """Return the seconds from spawn to "started", or None before "started"."""
+        if self._spawned_clock is None or self._started_clock is None:
+            return None
+        return self._started_clock - self._spawned_clock
 
     def uptime(self) -> float:
         """Return the seconds between "started" and now (or 0 if it never started)."""
@@ -188,6 +200,8 @@ class Worker:
                 process = await self._spawn()
             assert process is not None
             self.process = process
+            self._spawned_clock = anyio.current_time()
+            self._oom = OomProbe.of(process.pid)
             self._log = self._log.bind(pid=process.pid)
             self._log.debug("spawned", command=self.config.command())
             self._set_status(WorkerStatus.STARTING)
@@ -296,9 +310,10 @@ class Worker:
 
     def _finish(self, returncode: int | None) -> None:
         if returncode is not None:
-            self.exit_reason = classify(
-                returncode, detail=self.fault or self.escalation, stderr_tail=self.stderr_tail.text()
-            )
+            detail = self.fault or self.escalation
+            if detail is None and returncode == -signal.SIGKILL and not self._terminating and self._oom is not None:
+                detail = OOM_DETAIL if self._oom.fired() else None
+            self.exit_reason = classify(returncode, detail=detail, stderr_tail=self.stderr_tail.text())
         if not self.requested:
             self._set_status(WorkerStatus.FAILED)
         for event in (self._started, self._stopped, self._shut_down, self._process_ended, self.exited):
@@ -320,7 +335,7 @@ class Worker:
                 try:
                     messages = await reader.receive_batch()
                 except ProtocolError as exc:
-                    self._set_fault(f"protocol error: {exc}")
+                    self._set_fault("protocol", f"protocol error: {exc}")
                     return
                 if messages is None:
                     break
@@ -333,7 +348,7 @@ class Worker:
                         else:
                             feed(message)
                 except ProtocolError as exc:
-                    self._set_fault(f"protocol error: {exc}")
+                    self._set_fault("protocol", f"protocol error: {exc}")
                     return
         finally:
             self._reader_done.set()
@@ -343,7 +358,7 @@ class Worker:
             await self._process_ended.wait()
             return
         if not self.requested:
-            self._set_fault(f"closed its channel but kept running for {self.config.kill_timeout:g} s")
+            self._set_fault("channel", f"closed its channel but kept running for {self.config.kill_timeout:g} s")
 
     async def _watchdog(self, timeout: float) -> None:
         """Fault the worker once ``timeout`` passes without any message from it.
@@ -354,7 +369,7 @@ class Worker:
         while not self._process_ended.is_set():
             remaining = self._last_message + timeout - anyio.current_time()
             if remaining <= 0:
-                self._set_fault(f"no heartbeat for {timeout:g} s: frozen, or its event loop is blocked")
+                self._set_fault("heartbeat", f"no heartbeat for {timeout:g} s: frozen, or its event loop is blocked")
                 return
             await anyio.sleep(remaining)
 
@@ -367,13 +382,16 @@ class Worker:
             return
         expected, new = _ACCEPTS[message]
         if self.status is not expected:
-            self._set_fault(f"message {message!r} out of order (status {self.status.name})")
+            self._set_fault("protocol", f"message {message!r} out of order (status {self.status.name})")
             return
         self._log.debug("message", message=message)
-        self._set_status(new)
-        if message == proto.STARTED:
+        if message == proto.STARTED:  # known to the status handlers
             self.started_at = time.time()
             self._started_clock = anyio.current_time()
+            if self.process is not None:
+                self._oom = OomProbe.of(self.process.pid)  # the cgroup it settled in
+        self._set_status(new)
+        if message == proto.STARTED:
             self.ever_started = True
             self._started.set()
         elif message == proto.STOPPED:
@@ -381,10 +399,11 @@ class Worker:
         else:
             self._shut_down.set()
 
-    def _set_fault(self, fault: str) -> None:
+    def _set_fault(self, kind: str, fault: str) -> None:
         if self.fault is not None or self._process_ended.is_set():
             return
         self.fault = fault
+        self.fault_kind = kind
         self._log.error("worker is broken; terminating it", fault=fault)
         assert self._tg is not None
         self._tg.start_soon(self._terminate_now)
