@@ -600,3 +600,30 @@ async def test_create_master_serves_in_process(anyio_backend: str) -> None:
             assert [worker.pid for worker in master.workers] == [pid]
             await master.graceful_shutdown()
     assert not is_running(pid)
+
+
+async def test_sigterm_drains_before_the_shutdown(tmp_path: Path, anyio_backend: str) -> None:
+    """--drain-delay: on SIGTERM /healthz says 503 at once, and the app still answers meanwhile."""
+    key = "drain-key"
+    with anyio.fail_after(DEADLINE):
+        async with open_serve(
+            "starlette_app:app",
+            *["-w", "1", "--app-dir", str(SERVE_APPS), "--backend", anyio_backend, *QUIET],
+            *["--control", str(tmp_path / "ctl.sock"), "--control-tcp", "127.0.0.1:0", "--key", key],
+            *["--drain-delay", "2"],
+            cwd=tmp_path,
+        ) as serve:
+            [ready] = await serve.wait_for(
+                r"drover-py: serving .* on http://127\.0\.0\.1:(?P<port>\d+); "
+                r"control on unix:\S+ and http://127\.0\.0\.1:(?P<control>\d+)"
+            )
+            port, probe = int(ready["port"]), ControlClient(url=f"http://127.0.0.1:{ready['control']}")
+            assert (await probe.request("GET", "/healthz")).status == 200
+            serve.process.send_signal(signal.SIGTERM)
+            while (await probe.request("GET", "/healthz")).status != 503:
+                await anyio.sleep(0.02)  # sync-ok: a probe polls from outside; bounded by fail_after
+            body, _ = await anyio.to_thread.run_sync(get, port)  # still served while draining
+            assert body.startswith("v1 pid=")
+            assert await serve.process.wait() == 0, serve.describe()
+            await serve.wait_for("drover-py: shut down")
+        assert "draining before the shutdown" in serve.output["err"]

@@ -77,6 +77,13 @@ def _add_master_options(parser: argparse.ArgumentParser, *, default_bind: str | 
     )
     parser.add_argument("--no-control", action="store_true", help="serve no control API")
     parser.add_argument(
+        "--drain-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="on SIGTERM, answer /healthz with 503 and keep serving this long before the graceful shutdown",
+    )
+    parser.add_argument(
         "--log-format",
         choices=FORMATS,
         default=None,
@@ -472,7 +479,7 @@ async def _supervise_async(ns: argparse.Namespace, key: str | None) -> int:
 
     master = _create_master(ns)
     async with master, AsyncExitStack() as stack:
-        await stack.enter_async_context(open_signal_handlers(master))
+        await stack.enter_async_context(open_signal_handlers(master, drain_delay=ns.drain_delay))
         where: list[str] = []
         if not ns.no_control:
             from ._control.server import open_control_server  # here: h11 and the rest only when used

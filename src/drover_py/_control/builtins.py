@@ -28,8 +28,8 @@ NAMES = ("help", "workers", "health", "start", "restart", "upgrade", "scale", "s
 
 
 def all_slots_started(master: Master) -> bool:
-    """Return whether the master has as many started workers as it has slots."""
-    return master.started_count >= master.config.count
+    """Return whether the master has as many started workers as it has slots, and is not going away."""
+    return master.started_count >= master.config.count and not master.draining
 
 
 def reload_fields(report: ReloadReport) -> dict[str, JSON]:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.abc
 
+from .._checks import check_seconds
 from .._compat import open_background_tasks
 from .._exceptions import DroverError
 from .._log import get_logger
@@ -20,17 +21,21 @@ HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGTTIN, signal.
 
 
 @asynccontextmanager
-async def open_signal_handlers(*masters: Master) -> AsyncIterator[None]:
+async def open_signal_handlers(*masters: Master, drain_delay: float = 0.0) -> AsyncIterator[None]:
     """Drive ``masters`` from process signals while the block runs.
 
     SIGHUP -> `Master.graceful_reload`; SIGTERM and SIGINT -> `Master.graceful_shutdown`
     (a second SIGINT -> `Master.hard_shutdown`); SIGTTIN / SIGTTOU -> scale by +1 / -1
     (never below 1). Each action runs as its own task; an error is logged, not raised.
+    ``drain_delay`` seconds: SIGTERM first drains (``graceful_shutdown(drain=...)``:
+    ``/healthz`` says 503 while the workers keep serving), as Kubernetes wants it.
     Opt-in so that a library user keeps control of their own process's signals; open it
     once per process, for every master together.
     """
     if not masters:
         raise ValueError("open_signal_handlers() needs at least one master")
+    if drain_delay:
+        drain_delay = check_seconds("drain_delay", drain_delay)
     log = get_logger()
     with anyio.open_signal_receiver(*HANDLED) as signals:
         async with open_background_tasks() as tg:
@@ -51,7 +56,9 @@ async def open_signal_handlers(*masters: Master) -> AsyncIterator[None]:
                     for master in masters:
                         if signum == signal.SIGHUP:
                             run(functools.partial(_reload, master))
-                        elif signum == signal.SIGTERM or (signum == signal.SIGINT and interrupts == 0):
+                        elif signum == signal.SIGTERM:
+                            run(functools.partial(master.graceful_shutdown, drain=drain_delay))
+                        elif signum == signal.SIGINT and interrupts == 0:
                             run(master.graceful_shutdown)
                         elif signum == signal.SIGINT:
                             run(master.hard_shutdown)

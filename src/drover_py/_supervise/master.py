@@ -106,6 +106,7 @@ class Master:
         self._host = _Host(self, self._talk)
         self._state = _State.NEW
         self._started = False
+        self._draining = False
         self._tg: anyio.abc.TaskGroup | None = None
         self._lock = anyio.Lock()
         self._op_scope: anyio.CancelScope | None = None
@@ -137,6 +138,11 @@ class Master:
         workers keep their place until their slot is restarted or the master shuts down).
         """
         return [w.snapshot() for w in self._table.ordered()]
+
+    @property
+    def draining(self) -> bool:
+        """Return whether a graceful shutdown began (its drain included): the master is going away."""
+        return self._draining
 
     @property
     def started_count(self) -> int:
@@ -521,18 +527,32 @@ class Master:
         self._spawners.use(config)
         self._show_title()
 
-    async def graceful_shutdown(self) -> None:
+    async def graceful_shutdown(self, *, drain: float = 0.0) -> None:
         """Stop every worker gracefully and concurrently; return once all are reaped.
 
         Per worker: "stop" -> "stopped" -> "quit" -> "shut_down" -> exit, all within
         ``stop_timeout``; then SIGTERM, then SIGKILL to its process group after
         ``kill_timeout``. An operation in progress is interrupted. Calling it again after
         it finished does nothing. The master cannot be started again afterwards.
+
+        With ``drain`` seconds, first say so (`draining` turns True: the control server's
+        ``/healthz`` answers 503, so a load balancer or Kubernetes takes the instance out
+        of rotation) while the workers keep serving that long; then stop them.
         """
+        if drain:
+            drain = check_seconds("drain", drain)
         if self._state is _State.NEW:
             raise StateError("graceful_shutdown() needs the master's context: 'async with master:'")
         if self._state is _State.CLOSED:
             return
+        if not self._draining:
+            self._draining = True
+            if drain:
+                self._services.stopping()
+                self._log.info("draining before the shutdown", seconds=drain)
+                await anyio.sleep(drain)  # the workers keep serving while the endpoints update
+                if self._closed():  # a hard shutdown came meanwhile
+                    return
         self._begin_closing()
         self._services.stopping()
         async with self._lock:
