@@ -15,7 +15,7 @@ from drover_py import ExitReasons
 INIT = Path(drover_py.__file__)
 #: The public API. A change here is a change of the contract: say it in the CHANGELOG.
 PUBLIC = [
-    "BindError", "ChannelError", "CommandError", "CommandRegistry", "ConfigError", "ControlClient",
+    "BindError", "ChannelError", "CheckResult", "CommandError", "CommandRegistry", "ConfigError", "ControlClient",
     "ControlConnectError", "ControlReply", "ControlServer", "DroverError", "ExitReasons", "LIFELINE_EXIT_CODE",
     "Master", "MasterConfig", "MasterFactory", "MessageBus", "OperationInterruptedError", "PeerGoneError",
     "PreloadError", "ProtocolError", "RecyclePolicy", "ReloadError", "ReloadReport", "RemoteError", "RequestError",

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from ._reports import ReloadReport as ReloadReport
     from ._reports import SlotReport as SlotReport
     from ._status import WorkerStatus as WorkerStatus
+    from ._supervise.checks import CheckResult as CheckResult
     from ._supervise.factory import MasterFactory as MasterFactory
     from ._supervise.master import Master as Master
     from ._supervise.worker import WorkerSnapshot as WorkerSnapshot
@@ -71,6 +72,7 @@ __all__ = [
     "LIFELINE_EXIT_CODE",
     "BindError",
     "ChannelError",
+    "CheckResult",
     "CommandError",
     "CommandRegistry",
     "ConfigError",
@@ -116,6 +118,7 @@ for _name in __all__:
 del _name
 
 _LAZY = {
+    "CheckResult": "._supervise.checks",
     "CommandError": "._commands",
     "CommandRegistry": "._commands",
     "ControlClient": "._control.client",

@@ -580,8 +580,13 @@ def _one(client: ControlClient, ns: argparse.Namespace, words: list[str], out: T
     from ._control.client import ControlConnectError, ControlReply
 
     command, args = words[0], words[1:]
+
+    async def run() -> ControlReply:
+        named = await _named(client, command, args, ns.master)
+        return await client.run(command, named if named is not None else (list(args) or None), master=ns.master)
+
     try:
-        reply: ControlReply = anyio.run(lambda: client.run(command, list(args) or None, master=ns.master))
+        reply: ControlReply = anyio.run(run)
     except ControlConnectError as exc:
         print(f"drover-py ctl: {exc}", file=sys.stderr)
         return EXIT_CONNECT
@@ -591,6 +596,10 @@ def _one(client: ControlClient, ns: argparse.Namespace, words: list[str], out: T
         print(f"drover-py ctl: unauthorized: {reply.error}", file=sys.stderr)
         return EXIT_UNAUTHORIZED
     if not reply.ok:
+        said = [reply.body.get(k) for k in ("output", "stderr_tail")] if isinstance(reply.body, dict) else []
+        for text in said:  # what the check or the failed worker printed last, above the one line
+            if isinstance(text, str) and text:
+                print(text, file=sys.stderr)
         print(f"drover-py ctl: {command} failed: {reply.error}", file=sys.stderr)
         return EXIT_FAILED
     result = reply.body.get("result") if isinstance(reply.body, dict) else reply.body
@@ -599,6 +608,34 @@ def _one(client: ControlClient, ns: argparse.Namespace, words: list[str], out: T
     if isinstance(result, dict) and result.get("healthy") is False:
         return EXIT_FAILED  # `ctl health` in a probe or a script: unhealthy is a failure
     return EXIT_OK
+
+
+async def _named(client: ControlClient, command: str, args: list[str], master: str | None) -> JSON:
+    """Return ``args`` by name when some are given as ``--name VALUE``, else None (by position).
+
+    The positional ones take the command's parameters in order (its help says which).
+    """
+    if not any(word.startswith("--") for word in args):
+        return None
+    described = await client.request("GET", f"/commands/{command}", master=master)
+    result = described.body.get("result") if isinstance(described.body, dict) else None
+    if not described.ok or not isinstance(result, dict) or not isinstance(result.get("params"), list):
+        return None  # the server's reply to the call says what is wrong
+    order = [str(p["name"]) for p in result["params"] if isinstance(p, dict)]
+    named: dict[str, JSON] = {}
+    positional: list[str] = []
+    words = iter(args)
+    for word in words:
+        if not word.startswith("--"):
+            positional.append(word)
+            continue
+        name, equals, value = word[2:].partition("=")
+        named[name.replace("-", "_")] = value if equals else next(words, "")
+    free = [name for name in order if name not in named]
+    if len(positional) > len(free):
+        return None  # too many: the server says so
+    named.update(zip(free, positional))
+    return named
 
 
 def render(value: JSON) -> str:

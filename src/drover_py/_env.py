@@ -10,6 +10,9 @@ child side parses:
 - `SOCKETS_ENV` ``"3,4"``: the listening sockets it inherited, in ``bind`` order;
 - `PROCTITLE_ENV`: the title the master chose for it (set and dropped by the worker).
 
+A check script (`Master.run_check`) gets the same environment without those, and during
+a reload `CHECK_WORKERS_ENV` ``"id:pid,id:pid"``: the new workers it is to check.
+
 A preload template serves every worker of one configuration, so its own environment is
 a worker's without the variables of `PER_WORKER`; it renumbers the fds of `FD_ENV` in
 each child it forks. The template program keeps a copy of `PROCTITLE_ENV` (it imports
@@ -32,6 +35,8 @@ HEARTBEAT_ENV = "DROVER_PY_HEARTBEAT"
 SOCKETS_ENV = "DROVER_PY_SOCKETS"
 #: The title the master chose for a worker; the worker sets it and drops the variable.
 PROCTITLE_ENV = "DROVER_PY_PROCTITLE"
+#: For a check (`Master.run_check`) run during a reload: the new workers, "id:pid,id:pid".
+CHECK_WORKERS_ENV = "DROVER_PY_CHECK_WORKERS"
 #: What differs between two workers of one configuration.
 PER_WORKER = (CHANNEL_ENV, SLOT_ENV, WORKER_ID_ENV, HEARTBEAT_ENV, SOCKETS_ENV, PROCTITLE_ENV)
 #: The variables whose values are fd numbers.

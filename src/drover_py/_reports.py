@@ -24,7 +24,8 @@ class ReloadReport:
     """What a `Master.graceful_reload` did: ``workers`` slots replaced in ``seconds``.
 
     ``slots`` has one `SlotReport` per slot switched, in order. ``canary`` is None without
-    a canary window, True when the first batch lived through it, False when it did not.
+    a canary window, True when the first batch lived through it, False when it did not;
+    ``check`` the same for the reload's check.
     In a `ReloadError` (``error.report``), ``slots`` are those switched before the failure
     (and then rolled back) and ``rolled_back`` is True.
     """
@@ -33,6 +34,7 @@ class ReloadReport:
     seconds: float
     slots: tuple[SlotReport, ...] = ()
     canary: bool | None = None
+    check: bool | None = None
     rolled_back: bool = False
 
     def __str__(self) -> str:

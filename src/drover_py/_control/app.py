@@ -13,12 +13,14 @@ from structlog.typing import FilteringBoundLogger
 
 from .._commands import JSON, Command, CommandError
 from .._exceptions import ConfigError, DroverError, ReloadError, StateError, UnknownWorkerError, WorkerStartError
+from .._supervise.checks import CheckFailed
 from .builtins import all_slots_started, reload_fields
 from .directory import Directory, UnknownMaster
 from .openapi import openapi_document
 
 #: The status of a command's failure, by the error's kind (else 500).
 _STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
+    (CheckFailed, 422),
     (CommandError, 400),
     (ConfigError, 400),
     (UnknownWorkerError, 400),
@@ -178,6 +180,8 @@ class ControlApp:
             failed: dict[str, JSON] = {"ok": False, "command": command.name, "error": str(exc)}
             if isinstance(exc, WorkerStartError) and exc.stderr_tail:
                 failed["stderr_tail"] = exc.stderr_tail  # what the failed worker said last
+            if isinstance(exc, CheckFailed):
+                failed["output"] = exc.result.output  # what the check printed last
             if isinstance(exc, ReloadError) and exc.report is not None:
                 failed["report"] = reload_fields(exc.report)
             return Reply(status, failed)

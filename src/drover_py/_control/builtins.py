@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from .._commands import JSON, Command, CommandError, make_command
 from .._reports import ReloadReport
 from .._status import WorkerStatus
+from .._supervise.checks import CheckFailed
 from .._supervise.master import Master
 from .._supervise.recycler import read_rss
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 #: Seconds a built-in operation's reply waits by default before saying "still running".
 DEFAULT_TIMEOUT = 60.0
 #: The built-in commands, in the order ``help`` lists them.
-NAMES = ("help", "workers", "health", "start", "restart", "upgrade", "scale", "shutdown", "exit")
+NAMES = ("help", "workers", "health", "start", "restart", "upgrade", "test", "scale", "shutdown", "exit")
 
 
 def all_slots_started(master: Master) -> bool:
@@ -39,6 +40,7 @@ def reload_fields(report: ReloadReport) -> dict[str, JSON]:
         "workers": report.workers,
         "seconds": round(report.seconds, 3),
         "canary": report.canary,
+        "check": report.check,
         "slots": [
             {
                 "slot": s.slot,
@@ -147,32 +149,38 @@ class Builtins:
             return {"done": True, "master": self._name, "count": self.master.config.count}
         return await self._server._start_master(script, workers or self.master.config.count, name, self.master)
 
-    async def restart(self, target: str = "all", timeout: float = DEFAULT_TIMEOUT) -> JSON:
+    async def restart(self, target: str = "all", timeout: float = DEFAULT_TIMEOUT, check: str = "") -> JSON:
         """Replace ALL workers (zero downtime, slot by slot) or the worker of id TARGET.
 
-        The reply waits at most TIMEOUT seconds; a longer restart goes on and says so.
+        With CHECK (a script), the first new worker is checked before its old one
+        retires (see 'test'); if the check fails, the reload rolls back. The reply
+        waits at most TIMEOUT seconds; a longer restart goes on and says so.
         """
         worker_id = self._target_id(target)
         self._check_timeout(timeout)
         if worker_id is None:
 
             async def reload() -> dict[str, JSON]:
-                return reload_fields(await self.master.graceful_reload())
+                return reload_fields(await self.master.graceful_reload(check=check or None))
 
             return await self._server._bounded("restart all", reload, timeout)
+        if check:
+            raise CommandError("a check applies to 'restart all' only")
 
         async def one() -> None:
             await self.master.restart_worker_by_id(worker_id)
 
         return await self._server._bounded(f"restart {worker_id}", one, timeout)
 
-    async def upgrade(self, target: str, script: str, timeout: float = DEFAULT_TIMEOUT, canary: float = 0.0) -> JSON:
-        """Replace ALL workers (or worker TARGET) with workers of SCRIPT, rolling back on failure.
+    async def upgrade(
+        self, target: str, script: str, timeout: float = DEFAULT_TIMEOUT, canary: float = 0.0, check: str = ""
+    ) -> JSON:
+        """Replace ALL workers with workers of SCRIPT, rolling back on failure.
 
-        For all: graceful_reload(script) slot by slot, the first replacement watched
-        CANARY seconds (0: none); if a replacement fails, the switched slots roll
-        back and the command fails. For one worker: restart it with SCRIPT (the
-        master's script stays as it was). The reply waits at most TIMEOUT seconds.
+        graceful_reload(script) slot by slot, the first replacement watched CANARY
+        seconds (0: none), then checked by the script CHECK if given (see 'test'); if
+        a replacement fails or the check does, the switched slots roll back and the
+        command fails. The reply waits at most TIMEOUT seconds.
         """
         worker_id = self._target_id(target)
         self._check_timeout(timeout)
@@ -182,9 +190,22 @@ class Builtins:
             raise CommandError("upgrade of one worker is not supported: one master runs one script; use 'upgrade all'")
 
         async def reload() -> dict[str, JSON]:
-            return reload_fields(await self.master.graceful_reload(script=script, canary=canary or None))
+            report = await self.master.graceful_reload(script=script, canary=canary or None, check=check or None)
+            return reload_fields(report)
 
         return await self._server._bounded(f"upgrade all to {script}", reload, timeout)
+
+    async def test(self, script: str, timeout: float = 30.0) -> JSON:
+        """Run SCRIPT once, as the workers run (env, cwd, user), for at most TIMEOUT seconds.
+
+        It passes when it exits with code 0 in time; the reply carries its last lines
+        of output. A deploy hook's check: 'restart all' and 'upgrade' take one too.
+        """
+        self._check_timeout(timeout)
+        result = await self.master.run_check(script, timeout)
+        if not result.passed:
+            raise CheckFailed(result)
+        return {"passed": True, "message": str(result), "seconds": round(result.seconds, 3), "output": result.output}
 
     async def scale(self, count: int, timeout: float = DEFAULT_TIMEOUT) -> JSON:
         """Change the number of workers to COUNT (up: readiness-gated; down: graceful)."""

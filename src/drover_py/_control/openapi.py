@@ -12,6 +12,7 @@ _ERROR_CODES = {
     "408": "The request did not arrive in time",
     "409": "The command does not fit the master's state (e.g. already shut down)",
     "413": "Request body too large",
+    "422": "A check did not pass (the command 'test'): 'output' has its last lines",
     "500": "The command failed (e.g. an upgrade rolled back) or its handler raised",
 }
 
@@ -131,7 +132,7 @@ def openapi_document() -> dict[str, JSON]:
                     },
                     "responses": {
                         "200": _json(_ref("CommandReply"), "The command's result"),
-                        **_errors("400", "401", "404", "409", "413", "500"),
+                        **_errors("400", "401", "404", "409", "413", "422", "500"),
                     },
                 },
             },
@@ -177,6 +178,7 @@ def openapi_document() -> dict[str, JSON]:
                             "type": "string",
                             "description": "a worker that failed to start: its last lines of stderr",
                         },
+                        "output": {"type": "string", "description": "a check that failed: its last lines of output"},
                         "report": {
                             "type": "object",
                             "description": "a reload rolled back: what had switched (as a reload's reply fields)",

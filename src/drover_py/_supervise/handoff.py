@@ -28,16 +28,24 @@ def child_env(
     (those three only where ``env`` does not set them).
     """
     heartbeat = None if config.heartbeat_timeout is None else config.heartbeat_timeout / 3
-    extra = {} if config.run_as is None else {k: v for k, v in config.run_as.env().items() if k not in config.env}
     name = config.title_name()
-    if name is not None:
-        extra[PROCTITLE_ENV] = worker_title(name, slot)
     return {
-        **{k: v for k, v in environ.items() if k not in SYSTEMD_ENV},
-        **config.env,
+        **base_env(config, environ),
         **worker_vars(channel=channel, slot=slot, worker_id=worker_id, sockets=sockets, heartbeat=heartbeat),
-        **extra,
+        **({} if name is None else {PROCTITLE_ENV: worker_title(name, slot)}),
+        **_user_env(config),
     }
+
+
+def base_env(config: MasterConfig, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Return what every process of ``config`` gets: the master's environment (without
+    what systemd set for the master), ``env``, and ``run_as``'s HOME, USER, LOGNAME."""
+    return {**{k: v for k, v in environ.items() if k not in SYSTEMD_ENV}, **config.env, **_user_env(config)}
+
+
+def _user_env(config: MasterConfig) -> dict[str, str]:
+    """Return HOME, USER and LOGNAME of ``run_as``, where ``env`` does not set them."""
+    return {} if config.run_as is None else {k: v for k, v in config.run_as.env().items() if k not in config.env}
 
 
 class Handoff:

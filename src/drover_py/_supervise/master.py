@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -18,12 +19,14 @@ from .._checks import check_count, check_seconds
 from .._commands import CommandRegistry, H, decorator
 from .._compat import exit_task_group
 from .._config.options import MasterConfig
+from .._env import CHECK_WORKERS_ENV
 from .._exceptions import (
     DroverError,
     OperationInterruptedError,
     ReloadError,
     RestartLimitError,
     StateError,
+    WorkerStartError,
 )
 from .._exit_reasons import ExitReason
 from .._log import get_logger
@@ -31,6 +34,7 @@ from .._reports import ReloadReport
 from .._spawn.pool import Spawners
 from .._status import WorkerStatus
 from .._wire.conversation import DEFAULT_TIMEOUT
+from .checks import CheckResult, run_check, workers_value
 from .events import EventHandler, EventRegistry
 from .recycler import Recycler
 from .restarter import Restarter
@@ -40,6 +44,9 @@ from .stats import MasterStats
 from .table import WorkerTable
 from .talk import RequestHandler, Talk
 from .worker import Worker, WorkerSnapshot
+
+#: A reload's check as a callable: given the new workers, it raises or returns False to refuse them.
+ReloadCheck = Callable[[list[WorkerSnapshot]], Awaitable[object]]
 
 #: The events a master emits.
 EventName = Literal[
@@ -477,6 +484,8 @@ class Master:
         *,
         batch_size: int = 1,
         canary: float | None = None,
+        check: str | os.PathLike[str] | ReloadCheck | None = None,
+        check_timeout: float = 30.0,
     ) -> ReloadReport:
         """Replace every worker with zero downtime; optionally upgrade script or env; return a `ReloadReport`.
 
@@ -487,9 +496,16 @@ class Master:
         replaced. With ``canary`` seconds, the first batch is watched that long before
         its old workers retire.
 
-        Rollback: if a replacement fails to start (or exits in the canary window), the
-        slots already switched are replaced again with the old configuration, the old
-        workers still running are kept, and `ReloadError` is raised with ``.reason``.
+        With ``check``, the first batch is checked once ready (after its canary window)
+        before its old workers retire: a script, run as `run_check` runs it with
+        ``DROVER_PY_CHECK_WORKERS="id:pid,..."`` naming the new workers, must exit 0
+        within ``check_timeout`` seconds; or an async callable, given the new workers'
+        snapshots (it can `request` them), must not raise nor return False.
+
+        Rollback: if a replacement fails to start (or exits in the canary window, or
+        fails the check), the slots already switched are replaced again with the old
+        configuration, the old workers still running are kept, and `ReloadError` is
+        raised with ``.reason`` (a failed check's output in ``.stderr_tail``).
         """
         new_config = self._config  # evolve checks what changes (ConfigError)
         if script is not None:
@@ -499,6 +515,7 @@ class Master:
         batch_size = check_count(batch_size, "batch_size")
         if canary is not None:
             canary = check_seconds("canary", canary)
+        check_timeout = check_seconds("check_timeout", check_timeout)
         async with self._operation("graceful_reload"):
             if not self._started:
                 raise StateError("graceful_reload() needs a started master: call start() first")
@@ -509,7 +526,8 @@ class Master:
             began = anyio.current_time()
             outcome = "interrupted"
             try:
-                report = await self._rollout.reload(old_config, new_config, batch_size, canary)
+                checker = None if check is None else functools.partial(self._check_news, check, check_timeout)
+                report = await self._rollout.reload(old_config, new_config, batch_size, canary, checker)
                 outcome = "success"
                 self._use(new_config)  # the old template goes once its last worker is gone
                 self._log.debug("reloaded", script=new_config.script.name)
@@ -520,6 +538,47 @@ class Master:
                 self.stats.reloaded(outcome, anyio.current_time() - began)
                 self._notify_ready()
             return report
+
+    async def run_check(self, script: str | os.PathLike[str], timeout: float = 30.0) -> CheckResult:
+        """Run ``python SCRIPT`` once with the workers' environment, working directory and user.
+
+        Return a `CheckResult`: passed (exit code 0 within ``timeout`` seconds) or not,
+        the exit reason, the time taken and the last lines it printed. Past the timeout,
+        its process group gets SIGTERM, then SIGKILL after ``kill_timeout``.
+        """
+        self._check_usable("run_check")
+        timeout = check_seconds("timeout", timeout)
+        return await run_check(self._config, script, timeout)
+
+    async def _check_news(
+        self, check: str | os.PathLike[str] | ReloadCheck, timeout: float, news: list[Worker]
+    ) -> None:
+        """Refuse the new workers of a reload (`WorkerStartError`) unless ``check`` passes."""
+        first = news[0]
+        if isinstance(check, (str, os.PathLike)):
+            workers = {CHECK_WORKERS_ENV: workers_value([(w.id, w.pid) for w in news])}
+            result = await run_check(self._config, check, timeout, extra_env=workers)
+            if result.passed:
+                return
+            raise WorkerStartError(
+                f"the reload's {result} ({' '.join(result.command)})",
+                reason=result.reason,
+                worker_id=first.id,
+                slot=first.slot,
+                stderr_tail=result.output,
+            )
+        try:
+            with anyio.fail_after(timeout):
+                verdict = await check([w.snapshot() for w in news])
+        except Exception as exc:  # the check's own failure is the verdict
+            why = "timed out" if isinstance(exc, TimeoutError) else f"raised {type(exc).__name__}: {exc}"
+            raise WorkerStartError(
+                f"the reload's check {why}", reason=None, worker_id=first.id, slot=first.slot
+            ) from exc
+        if verdict is False:
+            raise WorkerStartError(
+                "the reload's check returned False", reason=None, worker_id=first.id, slot=first.slot
+            )
 
     def _use(self, config: MasterConfig) -> None:
         """Make ``config`` the master's configuration, for its titles and its spawners too."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import anyio
 import anyio.abc
@@ -13,6 +13,9 @@ from .._exceptions import ReloadError, WorkerStartError
 from .._reports import ReloadReport, SlotReport
 from .table import WorkerTable
 from .worker import Worker
+
+#: Checks new workers before the old ones retire; raises `WorkerStartError` to refuse them.
+Check = Callable[[list[Worker]], Awaitable[None]]
 
 
 class Rollout:
@@ -94,13 +97,15 @@ class Rollout:
         *,
         olds: list[Worker] | None = None,
         canary: float | None = None,
+        check: Check | None = None,
         retiring: anyio.abc.TaskGroup | None = None,
     ) -> list[Worker]:
         """Start workers of ``config`` in ``slots``, then retire those they replace.
 
         With ``canary``, watch the new workers that long before retiring the old ones;
-        if one exits, retire the new ones and raise `WorkerStartError`. With
-        ``retiring``, the old ones retire in that task group and this returns at once.
+        if one exits, retire the new ones and raise `WorkerStartError`. Then ``check``
+        them (it raises `WorkerStartError` to refuse them: the same). With ``retiring``,
+        the old ones retire in that task group and this returns at once.
         """
         if olds is None:
             current = self._table.current()
@@ -108,6 +113,12 @@ class Rollout:
         news = await self.launch(slots, config, probation=canary is not None)
         if canary is not None:
             await self._watch(news, canary)
+        if check is not None:
+            try:
+                await check(news)
+            except WorkerStartError:
+                await self.retire(news)
+                raise
         by_slot = {new.slot: new for new in news}
         for old in olds:
             self._table.replaced[old.id] = by_slot[old.slot].id
@@ -143,7 +154,12 @@ class Rollout:
             )
 
     async def reload(
-        self, old_config: MasterConfig, new_config: MasterConfig, batch_size: int, canary: float | None
+        self,
+        old_config: MasterConfig,
+        new_config: MasterConfig,
+        batch_size: int,
+        canary: float | None,
+        check: Check | None = None,
     ) -> ReloadReport:
         """Roll every slot to ``new_config``, ``batch_size`` at a time; return what was done.
 
@@ -154,6 +170,7 @@ class Rollout:
         switched: list[int] = []
         done: list[SlotReport] = []
         canary_passed: bool | None = None
+        check_passed: bool | None = None
         failure: WorkerStartError | None = None
         # The old workers of a batch retire while the next batch starts: each slot still
         # has its replacement ready before its old worker is asked to stop. A failure
@@ -165,11 +182,16 @@ class Rollout:
                     current = self._table.current()
                     old_pids = {slot: current[slot].pid for slot in batch if slot in current}
                     watched = canary if index == 0 else None
+                    checked = check if index == 0 else None
                     if watched is not None:
                         canary_passed = False  # until the batch lived through the window
-                    news = await self.replace(batch, new_config, canary=watched, retiring=retiring)
+                    if checked is not None:
+                        check_passed = False
+                    news = await self.replace(batch, new_config, canary=watched, check=checked, retiring=retiring)
                     if watched is not None:
                         canary_passed = True
+                    if checked is not None:
+                        check_passed = True
                     switched.extend(batch)
                     done.extend(
                         SlotReport(
@@ -189,7 +211,9 @@ class Rollout:
 
             def report() -> ReloadReport:
                 seconds = anyio.current_time() - began
-                return ReloadReport(len(switched), seconds, tuple(done), canary_passed, rolled_back=True)
+                return ReloadReport(
+                    len(switched), seconds, tuple(done), canary_passed, check=check_passed, rolled_back=True
+                )
 
             if switched:
                 try:
@@ -212,4 +236,6 @@ class Rollout:
                 stderr_tail=exc.stderr_tail,
                 report=report(),
             ) from exc
-        return ReloadReport(new_config.count, anyio.current_time() - began, tuple(done), canary_passed)
+        return ReloadReport(
+            new_config.count, anyio.current_time() - began, tuple(done), canary_passed, check=check_passed
+        )

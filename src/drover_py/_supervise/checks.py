@@ -1,0 +1,135 @@
+"""Checks: run a script once, as the workers run (env, cwd, user), bounded by a timeout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+
+import anyio
+import anyio.abc
+import attrs
+
+from .._config.options import MasterConfig
+from .._exceptions import DroverError
+from .._exit_reasons import ExitReason, classify
+from .handoff import base_env
+from .output import Tail
+
+#: Seconds to read what the check printed once it exited.
+_DRAIN = 1.0
+
+
+class CheckFailed(DroverError):
+    """A check did not pass (the control command ``test``); ``result`` says how it went."""
+
+    def __init__(self, result: CheckResult) -> None:
+        super().__init__(str(result))
+        self.result = result
+
+
+@attrs.frozen
+class CheckResult:
+    """How a check ran (`Master.run_check`): passed or not, why, how long, what it printed."""
+
+    #: The script's command line.
+    command: tuple[str, ...]
+    #: Exit code 0 within the timeout.
+    passed: bool
+    #: How the process ended, or None when it was stopped for taking too long.
+    reason: ExitReason | None
+    #: The timeout it was given, and the seconds it took.
+    timeout: float
+    seconds: float
+    #: The last lines of its stdout and stderr, together (at most 20 lines, 4 KiB).
+    output: str = attrs.field(repr=False)
+
+    def __str__(self) -> str:
+        if self.passed:
+            return f"check passed in {self.seconds:.2f} s"
+        if self.reason is None:
+            return f"check timed out after {self.timeout:g} s"
+        return f"check failed: {self.reason}"
+
+
+async def run_check(
+    config: MasterConfig, script: str | os.PathLike[str], timeout: float, *, extra_env: Mapping[str, str] | None = None
+) -> CheckResult:
+    """Run ``python SCRIPT`` (``config.python``) once in the workers' environment, cwd and user.
+
+    Past ``timeout`` seconds its process group gets SIGTERM, then SIGKILL after
+    ``kill_timeout``; either way the process is reaped before this returns.
+    """
+    command = (config.python, os.fspath(script))
+    run_as = config.run_as
+    tail = Tail()
+    began = anyio.current_time()
+    timed_out = False
+    process = await anyio.open_process(
+        command,
+        env={**base_env(config), **(extra_env or {})},
+        cwd=config.cwd,
+        start_new_session=True,
+        user=None if run_as is None else run_as.uid,
+        group=None if run_as is None else run_as.gid,
+        extra_groups=None if run_as is None else run_as.groups,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    read = anyio.Event()
+    async with process:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_read, process, tail, read)
+            with anyio.move_on_after(timeout) as scope:
+                await process.wait()
+            if scope.cancelled_caught:
+                timed_out = True
+                with anyio.CancelScope(shield=True):
+                    await _stop(process, config.kill_timeout)
+            with anyio.move_on_after(_DRAIN):  # a process it left behind may hold the pipe open
+                await read.wait()
+            tg.cancel_scope.cancel()
+    returncode = process.returncode
+    assert returncode is not None
+    reason = None if timed_out else classify(returncode)
+    return CheckResult(
+        command=command,
+        passed=not timed_out and returncode == 0,
+        reason=reason,
+        timeout=timeout,
+        seconds=anyio.current_time() - began,
+        output=tail.text(),
+    )
+
+
+async def _read(process: anyio.abc.Process, tail: Tail, done: anyio.Event) -> None:
+    assert process.stdout is not None
+    pending = b""
+    try:
+        async for chunk in process.stdout:
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                tail.add(line)
+    finally:
+        if pending:
+            tail.add(pending)
+        done.set()
+
+
+async def _stop(process: anyio.abc.Process, kill_timeout: float) -> None:
+    """SIGTERM the check's process group, then SIGKILL after ``kill_timeout``; reap it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        with anyio.move_on_after(kill_timeout):
+            await process.wait()
+            return
+
+
+def workers_value(workers: Sequence[tuple[int, int | None]]) -> str:
+    """Return the value of `CHECK_WORKERS_ENV` for (id, pid) pairs."""
+    return ",".join(f"{worker_id}:{pid}" for worker_id, pid in workers)
