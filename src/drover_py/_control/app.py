@@ -16,6 +16,8 @@ from .._exceptions import ConfigError, DroverError, StateError, UnknownWorkerErr
 from .builtins import all_slots_started
 from .directory import Directory, UnknownMaster
 from .openapi import openapi_document
+from .page import is_page_path, page_file
+from .sessions import SAFE_METHODS, BadLogin, Sessions, has_csrf_header, login_key, set_cookie
 
 #: The status of a command's failure, by the error's kind (else 500).
 _STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
@@ -43,11 +45,12 @@ class HTTPError(Exception):
 
 @attrs.frozen
 class Reply:
-    """A JSON reply: status, body and extra headers."""
+    """A JSON reply: status, body and extra headers (or ``content`` sent as is, typed by a header)."""
 
     status: int
     body: JSON
     headers: tuple[tuple[str, str], ...] = ()
+    content: bytes | None = None
 
 
 def _query(target: str) -> dict[str, str]:
@@ -61,6 +64,8 @@ class ControlApp:
         self._directory = directory
         self._key = access_key
         self._log = log
+        #: The status page's browser sessions (see `sessions`).
+        self.sessions = Sessions()
 
     def pick(self, name: str | None) -> str:
         """Return the master meant by ``?master=`` (`Directory.pick`), as an HTTP error if none."""
@@ -90,22 +95,59 @@ class ControlApp:
                 names = [self.pick(query["master"])] if "master" in query else list(self._directory.masters)
                 healthy = all(all_slots_started(self._directory.masters[name]) for name in names)
                 return Reply(200 if healthy else 503, {"healthy": healthy})
-            self._authorize(headers)
+            if is_page_path(path):  # the status page: no data in it, no key needed
+                self._allow(method, "GET")
+                found = page_file(path)
+                if found is None:
+                    raise HTTPError(404, f"no file {path!r} in the status page")
+                return Reply(200, None, found[1], content=found[0])
+            if path in ("/login", "/logout"):
+                self._allow(method, "POST")
+                return self._login(headers, body) if path == "/login" else self._logout(headers)
+            self._authorize(headers, method)
             reply = await self._route(method, path, query, body)
         except HTTPError as exc:
             reply = exc.reply()
         self._log.debug("control request", method=method, path=path, status=reply.status)
         return reply
 
-    def _authorize(self, headers: Headers) -> None:
+    def _authorize(self, headers: Headers, method: str = "GET") -> None:
+        """Accept the key as a bearer token, or a session cookie (with the CSRF header if ``method`` changes state)."""
         if self._key is None:
             return
         given = b""
         for name, value in headers:
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 given = value[7:].strip()
-        if not hmac.compare_digest(given, self._key):
-            raise HTTPError(401, "missing or wrong access key", [("www-authenticate", 'Bearer realm="drover-py"')])
+        if hmac.compare_digest(given, self._key):
+            return
+        if self.sessions.find(headers) is not None:
+            if method in SAFE_METHODS or has_csrf_header(headers):
+                return
+            raise HTTPError(403, "a request signed in by cookie that changes state needs the X-Drover-CSRF header")
+        raise HTTPError(401, "missing or wrong access key", [("www-authenticate", 'Bearer realm="drover-py"')])
+
+    def _login(self, headers: Headers, body: bytes) -> Reply:
+        """Check the key of ``POST /login``; on success set a session cookie."""
+        try:
+            given = login_key(headers, body)
+        except BadLogin as exc:
+            raise HTTPError(400, f"login: {exc}") from None
+        if self._key is None:
+            return Reply(200, {"ok": True, "message": "this server needs no key"})
+        if not hmac.compare_digest(given.encode(), self._key):
+            raise HTTPError(401, "wrong access key")
+        cookie = set_cookie(headers, self.sessions.create(), self.sessions.ttl)
+        return Reply(200, {"ok": True, "expires_in": self.sessions.ttl}, (cookie,))
+
+    def _logout(self, headers: Headers) -> Reply:
+        """End the session of ``POST /logout`` (it needs the CSRF header) and delete its cookie."""
+        if not has_csrf_header(headers):
+            raise HTTPError(403, "logout needs the X-Drover-CSRF header")
+        token = self.sessions.find(headers)
+        if token is not None:
+            self.sessions.drop(token)
+        return Reply(200, {"ok": True}, (set_cookie(headers, "", 0),))
 
     @staticmethod
     def _allow(method: str, *allowed: str) -> None:

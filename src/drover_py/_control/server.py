@@ -11,6 +11,8 @@ an access key. Routes (see ``openapi_document()``)::
     GET  /commands/NAME          help for one command
     POST /commands/NAME          run it; body: JSON array (by position) or object (by name)
     GET  /events[?master=M]      server-sent events of worker events, for dashboards
+    GET  /, /page/NAME           the status page (no data in it: no key needed)
+    POST /login, /logout         the page's session cookie (see sessions.py)
 """
 
 from __future__ import annotations
@@ -160,9 +162,9 @@ class ControlServer:
                 self._idle.set()
 
     async def _send(self, conn: h11.Connection, stream: anyio.abc.ByteStream, reply: Reply) -> None:
-        data = json_body(reply.body)
+        data = json_body(reply.body) if reply.content is None else reply.content
         headers = [
-            ("content-type", "application/json"),
+            *([("content-type", "application/json")] if reply.content is None else []),
             ("content-length", str(len(data))),
             ("cache-control", "no-store"),
             *reply.headers,
