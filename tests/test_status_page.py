@@ -19,7 +19,8 @@ import h11
 import pytest
 from anyio.abc import Process
 
-from drover_py import Master, RestartPolicy, open_control_server
+from drover_py import ControlClient, Master, RestartPolicy, open_control_server
+from drover_py._control.proxy import open_page_proxy
 from drover_py._control.sessions import Sessions
 
 from .conftest import MasterBuilder, children
@@ -292,8 +293,8 @@ needs_browser = pytest.mark.skipif(
 )
 
 
-def drive_the_page(url: str, profile: Path) -> list[int]:
-    """Sign in, kill a worker and see it come back, reload all; return the page's last pids."""
+def drive_the_page(url: str, link: str, profile: Path) -> list[int]:
+    """Sign in, kill a worker and see it come back, reload all, then sign in by ``ctl open``'s link; return the pids."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -365,6 +366,12 @@ def drive_the_page(url: str, profile: Path) -> list[int]:
             if entry["level"] == "SEVERE" and "/masters - Failed to load resource" not in entry["message"]
         ]
         assert problems == []  # the 401 before signing in is expected; a CSP violation would show here
+
+        driver.delete_all_cookies()
+        driver.get("about:blank")
+        driver.get(link)  # the page signs in with the fragment's token, then drops it from the address
+        until(lambda d: len(rows(d)) == 2)
+        assert driver.current_url == link.partition("#")[0]
         return sorted(int(w["pid"]) for w in after)
     finally:
         driver.quit()
@@ -378,7 +385,8 @@ async def test_status_page_in_a_real_browser(make_master: MasterBuilder, tmp_pat
     async with master, open_control_server(master, tcp="127.0.0.1:0", access_key=KEY) as server:
         await master.start()
         assert server.url is not None
-        pids = await anyio.to_thread.run_sync(drive_the_page, server.url + "/", tmp_path / "profile")
+        async with open_page_proxy(ControlClient(url=server.url, key=KEY)) as proxy:
+            pids = await anyio.to_thread.run_sync(drive_the_page, server.url + "/", proxy.url, tmp_path / "profile")
         assert pids == sorted(w.pid for w in master.workers if w.pid is not None)
         await master.graceful_shutdown()
     while leftovers := [pid for pid, state in children().items() if pid not in before and state != "Z"]:

@@ -389,10 +389,8 @@ function setConnection(text, state) {
 
 // -- start --------------------------------------------------------------------------------
 
-async function start() {
-  byId("login-form").addEventListener("submit", onLoginSubmit);
-  byId("logout").addEventListener("click", logout);
-  // `drover-py ctl open` hands over a one-time token in the fragment, which no server sees.
+// `drover-py ctl open` hands over a one-time token in the fragment, which no server sees.
+async function useLink() {
   const link = /^#login=([A-Za-z0-9_-]+)$/.exec(location.hash);
   let linkFailed = false;
   if (link) {
@@ -401,8 +399,11 @@ async function start() {
   }
   await load();
   if (linkFailed && !byId("login").hidden) {
-    byId("login-error").textContent = "The sign-in link was already used: run `drover-py ctl open` again.";
+    byId("login-error").textContent = "The sign-in link was already used: run drover-py ctl open again.";
   }
 }
 
-start();
+byId("login-form").addEventListener("submit", onLoginSubmit);
+byId("logout").addEventListener("click", logout);
+window.addEventListener("hashchange", useLink); // a new link pasted into this tab
+useLink();
