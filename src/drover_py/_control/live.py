@@ -7,6 +7,8 @@ Both are the client's own words, not commands of the master; both run until Ctrl
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import sys
 import time
@@ -135,11 +137,18 @@ async def _open(client: ControlClient, options: LiveOptions, out: TextIO) -> Non
     async with open_page_proxy(client, port=options.port) as proxy:
         print(f"drover-py ctl open: the status page is at {proxy.url}", file=out)
         print("  the link signs in once; Ctrl-C stops", file=out, flush=True)
-        if options.browser and not await anyio.to_thread.run_sync(webbrowser.open, proxy.url, abandon_on_cancel=True):
-            print("drover-py ctl open: no browser found; open the link yourself", file=out, flush=True)
+        if options.browser and not (
+            _has_display() and await anyio.to_thread.run_sync(webbrowser.open, proxy.url, abandon_on_cancel=True)
+        ):
+            print("drover-py ctl open: no graphical browser here; open the link yourself", file=out, flush=True)
         await proxy.link_used.wait()
         print("drover-py ctl open: signed in; the link is used up", file=out, flush=True)
         await anyio.sleep_forever()
+
+
+def _has_display() -> bool:
+    """Return whether a graphical browser can open here (not a text one that would take the terminal)."""
+    return sys.platform == "darwin" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 # -- ctl watch ----------------------------------------------------------------------------
@@ -273,8 +282,6 @@ async def _read_events(client: ControlClient, name: str, wake: _Wake, ready: Cal
 
 
 def _json(data: bytes) -> JSON:
-    import json
-
     try:
         value: JSON = json.loads(data)
     except ValueError:

@@ -8,12 +8,15 @@ const CSRF = { "X-Drover-CSRF": "1" };
 const EVENT_NAMES = ["worker-started", "worker-exit", "worker-retired", "status-changed", "restarts-exhausted"];
 const MAX_EVENTS = 20;
 const REFRESH_MS = 5000; // uptime and RSS move without events
+// A browser opens at most 6 connections to a server over HTTP/1.1: event streams for the
+// first masters only, leaving room for the page's requests; the others refresh on the timer.
+const MAX_STREAMS = 4;
 const COLUMNS = [
   ["id", "ID", (w) => String(w.id), "num"],
   ["slot", "Slot", (w) => String(w.slot), "num"],
   ["pid", "PID", (w) => (w.pid === null ? "—" : String(w.pid)), "num"],
   ["status", "Status", null, ""],
-  ["uptime", "Uptime", (w) => formatUptime(w.uptime), "num"],
+  ["uptime", "Uptime", (w) => (w.exit_reason === null ? formatUptime(w.uptime) : "—"), "num"],
   ["restarts", "Restarts", (w) => String(w.restarts), "num"],
   ["rss", "RSS", (w) => formatBytes(w.rss), "num"],
   ["exit_reason", "Last exit", (w) => w.exit_reason || "—", "exit"],
@@ -135,7 +138,8 @@ function sync(list) {
     const master = masters.get(info.name) || addMaster(info.name);
     master.info = info;
     showSummary(master);
-    if (master.source === null) subscribe(master);
+    const streams = [...masters.values()].filter((m) => m.source !== null).length;
+    if (master.source === null && streams < MAX_STREAMS) subscribe(master);
     refresh(master);
   }
 }
@@ -232,7 +236,7 @@ function addEvent(name, text) {
   byId("events-section").hidden = false;
 }
 
-// Fetch the workers of a master; events that come meanwhile ask for one more fetch.
+// Fetch the workers of a master (and its count); events that come meanwhile ask for one more fetch.
 async function refresh(master) {
   if (master.busy) {
     master.again = true;
@@ -242,8 +246,17 @@ async function refresh(master) {
   try {
     do {
       master.again = false;
-      const reply = await api("POST", `/commands/workers${query(master.name)}`, []);
-      if (reply.data.ok && masters.get(master.name) === master) showRows(master, reply.data.result);
+      const [reply, listing] = await Promise.all([
+        api("POST", `/commands/workers${query(master.name)}`, []),
+        api("GET", "/masters"),
+      ]);
+      if (masters.get(master.name) !== master) break; // gone meanwhile
+      if (reply.data.ok) showRows(master, reply.data.result);
+      const info = listing.data.ok && listing.data.result.find((m) => m.name === master.name);
+      if (info) {
+        master.info = info;
+        showSummary(master);
+      }
     } while (master.again);
   } catch (error) {
     failed(error);
