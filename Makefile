@@ -1,6 +1,6 @@
 # Two commands, each sets up .venv on first use (and again when pyproject.toml changes):
 #   make demo   run examples/simple_app (Ctrl-C shuts it down gracefully)
-#   make test   ruff (lint, format), mypy --strict over src, tests, benchmarks, tools and examples, the docs, then the whole test suite on asyncio and trio
+#   make test   ruff (lint, format), mypy --strict over src, tests, benchmarks, tools and examples, the docs, Chromium for the browser test (as root, if missing), then the whole test suite on asyncio and trio
 #   make docs   the documentation site (Sphinx + MyST) into docs/_build/html; a warning fails it
 #   make bench  the benchmarks (benchmarks/run.py; ARGS="--quick" or ARGS="--only channel")
 PYTHON ?= python3
@@ -15,7 +15,7 @@ BENCH_VENV ?= .venv-bench
 BENCH_PY := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: demo test lint typecheck docs bench clean
+.PHONY: demo test lint typecheck docs browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,15 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -n -E -q -b html docs docs/_build/html
 
-test: lint typecheck docs
+# The status page's browser test drives Debian's Chromium through its chromedriver (it is
+# skipped without them): as root (CI), install them when missing; a few seconds to a minute.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else echo "make: chromium and chromium-driver are missing (not root): the browser test will be skipped"; fi
+
+test: lint typecheck docs browser
 	$(PY) -m pytest $(ARGS)
 
 $(BENCH_STAMP): pyproject.toml

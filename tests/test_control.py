@@ -99,10 +99,10 @@ async def test_builtin_commands(make_master: MasterBuilder, tmp_path: Path) -> N
         }
         names = [row["name"] for row in rows((await client.run("help")).body)]
         assert names == sorted(
-            ["help", "workers", "health", "start", "restart", "upgrade", "scale", "shutdown", "exit"]
+            ["help", "workers", "health", "start", "restart", "upgrade", "test", "scale", "shutdown", "exit"]
         )
         restart_help = result((await client.run("help", ["restart"])).body)
-        assert isinstance(restart_help, dict) and restart_help["usage"] == "restart [TARGET] [TIMEOUT]"
+        assert isinstance(restart_help, dict) and restart_help["usage"] == "restart [TARGET] [TIMEOUT] [CHECK]"
         assert (await client.run("start")).status == 409  # already started
 
         assert result((await client.run("scale", ["3"])).body) == {"done": True, "message": "scale to 3 done"}

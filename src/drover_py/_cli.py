@@ -281,7 +281,11 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     ctl.add_argument("--master", default=None, help="name of the master when the process serves several")
     ctl.add_argument("--json", action="store_true", help="print the raw JSON reply")
     ctl.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds to wait for the reply")
-    ctl.add_argument("command", nargs="?", help="e.g. workers, health, help, restart all, scale 4")
+    ctl.add_argument(
+        "command",
+        nargs="?",
+        help="e.g. workers, health, help, restart all, scale 4; ctl's own: open (the status page), watch (a live table)",
+    )
     ctl.add_argument("words", nargs=argparse.REMAINDER, help="the command's arguments")
     return parser, from_env
 
@@ -552,6 +556,8 @@ def _ctl(ns: argparse.Namespace, key: str | None) -> int:
         key=key,
         timeout=ns.timeout,
     )
+    if ns.command in ("open", "watch"):
+        return _live(client, ns)
     if ns.command is not None:
         return _one(client, ns, [ns.command, *ns.words], sys.stdout)
     interactive = sys.stdin.isatty()
@@ -574,6 +580,25 @@ def _ctl(ns: argparse.Namespace, key: str | None) -> int:
         code = _one(client, ns, words, sys.stdout)
         if code == EXIT_CONNECT:
             return code  # the master is gone: nothing more to pipe to
+
+
+def _live(client: ControlClient, ns: argparse.Namespace) -> int:
+    """Run ``ctl open`` (the status page) or ``ctl watch`` (a live table) until Ctrl-C."""
+    from ._control.client import ControlConnectError
+    from ._control.live import ControlRefused, parse_live, run_live
+
+    options = parse_live(ns.command, ns.words)
+    try:
+        anyio.run(run_live, client, options, ns.master, render)
+    except KeyboardInterrupt:  # before the signal handlers were installed
+        pass
+    except ControlConnectError as exc:
+        print(f"drover-py ctl {ns.command}: {exc}", file=sys.stderr)
+        return EXIT_CONNECT
+    except ControlRefused as exc:
+        print(f"drover-py ctl {ns.command}: {exc}", file=sys.stderr)
+        return EXIT_UNAUTHORIZED if exc.status == 401 else EXIT_FAILED
+    return EXIT_OK
 
 
 def _one(client: ControlClient, ns: argparse.Namespace, words: list[str], out: TextIO) -> int:

@@ -17,6 +17,8 @@ from .._supervise.checks import CheckFailed
 from .builtins import all_slots_started, reload_fields
 from .directory import Directory, UnknownMaster
 from .openapi import openapi_document
+from .page import is_page_path, page_file
+from .sessions import SAFE_METHODS, BadLogin, Sessions, has_csrf_header, login_key, set_cookie
 
 #: The status of a command's failure, by the error's kind (else 500).
 _STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
@@ -45,13 +47,12 @@ class HTTPError(Exception):
 
 @attrs.frozen
 class Reply:
-    """A reply: status, a JSON body (or ``raw`` bytes of ``content_type``) and extra headers."""
+    """A JSON reply: status, body and extra headers (or ``content`` sent as is, typed by a header)."""
 
     status: int
     body: JSON
     headers: tuple[tuple[str, str], ...] = ()
-    raw: bytes | None = None
-    content_type: str = "application/json"
+    content: bytes | None = None
 
 
 def _query(target: str) -> dict[str, str]:
@@ -65,6 +66,8 @@ class ControlApp:
         self._directory = directory
         self._key = access_key
         self._log = log
+        #: The status page's browser sessions (see `sessions`).
+        self.sessions = Sessions()
 
     def pick(self, name: str | None) -> str:
         """Return the master meant by ``?master=`` (`Directory.pick`), as an HTTP error if none."""
@@ -94,7 +97,16 @@ class ControlApp:
                 names = [self.pick(query["master"])] if "master" in query else list(self._directory.masters)
                 healthy = all(all_slots_started(self._directory.masters[name]) for name in names)
                 return Reply(200 if healthy else 503, {"healthy": healthy})
-            self._authorize(headers)
+            if is_page_path(path):  # the status page: no data in it, no key needed
+                self._allow(method, "GET")
+                found = page_file(path)
+                if found is None:
+                    raise HTTPError(404, f"no file {path!r} in the status page")
+                return Reply(200, None, found[1], content=found[0])
+            if path in ("/login", "/logout"):
+                self._allow(method, "POST")
+                return self._login(headers, body) if path == "/login" else self._logout(headers)
+            self._authorize(headers, method)
             reply = await self._route(method, path, query, body)
         except HTTPError as exc:
             reply = exc.reply()
@@ -110,7 +122,7 @@ class ControlApp:
         if "master" in query:
             name = self.pick(query["master"])
             masters = {name: masters[name]}
-        return Reply(200, None, raw=exposition(masters), content_type=CONTENT_TYPE)
+        return Reply(200, None, (("content-type", CONTENT_TYPE),), content=exposition(masters))
 
     def public_metrics(self, method: str, target: str) -> Reply:
         """Answer a request to the key-less metrics address: ``GET /metrics``, nothing else."""
@@ -122,15 +134,43 @@ class ControlApp:
         except HTTPError as exc:
             return exc.reply()
 
-    def _authorize(self, headers: Headers) -> None:
+    def _authorize(self, headers: Headers, method: str = "GET") -> None:
+        """Accept the key as a bearer token, or a session cookie (with the CSRF header if ``method`` changes state)."""
         if self._key is None:
             return
         given = b""
         for name, value in headers:
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 given = value[7:].strip()
-        if not hmac.compare_digest(given, self._key):
-            raise HTTPError(401, "missing or wrong access key", [("www-authenticate", 'Bearer realm="drover-py"')])
+        if hmac.compare_digest(given, self._key):
+            return
+        if self.sessions.find(headers) is not None:
+            if method in SAFE_METHODS or has_csrf_header(headers):
+                return
+            raise HTTPError(403, "a request signed in by cookie that changes state needs the X-Drover-CSRF header")
+        raise HTTPError(401, "missing or wrong access key", [("www-authenticate", 'Bearer realm="drover-py"')])
+
+    def _login(self, headers: Headers, body: bytes) -> Reply:
+        """Check the key of ``POST /login``; on success set a session cookie."""
+        try:
+            given = login_key(headers, body)
+        except BadLogin as exc:
+            raise HTTPError(400, f"login: {exc}") from None
+        if self._key is None:
+            return Reply(200, {"ok": True, "message": "this server needs no key"})
+        if not hmac.compare_digest(given.encode(), self._key):
+            raise HTTPError(401, "wrong access key")
+        cookie = set_cookie(headers, self.sessions.create(), self.sessions.ttl)
+        return Reply(200, {"ok": True, "expires_in": self.sessions.ttl}, (cookie,))
+
+    def _logout(self, headers: Headers) -> Reply:
+        """End the session of ``POST /logout`` (it needs the CSRF header) and delete its cookie."""
+        if not has_csrf_header(headers):
+            raise HTTPError(403, "logout needs the X-Drover-CSRF header")
+        token = self.sessions.find(headers)
+        if token is not None:
+            self.sessions.drop(token)
+        return Reply(200, {"ok": True}, (set_cookie(headers, "", 0),))
 
     @staticmethod
     def _allow(method: str, *allowed: str) -> None:

@@ -7,6 +7,7 @@ from .._commands import JSON, NAME_PATTERN
 _ERROR_CODES = {
     "400": "Bad arguments, bad JSON, or several masters and none named",
     "401": "Missing or wrong access key",
+    "403": "Signed in by the page's session cookie, but a request that changes state lacks the X-Drover-CSRF header",
     "404": "Unknown command, route or master (GET /commands lists the commands)",
     "405": "Method not allowed on this path (see the Allow header)",
     "408": "The request did not arrive in time",
@@ -40,6 +41,12 @@ _MASTER: dict[str, JSON] = {
     "required": False,
     "description": "Name of the master, needed when the process serves several (GET /masters)",
     "schema": {"type": "string"},
+}
+_PAGE_TYPES = ("text/javascript", "text/css", "image/svg+xml", "text/html")
+_LOGIN: dict[str, JSON] = {
+    "type": "object",
+    "required": ["key"],
+    "properties": {"key": {"type": "string", "description": "The access key (or ctl open's one-time token)"}},
 }
 _NAME: dict[str, JSON] = {
     "name": "name",
@@ -132,9 +139,77 @@ def openapi_document() -> dict[str, JSON]:
                     },
                     "responses": {
                         "200": _json(_ref("CommandReply"), "The command's result"),
-                        **_errors("400", "401", "404", "409", "413", "422", "500"),
+                        **_errors("400", "401", "403", "404", "409", "413", "422", "500"),
                     },
                 },
+            },
+            "/": {
+                "get": {
+                    "summary": "The status page (HTML; it holds no data, so no key is needed)",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}
+                    },
+                }
+            },
+            "/page/{file}": {
+                "get": {
+                    "summary": "A file of the status page (script, style, icon)",
+                    "security": [],
+                    "parameters": [
+                        {
+                            "name": "file",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": ["app.js", "style.css", "icon.svg", "index.html"]},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The file",
+                            "content": {kind: {"schema": {"type": "string"}} for kind in _PAGE_TYPES},
+                        },
+                        "404": _json(_ref("Error"), "No such file"),
+                    },
+                }
+            },
+            "/login": {
+                "post": {
+                    "summary": "Sign a browser in: check the key, set a session cookie",
+                    "description": (
+                        "On success the reply sets an HttpOnly, SameSite=Strict cookie holding a random session "
+                        "token (12 h). The cookie then authorizes the other routes in place of the key; a request "
+                        "that changes state must also carry the X-Drover-CSRF header."
+                    ),
+                    "security": [],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": _LOGIN},
+                            "application/x-www-form-urlencoded": {"schema": _LOGIN},
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            **_json(_ref("Login"), "Signed in"),
+                            "headers": {"Set-Cookie": {"schema": {"type": "string"}}},
+                        },
+                        **_errors("400", "401"),
+                    },
+                }
+            },
+            "/logout": {
+                "post": {
+                    "summary": "Sign a browser out: end its session, delete the cookie (needs X-Drover-CSRF)",
+                    "security": [],
+                    "parameters": [
+                        {"name": "X-Drover-CSRF", "in": "header", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": _json(_ref("Login"), "Signed out"),
+                        "403": _json(_ref("Error"), "The X-Drover-CSRF header is missing"),
+                    },
+                }
             },
             "/events": {
                 "get": {
@@ -157,7 +232,10 @@ def openapi_document() -> dict[str, JSON]:
                 "accessKey": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "The access key; required on TCP, optional on the Unix socket",
+                    "description": (
+                        "The access key; required on TCP, optional on the Unix socket. A browser signed in with "
+                        "POST /login sends its session cookie instead."
+                    ),
                 }
             },
             "schemas": {
@@ -166,6 +244,15 @@ def openapi_document() -> dict[str, JSON]:
                     "required": ["healthy"],
                     "properties": {"healthy": {"type": "boolean"}},
                     "additionalProperties": False,
+                },
+                "Login": {
+                    "type": "object",
+                    "required": ["ok"],
+                    "properties": {
+                        "ok": {"type": "boolean"},
+                        "expires_in": {"type": "number", "description": "Seconds the session lasts"},
+                        "message": {"type": "string"},
+                    },
                 },
                 "Error": {
                     "type": "object",

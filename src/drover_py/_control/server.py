@@ -11,6 +11,8 @@ an access key. Routes (see ``openapi_document()``)::
     GET  /commands/NAME          help for one command
     POST /commands/NAME          run it; body: JSON array (by position) or object (by name)
     GET  /events[?master=M]      server-sent events of worker events, for dashboards
+    GET  /, /page/NAME           the status page (no data in it: no key needed)
+    POST /login, /logout         the page's session cookie (see sessions.py)
 """
 
 from __future__ import annotations
@@ -168,9 +170,9 @@ class ControlServer:
                 self._idle.set()
 
     async def _send(self, conn: h11.Connection, stream: anyio.abc.ByteStream, reply: Reply) -> None:
-        data = json_body(reply.body) if reply.raw is None else reply.raw
+        data = json_body(reply.body) if reply.content is None else reply.content
         headers = [
-            ("content-type", reply.content_type),
+            *([("content-type", "application/json")] if reply.content is None else []),
             ("content-length", str(len(data))),
             ("cache-control", "no-store"),
             *reply.headers,

@@ -48,6 +48,8 @@ async def stream_events(conn: h11.Connection, stream: anyio.abc.ByteStream, mast
                 send.send_nowait(format_event(event, name, args))
             except anyio.WouldBlock:
                 pass  # a slow reader loses events rather than holding the master up
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the client left; this handler ran as a task started before it was removed
 
         return handler
 
