@@ -77,6 +77,11 @@ def _add_master_options(parser: argparse.ArgumentParser, *, default_bind: str | 
     )
     parser.add_argument("--no-control", action="store_true", help="serve no control API")
     parser.add_argument(
+        "--init",
+        action="store_true",
+        help="run a minimal init in front of the master that reaps orphans and forwards signals (automatic as PID 1)",
+    )
+    parser.add_argument(
         "--drain-delay",
         type=float,
         default=0.0,
@@ -365,6 +370,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._log import FORMAT_ENV
 
             os.environ[FORMAT_ENV] = ns.log_format
+        from . import _pid1
+
+        if _pid1.wanted(ns.init):
+            code = _pid1.run_under_init()
+            if code is not None:
+                return code  # the init: the master's exit code
         return _supervise(ns, key)
     return _ctl(ns, key)
 
