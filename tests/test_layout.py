@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "_control": {"_wire", "_child", "_config", "_spawn", "_supervise"},
 }
 #: The front: the public names, the command line and serve may import every layer.
-FRONT = {"__init__", "__main__", "_entry", "_cli", "_pid1", "serve"}
+FRONT = {"__init__", "__main__", "_entry", "_cli", "_pid1", "_units", "serve"}
 
 
 def part_of(module: str) -> str:

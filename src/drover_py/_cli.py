@@ -249,7 +249,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
         description="Serve an ASGI/WSGI app or run a Python script as a supervised cluster of workers, or command a running one.",
         epilog=f"Every option of run and serve can also come from the environment: {OPTION_ENV_PREFIX}<OPTION>, e.g. {OPTION_ENV_PREFIX}WORKERS=4.",
     )
-    sub = parser.add_subparsers(dest="action", required=True, metavar="{serve,run,ctl}")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{serve,run,ctl,systemd-unit}")
 
     serve = sub.add_parser(
         "serve",
@@ -292,6 +292,25 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
         help="e.g. workers, health, help, restart all, scale 4; ctl's own: open (the status page), watch (a live table)",
     )
     ctl.add_argument("words", nargs=argparse.REMAINDER, help="the command's arguments")
+
+    unit = sub.add_parser(
+        "systemd-unit",
+        help="print a systemd service (and socket) unit for a serve or run command",
+        description="Print a Type=notify systemd service unit that runs drover-py with the arguments after --, e.g. drover-py systemd-unit --name web --socket 0.0.0.0:8000 -- serve app:app -w 4. TimeoutStopSec covers --drain-delay, --stop-timeout and the kill.",
+    )
+    unit.add_argument("--name", default="drover-app", help="the unit's name (default: drover-app)")
+    unit.add_argument("--description", default=None, help="the unit's description")
+    unit.add_argument("--user", default=None, help="run the master as this user (User=)")
+    unit.add_argument("--working-directory", default=None, metavar="DIR", help="default: the current directory")
+    unit.add_argument(
+        "--socket",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="also a socket unit listening here (repeatable); the master adopts it with --bind systemd",
+    )
+    unit.add_argument("--output-dir", default=None, metavar="DIR", help="write NAME.service (and NAME.socket) here")
+    unit.add_argument("arguments", nargs=argparse.REMAINDER, help="-- then the arguments of drover-py serve or run")
     return parser, from_env
 
 
@@ -359,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(ns, dest, values)
     if ns.action == "run":
         ns.args = [*ns.args, *passed]
+    if ns.action == "systemd-unit":
+        return _systemd_unit(parser, ns)
     key = ns.key or os.environ.pop(KEY_ENV, None) or None  # never handed on to workers
     os.environ.pop(KEY_ENV, None)
     if ns.action in ("run", "serve"):
@@ -378,6 +399,48 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return code  # the init: the master's exit code
         return _supervise(ns, key)
     return _ctl(ns, key)
+
+
+# -- systemd-unit ---------------------------------------------------------------------------
+
+
+def _systemd_unit(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+    from . import _units
+    from ._config.options import KILL_TIMEOUT
+
+    arguments = ns.arguments[1:] if ns.arguments[:1] == ["--"] else ns.arguments
+    if not arguments or arguments[0] not in ("serve", "run"):
+        parser.error("systemd-unit: give the drover-py command after --, e.g. -- serve app:app -w 4")
+    inner = parser.parse_args(arguments)  # a wrong option of serve or run is refused here, as there
+    if ns.socket:
+        if any(word == "--bind" or word.startswith("--bind=") for word in arguments):
+            parser.error("systemd-unit: with --socket, systemd owns the addresses: drop --bind")
+        arguments = [*arguments, "--bind", "systemd"]
+    description = ns.description or f"drover-py {shlex.join(arguments[:2])}"
+    directory = os.path.abspath(ns.working_directory or os.getcwd())
+    seconds = _units.stop_seconds(inner.drain_delay, inner.stop_timeout, KILL_TIMEOUT)
+    units = {
+        f"{ns.name}.service": _units.service_unit(
+            name=ns.name,
+            arguments=arguments,
+            description=description,
+            working_directory=directory,
+            user=ns.user,
+            stop_timeout_sec=seconds,
+            socket=bool(ns.socket),
+        )
+    }
+    if ns.socket:
+        units[f"{ns.name}.socket"] = _units.socket_unit(name=ns.name, description=description, addresses=ns.socket)
+    for filename, text in units.items():
+        if ns.output_dir is None:
+            print(text)
+        else:
+            path = os.path.join(ns.output_dir, filename)
+            with open(path, "w") as file:
+                file.write(text)
+            print(f"drover-py systemd-unit: wrote {path}")
+    return EXIT_OK
 
 
 # -- run and serve ------------------------------------------------------------------------
