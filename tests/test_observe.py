@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -18,7 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from drover_py import ExitReasons, ReloadError, RestartPolicy, open_control_server
 
 from .conftest import WORKER, MasterBuilder
-from .helpers import EventLog
+from .helpers import EventLog, kill_on_exit
+from .test_cli import ctl, read_line
 
 pytestmark = pytest.mark.anyio
 
@@ -236,3 +238,38 @@ async def test_log_format_logging_hands_records_to_the_stdlib_logger(
     fields = vars(exited)  # logging's "extra": the bound fields
     assert (fields["worker_id"], fields["slot"], fields["reason"]) == (1, 0, "exited with code 3")
     assert isinstance(fields["pid"], int)
+
+
+async def test_a_reload_at_the_memory_limit_retires_each_old_worker_first(
+    memory_cgroup: Path, tmp_path: Path, anyio_backend: str
+) -> None:
+    """Both a worker and its replacement would not fit: the old one goes first, and the report says so."""
+    sock = tmp_path / "ctl.sock"
+    join = 'echo $$ > "$1" && shift && exec "$@"'  # the master is born in the cgroup: it is charged there
+    command = ["sh", "-c", join, "sh", str(memory_cgroup / "cgroup.procs"), sys.executable, "-m", "drover_py", "run"]
+    command += [str(WORKER), "-w", "2"]
+    command += ["--control", str(sock), "--no-proctitle", "--backend", anyio_backend]
+    limit_file = next(
+        memory_cgroup / name for name in ("memory.limit_in_bytes", "memory.max") if (memory_cgroup / name).exists()
+    )
+    usage_file = next(
+        memory_cgroup / name for name in ("memory.usage_in_bytes", "memory.current") if (memory_cgroup / name).exists()
+    )
+    limit_file.write_text(str(1 << 40))  # no limit to start with
+    process = await anyio.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    async with kill_on_exit(process):
+        await read_line(process, "drover-py:")
+        listing = json.loads((await ctl(sock, "--json", "workers", key=None)).stdout)["result"]
+        rss = max(row["rss"] for row in listing)
+        limit_file.write_text(str(int(usage_file.read_text()) + rss // 2))  # room for half a worker
+        reply = await ctl(sock, "--json", "restart", "all", key=None)
+        assert reply.returncode == 0, reply.stderr
+        result = json.loads(reply.stdout)["result"]
+        assert [s["retired_first"] for s in result["slots"]] == [True, True]
+        assert [s["old_pid"] for s in result["slots"]] == [
+            row["pid"] for row in sorted(listing, key=lambda r: r["slot"])
+        ]
+        limit_file.write_text(str(1 << 40))
+        assert (await ctl(sock, "shutdown", "all", key=None)).returncode == 0
+        with anyio.fail_after(30):
+            assert await process.wait() == 0

@@ -17,6 +17,8 @@ class SlotReport:
     new_pid: int | None
     #: Seconds from the new worker's spawn to its "started".
     ready_seconds: float
+    #: The old worker went before the new one started: both would not fit under the memory limit.
+    retired_first: bool = False
 
 
 @attrs.frozen

@@ -48,6 +48,7 @@ def reload_fields(report: ReloadReport) -> dict[str, JSON]:
                 "new_id": s.new_id,
                 "new_pid": s.new_pid,
                 "ready_seconds": round(s.ready_seconds, 3),
+                "retired_first": s.retired_first,
             }
             for s in report.slots
         ],

@@ -17,7 +17,7 @@ from pathlib import Path
 OOM_DETAIL = "killed by the out-of-memory killer"
 
 
-def _mounts() -> dict[str, Path]:
+def cgroup_mounts() -> dict[str, Path]:
     """Return where cgroup v2 ("") and the v1 memory controller ("memory") are mounted."""
     found: dict[str, Path] = {}
     try:
@@ -37,7 +37,7 @@ def _mounts() -> dict[str, Path]:
 
 def _count_file(pid: int) -> Path | None:
     """Return the file holding the OOM kill count of ``pid``'s memory cgroup, if there is one."""
-    mounts = _mounts()
+    mounts = cgroup_mounts()
     try:
         with open(f"/proc/{pid}/cgroup") as file:
             lines = file.read().splitlines()

@@ -11,6 +11,8 @@ from structlog.typing import FilteringBoundLogger
 from .._config.options import MasterConfig
 from .._exceptions import ReloadError, WorkerStartError
 from .._reports import ReloadReport, SlotReport
+from .memory import room as memory_room
+from .recycler import read_rss
 from .table import WorkerTable
 from .worker import Worker
 
@@ -153,6 +155,23 @@ class Rollout:
                 stderr_tail=bad.stderr_tail.text(),
             )
 
+    async def _retire_first_if_tight(self, olds: list[Worker], slots: list[int]) -> bool:
+        """Retire ``olds`` now if their replacements would not fit beside them under the memory limit.
+
+        Return whether they were retired (their slots then wait for the replacements).
+        """
+        left = memory_room()
+        need = sum(read_rss(w.pid) or 0 for w in olds if w.pid is not None)
+        if left is None or not olds or need <= left:
+            return False
+        why = f"a replacement needs about {need >> 20} MiB, the memory limit leaves {max(left, 0) >> 20} MiB"
+        if len(slots) == 1:
+            self._log.warning("this reload cannot be zero-downtime: the only worker goes first", why=why)
+        else:
+            self._log.warning("retiring old workers before their replacements start", why=why, slots=len(olds))
+        await self.retire(olds)
+        return True
+
     async def reload(
         self,
         old_config: MasterConfig,
@@ -172,6 +191,7 @@ class Rollout:
         canary_passed: bool | None = None
         check_passed: bool | None = None
         failure: WorkerStartError | None = None
+        emptied: list[int] = []  # slots of the batch under way whose old workers had to go first
         # The old workers of a batch retire while the next batch starts: each slot still
         # has its replacement ready before its old worker is asked to stop. A failure
         # (and so a rollback) is handled once every retirement under way has finished.
@@ -181,6 +201,8 @@ class Rollout:
                     batch = slots[index : index + batch_size]
                     current = self._table.current()
                     old_pids = {slot: current[slot].pid for slot in batch if slot in current}
+                    first = await self._retire_first_if_tight([current[s] for s in batch if s in current], slots)
+                    emptied.extend(batch if first else [])
                     watched = canary if index == 0 else None
                     checked = check if index == 0 else None
                     if watched is not None:
@@ -200,9 +222,11 @@ class Rollout:
                             new_id=new.id,
                             new_pid=new.pid,
                             ready_seconds=new.start_seconds or 0.0,
+                            retired_first=first,
                         )
                         for new in news
                     )
+                    emptied.clear()
             except WorkerStartError as error:
                 failure = error
         if failure is not None:
@@ -215,9 +239,10 @@ class Rollout:
                     len(switched), seconds, tuple(done), canary_passed, check=check_passed, rolled_back=True
                 )
 
-            if switched:
+            if switched or emptied:
                 try:
                     await self.replace(switched, old_config)
+                    await self.launch(emptied, old_config)
                 except WorkerStartError as rollback:
                     raise ReloadError(
                         f"graceful reload failed ({exc}) and so did its rollback ({rollback}); "
