@@ -10,6 +10,11 @@ child side parses:
 - `SOCKETS_ENV` ``"3,4"``: the listening sockets it inherited, in ``bind`` order;
 - `PROCTITLE_ENV`: the title the master chose for it (set and dropped by the worker).
 
+And one a user may set (in the master's environment or its ``env``), read by the child:
+
+- `METRICS_INTERVAL_ENV`: seconds between two batches of a worker's metrics (default
+  `DEFAULT_METRICS_INTERVAL`).
+
 A preload template serves every worker of one configuration, so its own environment is
 a worker's without the variables of `PER_WORKER`; it renumbers the fds of `FD_ENV` in
 each child it forks. The template program keeps a copy of `PROCTITLE_ENV` (it imports
@@ -32,6 +37,9 @@ HEARTBEAT_ENV = "DROVER_PY_HEARTBEAT"
 SOCKETS_ENV = "DROVER_PY_SOCKETS"
 #: The title the master chose for a worker; the worker sets it and drops the variable.
 PROCTITLE_ENV = "DROVER_PY_PROCTITLE"
+#: Seconds between two batches of a worker's metrics; set by the user, not by the master.
+METRICS_INTERVAL_ENV = "DROVER_PY_METRICS_INTERVAL"
+DEFAULT_METRICS_INTERVAL = 1.0
 #: What differs between two workers of one configuration.
 PER_WORKER = (CHANNEL_ENV, SLOT_ENV, WORKER_ID_ENV, HEARTBEAT_ENV, SOCKETS_ENV, PROCTITLE_ENV)
 #: The variables whose values are fd numbers.
