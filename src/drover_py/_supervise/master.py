@@ -29,6 +29,8 @@ from .._log import get_logger
 from .._spawn.pool import Spawners
 from .._status import WorkerStatus
 from .._wire.conversation import DEFAULT_TIMEOUT
+from .._wire.metrics import MetricsBatch
+from .appmetrics import AppMetrics
 from .events import EventHandler, EventRegistry
 from .recycler import Recycler
 from .restarter import Restarter
@@ -88,6 +90,9 @@ class _Host:
     def worker_exited(self, worker: Worker) -> None:
         self._master._worker_exited(worker)
 
+    def worker_metrics(self, worker: Worker, batch: MetricsBatch) -> None:
+        self._master._app_metrics.ingest(worker.id, worker.slot, batch)
+
 
 class Master:
     """Supervise ``config.count`` worker processes of one script.
@@ -127,6 +132,8 @@ class Master:
         self._services = Services(self._log)
         self._spawners = Spawners(self._log, config)
         self._command_registry = CommandRegistry()
+        #: The workers' own metrics (``mb.counter(...)``), per slot: ``_app_metrics.families()``.
+        self._app_metrics = AppMetrics(self._log)
 
     # -- introspection --------------------------------------------------------------
 
@@ -368,6 +375,7 @@ class Master:
             self._recycler.worker_started()
 
     def _worker_exited(self, worker: Worker) -> None:
+        self._app_metrics.worker_gone(worker.id)
         if worker.requested:
             self._table.discard(worker)
         if not worker.ever_started or worker.probation:
