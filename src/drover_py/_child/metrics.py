@@ -211,8 +211,12 @@ class Gauge(_Metric):
             raise ValueError(f"gauge {self.name!r} takes finite numbers, got {value!r}")
         if self._values is None:
             self._labelled()
-        with self._lock:
+        lock = self._lock  # acquire/release rather than `with`: cheaper, as safe
+        lock.acquire()
+        try:
             self._value = value
+        finally:
+            lock.release()
         if not self._registry.dirty:
             self._registry.touch()
 
@@ -222,8 +226,12 @@ class Gauge(_Metric):
             raise ValueError(f"gauge {self.name!r} takes finite numbers, got {amount!r}")
         if self._values is None:
             self._labelled()
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             self._value += amount
+        finally:
+            lock.release()
         if not self._registry.dirty:
             self._registry.touch()
 
