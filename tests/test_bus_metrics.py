@@ -239,3 +239,44 @@ def test_both_buses_declare_the_same_way(monkeypatch: pytest.MonkeyPatch) -> Non
     finally:
         for fd in fds:
             os.close(fd)
+
+
+@pytest.mark.anyio
+async def test_a_congested_channel_merges_changes_into_the_next_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    to_child, from_child = os.pipe(), os.pipe()
+    monkeypatch.setenv(CHANNEL_ENV, f"{to_child[0]},{from_child[1]}")
+    monkeypatch.setenv(METRICS_INTERVAL_ENV, "3600")  # no batch but the ones this test asks for
+    bus = MessageBus()
+    jobs = bus.counter("jobs_total", "Jobs")
+    decoder = proto.Decoder(proto.FROM_WORKER)
+
+    def received() -> list[wire.MetricsBatch]:
+        out = []
+        for data in decoder.feed(os.read(from_child[0], 1 << 20)):
+            assert isinstance(data, proto.Data) and isinstance(data.payload, wire.MetricsBatch)
+            out.append(data.payload)
+        return out
+
+    try:
+        async with bus:
+            filled = 0  # the master is not reading: the pipe fills up
+            while True:
+                try:
+                    filled += os.write(from_child[1], b"x" * 65536)
+                except BlockingIOError:
+                    break
+            jobs.inc()
+            assert not await bus._flush_metrics(force=False)  # nothing collected, nothing queued
+            jobs.inc(2)
+            while filled:  # the master catches up
+                filled -= len(os.read(from_child[0], filled))
+            assert await bus._flush_metrics(force=False)
+            [batch] = received()
+            assert [d.name for d in batch.declare] == ["jobs_total"]
+            assert batch.counters == (("jobs_total", (), 3),)  # both changes, in one batch
+            jobs.inc(4)
+        [last] = received()  # sent as the bus closed
+        assert last.counters == (("jobs_total", (), 4),)
+    finally:
+        os.close(to_child[1])
+        os.close(from_child[0])
