@@ -35,6 +35,7 @@ BENCHES: dict[str, tuple[str, float, float]] = {
     "import": ("bench_import.py", 90, 40),
     "channel": ("bench_channel.py", 240, 60),
     "talk": ("bench_talk.py", 150, 60),
+    "metrics": ("bench_metrics.py", 120, 60),
     "idle": ("bench_idle.py", 150, 60),
     "scale": ("bench_scale.py", 240, 60),
     "serve": ("bench_serve.py", 360, 150),
@@ -44,6 +45,7 @@ BENCHES: dict[str, tuple[str, float, float]] = {
 }
 PACKAGES = [
     "drover-py", "anyio", "trio", "structlog", "attrs", "hypercorn", "uvicorn", "gunicorn", "granian", "waitress", "matplotlib",
+    "prometheus-client",
 ]  # fmt: skip
 # Imported once before the benchmarks so that the bytecode cache is warm for every child.
 WARM_IMPORTS = (

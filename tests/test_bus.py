@@ -47,6 +47,8 @@ CHILD_MODULES = {
     "drover_py._child", "drover_py._child.bus", "drover_py._child.sockets", "drover_py._child.title",
     "drover_py._wire", "drover_py._wire.channel", "drover_py._wire.conversation", "drover_py._wire.protocol",
 }  # fmt: skip
+#: ... and of a worker with metrics (loaded by its first declaration).
+METRICS_MODULES = CHILD_MODULES | {"drover_py._child.metrics", "drover_py._wire.metrics"}
 #: ... and of drover-py serve's WSGI worker (no event loop server).
 SERVE_WSGI_MODULES = CHILD_MODULES | {
     "drover_py.serve", "drover_py.serve._drain", "drover_py.serve._load", "drover_py.serve._options",
@@ -60,9 +62,10 @@ THIRD_PARTY = {"anyio", "exceptiongroup", "sniffio", "typing_extensions"}
     ("imports", "expected", "others"),
     [
         ("from drover_py import MessageBus, SyncMessageBus", CHILD_MODULES, THIRD_PARTY),
+        ("from drover_py._child.metrics import MetricRegistry", METRICS_MODULES, THIRD_PARTY),
         ("import drover_py.serve.worker, drover_py.serve._waitress", SERVE_WSGI_MODULES, THIRD_PARTY | {"waitress"}),
     ],
-    ids=["bus", "serve-wsgi"],
+    ids=["bus", "metrics", "serve-wsgi"],
 )
 def test_a_worker_imports_only_what_is_allowed(imports: str, expected: set[str], others: set[str]) -> None:
     result = run_python(f"import sys, json\n{imports}\nprint(json.dumps(sorted(sys.modules)))")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drover_py import ProtocolError
+from drover_py._wire import metrics
 from drover_py._wire import protocol as proto
 
 EXAMPLES = int(os.environ.get("DROVER_PY_FUZZ_EXAMPLES", "300"))
@@ -260,3 +263,146 @@ def test_deeply_nested_payload_is_a_protocol_error_not_a_crash() -> None:
     ):
         with pytest.raises(ProtocolError, match="malformed"):
             proto.Decoder(proto.TO_MASTER).feed(frame)
+
+
+# -- the "metrics" frame (worker -> master) ----------------------------------------------
+
+METRIC_NAME = st.from_regex(r"[a-z_][a-z0-9_:]{0,20}", fullmatch=True).filter(lambda n: not n.startswith("drover_"))
+LABEL_NAME = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True).filter(lambda n: n not in {"slot", "master", "le"})
+NUMBER = st.integers(min_value=0, max_value=2**40) | st.floats(min_value=0, max_value=1e12, allow_nan=False)
+
+
+@st.composite
+def metric_batches(draw: st.DrawFn) -> tuple[list[metrics.Declaration], dict[str, list[list[object]]]]:
+    """Declarations and their series, as a worker's encoder gets them."""
+    declare = []
+    sections: dict[str, list[list[object]]] = {"counters": [], "gauges": [], "histograms": []}
+    for name in draw(st.lists(METRIC_NAME, unique=True, max_size=5)):
+        kind = draw(st.sampled_from(metrics.KINDS))
+        labels = tuple(draw(st.lists(LABEL_NAME, unique=True, max_size=3)))
+        buckets: tuple[float, ...] = ()
+        if kind == metrics.HISTOGRAM:
+            buckets = tuple(sorted(draw(st.sets(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=8))))
+        declare.append(metrics.Declaration(name, kind, draw(st.text(max_size=30)), labels, buckets))
+        for values in draw(st.lists(st.tuples(*[st.text(max_size=10)] * len(labels)), unique=True, max_size=4)):
+            if kind == metrics.HISTOGRAM:
+                counts = draw(st.lists(st.integers(0, 2**31), min_size=len(buckets) + 1, max_size=len(buckets) + 1))
+                sections["histograms"].append([name, list(values), counts, draw(st.floats(-1e9, 1e9))])
+            elif kind == metrics.COUNTER:
+                sections["counters"].append([name, list(values), draw(NUMBER)])
+            else:
+                sections["gauges"].append(
+                    [name, list(values), draw(st.floats(-1e12, 1e12) | st.integers(-(2**40), 2**40))]
+                )
+    return declare, sections
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(batch=metric_batches(), limit=st.integers(min_value=200, max_value=metrics.FRAME_TARGET))
+def test_metrics_frames_round_trip_in_frames_under_the_limit(
+    batch: tuple[list[metrics.Declaration], dict[str, list[list[object]]]], limit: int
+) -> None:
+    declare, sections = batch
+    frames, dropped = metrics.encode_frames(declare, sections, limit)
+    assert dropped == 0
+    decoder = proto.Decoder(proto.FROM_WORKER)
+    got: list[metrics.MetricsBatch] = []
+    for frame in frames:
+        [data] = decoder.feed(frame)
+        assert isinstance(data, proto.Data) and data.type == proto.METRICS and data.size == len(frame)
+        batch_ = data.payload
+        assert isinstance(batch_, metrics.MetricsBatch)
+        entries = len(batch_.declare) + len(batch_.counters) + len(batch_.gauges) + len(batch_.histograms)
+        assert len(frame) <= limit or entries == 1  # over the limit only for an entry that fills a frame alone
+        got.append(batch_)
+    assert [d for b in got for d in b.declare] == declare
+    assert [[n, list(v), x] for b in got for n, v, x in b.counters] == sections["counters"]
+    assert [[n, list(v), x] for b in got for n, v, x in b.gauges] == sections["gauges"]
+    assert [[n, list(v), list(c), s] for b in got for n, v, c, s in b.histograms] == sections["histograms"]
+
+
+def test_a_batch_too_big_for_one_frame_is_split_in_order() -> None:
+    declare = [metrics.Declaration("jobs_total", metrics.COUNTER, "Jobs", ("queue",))]
+    series: list[list[object]] = [["jobs_total", [f"queue-{i:04d}-" + "x" * 100], i] for i in range(1000)]
+    frames, dropped = metrics.encode_frames(declare, {"counters": series})
+    assert dropped == 0 and len(frames) > 5
+    assert all(len(frame) <= metrics.FRAME_TARGET for frame in frames)
+    decoder = proto.Decoder(proto.FROM_WORKER)
+    batches = [data.payload for frame in frames for data in decoder.feed(frame) if isinstance(data, proto.Data)]
+    assert all(isinstance(b, metrics.MetricsBatch) for b in batches) and len(batches) == len(frames)
+    assert isinstance(batches[0], metrics.MetricsBatch) and batches[0].declare == tuple(declare)
+    assert [c[2] for b in batches if isinstance(b, metrics.MetricsBatch) for c in b.counters] == list(range(1000))
+
+
+@pytest.mark.parametrize(
+    ("frame", "fragment"),
+    [
+        (b'{"type":"metrics","other":[]}', "unknown keys"),
+        (b'{"type":"metrics","declare":{}}', "'declare' must be a list of lists"),
+        (b'{"type":"metrics","declare":[["a","counter","h"]]}', "a declaration is"),
+        (b'{"type":"metrics","declare":[["9a","counter","h",[]]]}', "invalid metric name"),
+        (b'{"type":"metrics","declare":[["drover_x","counter","h",[]]]}', "drover-py's own"),
+        (b'{"type":"metrics","declare":[["a","summary","h",[]]]}', "unknown metric kind"),
+        (b'{"type":"metrics","declare":[["a","counter",1,[]]]}', "help must be a str"),
+        (b'{"type":"metrics","declare":[["a","counter","h",["slot"]]]}', "label name 'slot' is reserved"),
+        (b'{"type":"metrics","declare":[["a","histogram","h",["le"],[1]]]}', "label name 'le' is reserved"),
+        (b'{"type":"metrics","declare":[["a","counter","h",["x","x"]]]}', "label names repeat"),
+        (b'{"type":"metrics","declare":[["a","counter","h",[],[1]]]}', "has buckets"),
+        (b'{"type":"metrics","declare":[["a","histogram","h",[],[2,1]]]}', "must increase"),
+        (b'{"type":"metrics","declare":[["a","histogram","h",[],[1,Infinity]]]}', "finite"),
+        (b'{"type":"metrics","declare":[["a","gauge","h",[]],["a","gauge","h",[]]]}', "declared twice"),
+        (b'{"type":"metrics","counters":[["a",[],-1]]}', "finite number >= 0"),
+        (b'{"type":"metrics","counters":[["a",[],NaN]]}', "finite number >= 0"),
+        (b'{"type":"metrics","counters":[["a",[],true]]}', "finite number >= 0"),
+        (b'{"type":"metrics","gauges":[["a",[],"1"]]}', "must be a finite number"),
+        (b'{"type":"metrics","gauges":[["a",[1],1]]}', "label values must be a list of str"),
+        (b'{"type":"metrics","counters":[["a",[]]]}', "has 3 fields"),
+        (b'{"type":"metrics","histograms":[["a",[],[1,-1],0]]}', "ints >= 0"),
+        (b'{"type":"metrics","histograms":[["a",[],[],0]]}', "bucket counts must be a list"),
+        (b'{"type":"metrics","declare":[["a","counter","h",["q"]]],"counters":[["a",[],1]]}', "does not fit"),
+        (b'{"type":"metrics","declare":[["a","counter","h",[]]],"gauges":[["a",[],1]]}', "does not fit"),
+        (b'{"type":"metrics","declare":[["a","histogram","h",[],[1]]],"histograms":[["a",[],[1],0]]}', "buckets"),
+    ],
+)
+def test_invalid_metrics_frames_raise_protocol_error(frame: bytes, fragment: str) -> None:
+    with pytest.raises(ProtocolError, match=re.escape(fragment)):
+        proto.Decoder(proto.FROM_WORKER).feed(frame + b"\n")
+
+
+def test_only_a_masters_decoder_takes_metrics_frames() -> None:
+    frame = b'{"type":"metrics","counters":[]}\n'
+    [data] = proto.Decoder(proto.FROM_WORKER).feed(frame)
+    assert isinstance(data, proto.Data) and data.type == proto.METRICS
+    for allowed in (proto.TO_WORKER, proto.TO_MASTER):
+        with pytest.raises(ProtocolError, match="unknown message type 'metrics'"):
+            proto.Decoder(allowed).feed(frame)
+
+
+METRICS_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
+    | METRIC_NAME
+    | st.sampled_from(metrics.KINDS),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.sampled_from(["declare", "counters", "gauges", "histograms", "x"]), children, max_size=3)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(body=st.dictionaries(st.sampled_from(["declare", "counters", "gauges", "histograms"]), METRICS_JSON, max_size=4))
+def test_any_metrics_frame_is_a_batch_or_a_protocol_error(body: dict[str, object]) -> None:
+    frame = (json.dumps({"type": "metrics", **body}) + "\n").encode()
+    try:
+        [data] = proto.Decoder(proto.FROM_WORKER).feed(frame)
+    except ProtocolError:
+        return
+    assert isinstance(data, proto.Data) and isinstance(data.payload, metrics.MetricsBatch)
+    batch = data.payload
+    assert all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for _, _, v in batch.counters)
+    assert all(math.isfinite(v) for _, _, v in batch.gauges)

@@ -13,6 +13,11 @@ child side parses:
 A check script (`Master.run_check`) gets the same environment without those, and during
 a reload `CHECK_WORKERS_ENV` ``"id:pid,id:pid"``: the new workers it is to check.
 
+And one a user may set (in the master's environment or its ``env``), read by the child:
+
+- `METRICS_INTERVAL_ENV`: seconds between two batches of a worker's metrics (default
+  `DEFAULT_METRICS_INTERVAL`).
+
 A preload template serves every worker of one configuration, so its own environment is
 a worker's without the variables of `PER_WORKER`; it renumbers the fds of `FD_ENV` in
 each child it forks. The template program keeps a copy of `PROCTITLE_ENV` (it imports
@@ -37,6 +42,9 @@ SOCKETS_ENV = "DROVER_PY_SOCKETS"
 PROCTITLE_ENV = "DROVER_PY_PROCTITLE"
 #: For a check (`Master.run_check`) run during a reload: the new workers, "id:pid,id:pid".
 CHECK_WORKERS_ENV = "DROVER_PY_CHECK_WORKERS"
+#: Seconds between two batches of a worker's metrics; set by the user, not by the master.
+METRICS_INTERVAL_ENV = "DROVER_PY_METRICS_INTERVAL"
+DEFAULT_METRICS_INTERVAL = 1.0
 #: What differs between two workers of one configuration.
 PER_WORKER = (CHANNEL_ENV, SLOT_ENV, WORKER_ID_ENV, HEARTBEAT_ENV, SOCKETS_ENV, PROCTITLE_ENV)
 #: The variables whose values are fd numbers.

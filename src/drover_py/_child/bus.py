@@ -10,7 +10,7 @@ import os
 import select
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     import anyio.abc
+
+    from .metrics import Counter, Gauge, Histogram, MetricRegistry
 
 from .._checks import check_seconds
 from .._compat import BareThread, call_in_turn, call_maybe_async, exit_task_group
@@ -35,6 +37,8 @@ _EVENTS = {"stop": proto.STOP, "quit": proto.QUIT, "message": proto.MESSAGE}
 # What each message lets the child send next, and the acknowledgement it expects.
 _ACK = {proto.STOP: proto.STOPPED, proto.QUIT: proto.SHUT_DOWN}
 _NEEDS = {proto.STOPPED: proto.STOP, proto.SHUT_DOWN: proto.QUIT}
+#: Before these answers the metrics' last changes go out: a graceful exit loses none.
+_FLUSH_BEFORE = frozenset({proto.STOPPED, proto.SHUT_DOWN})
 
 Handler = Callable[..., "Awaitable[None] | None"]
 SyncHandler = Callable[..., None]
@@ -60,6 +64,13 @@ def _channel_from_env() -> tuple[int, int]:
 def _int_env(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value is not None and value.isdigit() else None
+
+
+def _writable(fd: int) -> bool:
+    """Return whether the pipe ``fd`` has room for a write now (no wait)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return bool(poller.poll(0))
 
 
 def _heartbeat_interval() -> float | None:
@@ -120,6 +131,8 @@ class _BusState:
         self._owned: set[str] = set()
         #: Seconds between heartbeats the master asked for, or None.
         self.heartbeat_interval = _heartbeat_interval()
+        self._metrics: MetricRegistry | None = None  # made by the first declaration
+        self._metrics_lock = threading.Lock()
 
     def _register(self, event: str, handler: Callable[..., object]) -> None:
         message = _EVENTS.get(event)
@@ -160,6 +173,69 @@ class _BusState:
     def _own(self, message: str) -> None:
         self._owned.update((proto.STOP, proto.QUIT) if message == proto.STOP else (message,))
 
+    # -- metrics ------------------------------------------------------------------------
+
+    def counter(self, name: str, help: str, labels: Iterable[str] = ()) -> Counter:
+        """Declare a counter, a total that only goes up, and return it; the master sums it per slot.
+
+        As in prometheus_client: ``jobs = mb.counter("jobs_done_total", "Jobs done",
+        labels=("queue",))``, then ``jobs.labels(queue="a").inc()`` (or
+        ``.labels("a")``; keep the series rather than looking it up each time), or
+        ``jobs.inc(2)`` for a counter without labels. An increment costs a few hundred
+        nanoseconds, is thread-safe without a lock, and travels to the master with the
+        others of the same interval. The master keeps each slot's total across the
+        worker's restarts and reloads: it never goes back to 0.
+
+        Declaring a name again with the same type, labels and help returns the same
+        counter. Raise ValueError for an invalid name (Prometheus rules; the prefix
+        ``drover_`` and the labels ``slot`` and ``master`` are reserved) or a name
+        declared before with another type, labels or help.
+        """
+        return self._metric_registry().counter(name, help, labels)
+
+    def gauge(self, name: str, help: str, labels: Iterable[str] = ()) -> Gauge:
+        """Declare a gauge, a value that goes up and down, and return it.
+
+        ``depth = mb.gauge("queue_depth", "Jobs waiting")``, then ``depth.set(12)``,
+        ``depth.inc()`` or ``depth.dec(3)`` (``.labels(...)`` first when it has labels).
+        The master shows the value of the live worker of each slot, and their sum; it
+        disappears when that worker exits. Errors as for `counter`.
+        """
+        return self._metric_registry().gauge(name, help, labels)
+
+    def histogram(
+        self, name: str, help: str, labels: Iterable[str] = (), buckets: Iterable[float] | None = None
+    ) -> Histogram:
+        """Declare a histogram: observations counted in buckets, with their count and sum.
+
+        ``latency = mb.histogram("job_seconds", "Job duration", buckets=(0.1, 0.5,
+        2))``, then ``latency.observe(0.27)``. ``buckets`` are the upper bounds, in
+        increasing order (+Inf is always added; prometheus_client's default buckets
+        when None). The master keeps each slot's counts across the worker's restarts,
+        as for a counter. Errors as for `counter`; the label ``le`` is reserved too.
+        """
+        registry = self._metric_registry()
+        if buckets is None:
+            from .metrics import DEFAULT_BUCKETS
+
+            buckets = DEFAULT_BUCKETS
+        return registry.histogram(name, help, labels, buckets)
+
+    def _metric_registry(self) -> MetricRegistry:
+        registry = self._metrics
+        if registry is None:
+            from .metrics import MetricRegistry  # on first use: a worker without metrics never loads it
+
+            with self._metrics_lock:
+                registry = self._metrics
+                if registry is None:
+                    registry = self._metrics = MetricRegistry()
+                    self._metrics_created(registry)
+        return registry
+
+    def _metrics_created(self, registry: MetricRegistry) -> None:
+        """Hand ``registry`` to the bus's flusher (called once, under ``_metrics_lock``)."""
+
 
 def _exit_after_quit() -> None:
     for stream in (sys.stdout, sys.stderr):
@@ -187,6 +263,10 @@ class MessageBus(_BusState):
     loop at the interval the master asked for, so a frozen process or a loop blocked
     for too long is detected.
 
+    Metrics (`counter`, `gauge`, `histogram`) go to the master at most once per
+    interval (1 s, or ``DROVER_PY_METRICS_INTERVAL`` seconds) when they changed, and
+    once more before "stopped" and "shut_down" and when the block ends.
+
     If the master goes away (its end of the channel closes, even after a SIGKILL), the
     process exits at once with `LIFELINE_EXIT_CODE`, from a watcher thread that works
     even while the event loop is blocked.
@@ -201,6 +281,11 @@ class MessageBus(_BusState):
         self._writer: ChannelWriter | None = None
         self._conversation: Conversation | None = None
         self._events: dict[str, anyio.Event] = {}
+        # The metrics' flusher sleeps on a pipe that the first change after a batch
+        # writes to, from whatever thread made it.
+        self._wake_r = self._wake_w = -1
+        self._wake_lock = threading.Lock()  # no wake-up writes to a closed (maybe reused) fd
+        self._flush_lock: anyio.Lock | None = None
 
     def on(self, event: str, handler: Handler) -> None:
         """Call ``handler`` (a function or a coroutine function) when ``event`` arrives.
@@ -223,12 +308,20 @@ class MessageBus(_BusState):
         self._writer = ChannelWriter(self._write_fd)
         reader = ChannelReader(self._read_fd, proto.TO_WORKER)
         self._conversation = Conversation(self._writer, peer="the master", deliver=self._deliver, answer=self._answer)
+        self._flush_lock = anyio.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._read_loop, reader, name="drover-py bus reader")
         self._tg.start_soon(self._conversation.run, name="drover-py bus conversation")
+        self._tg.start_soon(self._metrics_loop, name="drover-py metrics")
         if self.heartbeat_interval is not None:
             self._tg.start_soon(self._heartbeat, self.heartbeat_interval, name="drover-py heartbeat")
+        with self._metrics_lock:
+            if self._metrics is not None:
+                self._metrics.attach(self._wake)
         return self
 
     async def __aexit__(
@@ -238,10 +331,20 @@ class MessageBus(_BusState):
         tb: TracebackType | None,
     ) -> bool | None:
         assert self._tg is not None and self._lifeline is not None
+        if self._metrics is not None:  # what changed since the last batch, if the master still reads
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                try:
+                    await self._flush_metrics(force=True)
+                except ChannelError:
+                    pass
         self._tg.cancel_scope.cancel()
         try:
             return await exit_task_group(self._tg, exc_type, exc, tb)
         finally:
+            with self._wake_lock:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1
             self._lifeline.close()
             os.close(self._read_fd)
             os.close(self._write_fd)
@@ -294,6 +397,70 @@ class MessageBus(_BusState):
         """
         return await self._talk().request(name, payload, check_seconds("timeout", timeout))
 
+    # -- metrics ------------------------------------------------------------------------
+
+    def _metrics_created(self, registry: MetricRegistry) -> None:
+        if self._wake_w >= 0:
+            registry.attach(self._wake)  # else `__aenter__` does
+
+    def _wake(self) -> None:
+        """Wake `_metrics_loop` (from any thread): something changed since the last batch."""
+        with self._wake_lock:
+            if self._wake_w >= 0:
+                try:
+                    os.write(self._wake_w, b"!")
+                except OSError:  # full: it is awake already
+                    pass
+
+    async def _metrics_loop(self) -> None:
+        """Send the metrics' changes: at once after a quiet time, then at most once per interval."""
+        wake_r = self._wake_r
+        retry = False
+        while True:
+            if not retry:
+                await anyio.wait_readable(wake_r)
+            try:
+                while os.read(wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+            try:
+                retry = not await self._flush_metrics(force=False)
+            except ChannelError:
+                return  # the master is gone; the lifeline handles it
+            assert self._metrics is not None
+            await anyio.sleep(self._metrics.interval)
+
+    async def _flush_metrics(self, *, force: bool) -> bool:
+        """Send what the metrics did since the last batch; return False if the channel is congested.
+
+        Congested: a frame is being written or waits its turn, the master holds a window
+        of our messages, or the pipe is full. Then nothing is collected, and the next
+        batch carries these changes too, rather than queueing frames. ``force`` sends
+        anyway (waiting for its turn).
+        """
+        registry, writer, conversation = self._metrics, self._writer, self._conversation
+        if registry is None or writer is None or conversation is None or self._flush_lock is None:
+            return True
+        async with self._flush_lock:  # one batch at a time, in order: a declaration precedes its series
+            if not force and (
+                writer.busy or conversation.credit < proto.MAX_FRAME_SIZE or not _writable(self._write_fd)
+            ):
+                return False
+            for frame in registry.collect():
+                await writer.send(frame)
+        return True
+
+    async def flush_metrics(self) -> None:
+        """Send the metrics' changes to the master now, without waiting for the interval.
+
+        Not needed for a graceful stop (the bus sends them before "stopped"); useful
+        before a worker ends in another way, or to make sure the master has them.
+        """
+        if self._writer is None:
+            raise StateError("use the MessageBus inside 'async with MessageBus() as mb:'")
+        await self._flush_metrics(force=True)
+
     async def _heartbeat(self, interval: float) -> None:
         """Prove the event loop runs: a frozen or blocked loop misses its beats."""
         assert self._writer is not None
@@ -331,6 +498,8 @@ class MessageBus(_BusState):
             raise StateError("use the MessageBus inside 'async with MessageBus() as mb:'")
         if self._check_send(message):
             self._sent.add(message)
+            if message in _FLUSH_BEFORE and self._metrics is not None:
+                await self._flush_metrics(force=True)
             await self._writer.send(proto.encode(message))
 
     async def send_started(self) -> None:
@@ -373,8 +542,9 @@ class SyncMessageBus(_BusState):
     Use it as ``with SyncMessageBus() as mb:``. A reader thread receives the master's
     messages and calls the handlers registered with ``mb.on(...)`` in that thread, one
     at a time. The main thread typically calls ``mb.send_started()`` and then blocks in
-    ``mb.wait_quit()`` or serves until a "stop" handler ends its loop. Defaults and the
-    lifeline are those of `MessageBus`.
+    ``mb.wait_quit()`` or serves until a "stop" handler ends its loop. Defaults, the
+    lifeline and the metrics are those of `MessageBus` (the metrics go out from a thread
+    of their own, started by the first declaration).
     """
 
     def __init__(self) -> None:
@@ -388,6 +558,9 @@ class SyncMessageBus(_BusState):
         self._opened = False
         self._closing = threading.Event()
         self._conversation: ThreadConversation | None = None
+        self._metrics_wake = threading.Event()
+        self._metrics_thread: threading.Thread | None = None
+        self._flush_lock = threading.Lock()
 
     def on(self, event: str, handler: SyncHandler) -> None:
         """Call ``handler`` when ``event`` arrives.
@@ -416,6 +589,9 @@ class SyncMessageBus(_BusState):
             threading.Thread(
                 target=self._heartbeat, args=(self.heartbeat_interval,), name="drover-py heartbeat", daemon=True
             ).start()
+        with self._metrics_lock:
+            if self._metrics is not None:
+                self._start_metrics(self._metrics)
         return self
 
     def __exit__(
@@ -425,7 +601,15 @@ class SyncMessageBus(_BusState):
         tb: TracebackType | None,
     ) -> None:
         assert self._lifeline is not None and self._reader is not None and self._conversation is not None
+        if self._metrics is not None:  # what changed since the last batch, if the master still reads
+            try:
+                self._flush_metrics(force=True)
+            except ChannelError:
+                pass
         self._closing.set()
+        self._metrics_wake.set()
+        if self._metrics_thread is not None and self._metrics_thread is not threading.current_thread():
+            self._metrics_thread.join()
         self._conversation.close("the bus was closed")
         with self._write_lock:  # no heartbeat is mid-write when the fds close
             pass
@@ -447,6 +631,57 @@ class SyncMessageBus(_BusState):
                     os.write(self._write_fd, frame)
                 except OSError:
                     return
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def _metrics_created(self, registry: MetricRegistry) -> None:
+        if self._opened:
+            self._start_metrics(registry)  # else `__enter__` does
+
+    def _start_metrics(self, registry: MetricRegistry) -> None:
+        if self._metrics_thread is not None:
+            return
+        registry.attach(self._metrics_wake.set)
+        self._metrics_thread = threading.Thread(target=self._metrics_loop, name="drover-py metrics", daemon=True)
+        self._metrics_thread.start()
+
+    def _metrics_loop(self) -> None:
+        """Send the metrics' changes: at once after a quiet time, then at most once per interval."""
+        assert self._metrics is not None
+        interval = self._metrics.interval
+        retry = False
+        while True:
+            if not retry:
+                self._metrics_wake.wait()
+            self._metrics_wake.clear()
+            if self._closing.is_set():
+                return
+            try:
+                retry = not self._flush_metrics(force=False)
+            except ChannelError:
+                return  # the master is gone; the lifeline handles it
+            if self._closing.wait(interval):
+                return
+
+    def _flush_metrics(self, *, force: bool) -> bool:
+        """Send what the metrics did since the last batch; False if congested (see `MessageBus`)."""
+        registry, conversation = self._metrics, self._conversation
+        if registry is None or conversation is None:
+            return True
+        with self._flush_lock:  # one batch at a time, in order: a declaration precedes its series
+            if not force and (
+                self._write_lock.locked() or conversation.credit < proto.MAX_FRAME_SIZE or not _writable(self._write_fd)
+            ):
+                return False
+            for frame in registry.collect():
+                self._write_frame(frame)
+        return True
+
+    def flush_metrics(self) -> None:
+        """Send the metrics' changes to the master now (see `MessageBus.flush_metrics`)."""
+        if not self._opened:
+            raise StateError("use the SyncMessageBus inside 'with SyncMessageBus() as mb:'")
+        self._flush_metrics(force=True)
 
     def _read_loop(self) -> None:
         decoder = proto.Decoder(proto.TO_WORKER)
@@ -537,6 +772,8 @@ class SyncMessageBus(_BusState):
             if not self._check_send(message):
                 return
             self._sent.add(message)
+        if message in _FLUSH_BEFORE and self._metrics is not None:
+            self._flush_metrics(force=True)
         self._write_frame(proto.encode(message))
 
     def send_started(self) -> None:

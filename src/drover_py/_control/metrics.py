@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from .._status import WorkerStatus
+from .._supervise.appmetrics import HistogramSample
 from .._supervise.master import Master
 from .._supervise.recycler import read_rss
 from .._supervise.stats import Histogram
@@ -133,6 +134,44 @@ class _Masters(Collector):
             "Seconds a whole graceful reload took",
             {name: m.stats.reload_seconds for name, m in masters.items()},
         )
+        yield from _app_families(masters)
+
+
+def _app_families(masters: Mapping[str, Master]) -> Iterator[Metric]:
+    """Yield the workers' own metrics (``mb.counter(...)``) of every master, ``master`` label first.
+
+    Two masters that declare one name with different types or labels: the first one's wins.
+    """
+    merged: dict[str, Metric] = {}
+    shapes: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for name, master in masters.items():
+        for family in master._app_metrics.families():
+            if not family.samples:
+                continue
+            label_names = ("master", *(key for key, _ in family.samples[0].labels))
+            if shapes.setdefault(family.name, (family.kind, label_names)) != (family.kind, label_names):
+                continue
+            metric = merged.get(family.name)
+            if metric is None:
+                metric = merged[family.name] = _app_family(family.kind, family.name, family.help, list(label_names))
+            for sample in family.samples:
+                values = [name, *(value for _, value in sample.labels)]
+                if isinstance(sample, HistogramSample):
+                    assert isinstance(metric, HistogramMetricFamily)
+                    buckets = [(_bound(bound), count) for bound, count in sample.buckets]
+                    metric.add_metric(values, buckets, sample.total)
+                else:
+                    assert isinstance(metric, (CounterMetricFamily, GaugeMetricFamily))
+                    metric.add_metric(values, sample.value)
+    yield from merged.values()
+
+
+def _app_family(kind: str, name: str, doc: str, labels: list[str]) -> Metric:
+    if kind == "counter":
+        return CounterMetricFamily(name, doc, labels=labels)
+    if kind == "gauge":
+        return GaugeMetricFamily(name, doc, labels=labels)
+    return HistogramMetricFamily(name, doc, labels=labels)
 
 
 def exposition(masters: Mapping[str, Master]) -> bytes:

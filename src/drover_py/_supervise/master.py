@@ -34,6 +34,8 @@ from .._reports import ReloadReport
 from .._spawn.pool import Spawners
 from .._status import WorkerStatus
 from .._wire.conversation import DEFAULT_TIMEOUT
+from .._wire.metrics import MetricsBatch
+from .appmetrics import AppMetrics
 from .checks import CheckResult, run_check, workers_value
 from .events import EventHandler, EventRegistry
 from .recycler import Recycler
@@ -87,6 +89,9 @@ class _Host:
     def worker_exited(self, worker: Worker) -> None:
         self._master._worker_exited(worker)
 
+    def worker_metrics(self, worker: Worker, batch: MetricsBatch) -> None:
+        self._master._app_metrics.ingest(worker.id, worker.slot, batch)
+
 
 class Master:
     """Supervise ``config.count`` worker processes of one script.
@@ -129,6 +134,8 @@ class Master:
         self._services = Services(self._log)
         self._spawners = Spawners(self._log, config)
         self._command_registry = CommandRegistry()
+        #: The workers' own metrics (``mb.counter(...)``), per slot: ``_app_metrics.families()``.
+        self._app_metrics = AppMetrics(self._log)
 
     # -- introspection --------------------------------------------------------------
 
@@ -378,6 +385,7 @@ class Master:
 
     def _worker_exited(self, worker: Worker) -> None:
         self.stats.exited(worker)
+        self._app_metrics.worker_gone(worker.id)
         if worker.requested:
             self._table.discard(worker)
         if not worker.ever_started or worker.probation:

@@ -31,6 +31,7 @@ from .._status import WorkerStatus, can_transition
 from .._wire import protocol as proto
 from .._wire.channel import ChannelReader, ChannelWriter
 from .._wire.conversation import DEFAULT_TIMEOUT, Conversation
+from .._wire.metrics import MetricsBatch
 from .handoff import Handoff
 from .oom import OOM_DETAIL, OomProbe
 from .output import OutputSink, Source, Tail, read_output
@@ -79,6 +80,9 @@ class WorkerHost(Protocol):
 
     def worker_request(self, worker: Worker, name: str, payload: object) -> object:
         """Answer ``worker``'s request (or return an awaitable of the answer); raise NoHandler if none."""
+
+    def worker_metrics(self, worker: Worker, batch: MetricsBatch) -> None:
+        """Take a batch of ``worker``'s metrics; raise ProtocolError if it is inconsistent."""
 
 
 class Worker:
@@ -284,7 +288,7 @@ class Worker:
         if self._output_fds is not None:
             self._fds += tuple(fd for fd in self._output_fds if fd is not None)
         self._writer = ChannelWriter(write_master)
-        self._reader = ChannelReader(read_master, proto.TO_MASTER)
+        self._reader = ChannelReader(read_master, proto.FROM_WORKER)
         self._conversation = Conversation(
             self._writer, peer=f"worker {self.id}", deliver=self._deliver, answer=self._answer
         )
@@ -345,6 +349,8 @@ class Worker:
                     for message in messages:
                         if isinstance(message, str):
                             self._handle(message)
+                        elif message.type == proto.METRICS:
+                            self._host.worker_metrics(self, message.payload)  # type: ignore[arg-type]
                         else:
                             feed(message)
                 except ProtocolError as exc:

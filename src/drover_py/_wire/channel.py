@@ -102,6 +102,11 @@ class ChannelWriter:
         self._broken: ChannelError | None = None
         self._turns = 0  # senders holding or waiting for the lock
 
+    @property
+    def busy(self) -> bool:
+        """Return whether a frame is being written or waits its turn (a send now would queue)."""
+        return self._turns > 0
+
     async def send(self, frame: bytes) -> None:
         """Write ``frame`` whole. Raise `ChannelError` when the reader is gone."""
         await self._check_cancelled()  # as the lock did: a cancelled send sends nothing

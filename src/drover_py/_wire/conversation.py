@@ -81,6 +81,11 @@ class _Flow:
         self._ids = itertools.count(1)
         self._closed: PeerGoneError | None = None
 
+    @property
+    def credit(self) -> int:
+        """Return how many bytes of messages and requests may be sent now without waiting."""
+        return self._credit
+
     def _accept(self, data: proto.Data) -> None:
         """Count a received message or request; raise ProtocolError past the window."""
         self._held += data.size

@@ -7,9 +7,12 @@ worker sends "started", "stopped", "shut_down" and, when the master asked for it
 (`Data`): "message" (a JSON payload), "request" (id, name, payload), "response" (id and
 a payload or an error) and "credit" (flow control: how many more bytes of messages and
 requests the receiver has room for, ``{"type": "credit", "bytes": n}``; each decoded
-frame carries its length, newline included, in `Data.size`). Anything else, a frame that is not a JSON object of one of
-those forms, or a frame longer than the size limit raises `ProtocolError`. After an
-error the decoder is unusable: the stream has lost its framing.
+frame carries its length, newline included, in `Data.size`). A worker also sends
+"metrics" (what its metrics did since the last batch; see `drover_py._wire.metrics`),
+decoded as a `Data` when the decoder allows it (`FROM_WORKER`). Anything else, a frame
+that is not a JSON object of one of those forms, or a frame longer than the size limit
+raises `ProtocolError`. After an error the decoder is unusable: the stream has lost its
+framing.
 
 This module is imported by every worker, so it stays light: the frames of the known
 messages are constants matched byte for byte, and ``json`` is imported only for a
@@ -39,6 +42,11 @@ HEARTBEAT = "heartbeat"
 TO_WORKER = frozenset({STOP, QUIT})
 #: Message types a worker may send to its master.
 TO_MASTER = frozenset({STARTED, STOPPED, SHUT_DOWN, HEARTBEAT})
+#: A worker's metrics, worker -> master only: a `Data` whose payload is a checked
+#: ``MetricsBatch`` (see `drover_py._wire.metrics` for the frame).
+METRICS = "metrics"
+#: What the master's decoder of a worker's channel accepts.
+FROM_WORKER = TO_MASTER | {METRICS}
 
 MESSAGE = "message"
 REQUEST = "request"
@@ -378,6 +386,10 @@ class Decoder:
             data = _parse_data(obj, line)
             data.size = len(line) + 1
             return data
+        if message_type == METRICS and METRICS in self._allowed:
+            from . import metrics  # here: only a master reads these frames
+
+            return Data(METRICS, payload=metrics.parse(obj, line), size=len(line) + 1)
         if message_type not in self._allowed:
             expected = ", ".join(sorted(self._allowed | _DATA_KEYS.keys()))
             raise ProtocolError(f"unknown message type {message_type!r} (expected one of {expected})")
