@@ -4,6 +4,8 @@
 #   make docs   the documentation site (Sphinx + MyST) into docs/_build/html; a warning fails it
 #   make bench  the benchmarks (benchmarks/run.py; ARGS="--quick" or ARGS="--only channel")
 PYTHON ?= python3
+# The suite's tests mostly wait on child processes: three at a time keep two cores busy.
+TEST_PROCESSES ?= 3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -48,7 +50,7 @@ browser:
 	else echo "make: chromium and chromium-driver are missing (not root): the browser test will be skipped"; fi
 
 test: lint typecheck docs browser
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) $(ARGS)
 
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
