@@ -23,7 +23,7 @@ import anyio.abc
 import attrs
 
 from .._compat import exit_task_group
-from .._config.file import AppSpec, DeploymentSpec, Kind, parse_deployment
+from .._config.file import AppSpec, DeploymentSpec, parse_deployment
 from .._config.options import MasterConfig
 from .._exceptions import (
     ConfigFileError,
@@ -45,7 +45,7 @@ class DeploymentApp:
     #: The name of its table (``[apps.NAME]``); its master is served under it.
     name: str
     #: "service" (workers, until shut down) or "once" (one process that must exit 0).
-    kind: Kind
+    kind: Literal["service", "once"]
     #: The apps started (a ``once`` app: done) before this one starts.
     depends_on: tuple[str, ...]
     #: Its configuration; for a ``once`` app, its script, args, env, cwd, user and timeouts.
