@@ -209,6 +209,17 @@ async def test_up_reload_config_adds_removes_reloads_and_restarts_apps(tmp_path:
         [row] = json.loads(again.stdout)["result"]
         assert row["status"] == "STARTED" and row["pid"] == [p for e, n, p in events(record) if e == "started:2"][-1]
 
+        # a new app that cannot start is stopped and left out; the others run on
+        config.write_text(valid + app("e", record, CRASH="1"))
+        crashed = await ctl(tmp_path, "reload-config")
+        assert crashed.returncode == 1
+        assert re.fullmatch(
+            r"drover-py ctl: reload-config failed: e: worker \d+ \(slot 0\) of 'deploy_worker\.py' exited with code 3 before it sent 'started'; not started: e\n",
+            crashed.stderr.decode(),
+        ), crashed.stderr
+        missing = await ctl(tmp_path, "--master", "e", "workers")
+        assert missing.returncode == 1 and b"no master named 'e'" in missing.stderr
+
         # SIGHUP applies the file too
         config.write_text(valid.replace(app("d", record, lines='depends_on = ["a"]'), ""))
         process.send_signal(signal.SIGHUP)

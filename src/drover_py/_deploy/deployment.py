@@ -439,23 +439,18 @@ class Deployment:
         except DeploymentError as exc:
             for entry in starting:
                 del self._entries[entry.name]
-            failed.append(
-                (
-                    exc.app,
-                    f"{exc.args[0].removeprefix(exc.app + ': ')}; not started: {', '.join(e.name for e in starting)}",
-                )
-            )
+            why = str(exc).removeprefix(f"{exc.app}: ")
+            failed.append((exc.app, f"{why}; not started: {', '.join(entry.name for entry in starting)}"))
         else:
             for entry in starting:
                 if entry.name not in old:
                     done.append(f"added {entry.name}")
-                elif entry.app.kind == "once":
-                    done.append(
-                        f"ran {entry.name} again ({' and '.join(old[entry.name].spec.changed(entry.spec))} changed)"
-                    )
                 else:
-                    keys = old[entry.name].spec.changed(entry.spec)
-                    done.append(f"restarted {entry.name} (stopped and started: {' and '.join(keys)} changed)")
+                    keys = " and ".join(old[entry.name].spec.changed(entry.spec))
+                    if entry.app.kind == "once":
+                        done.append(f"ran {entry.name} again ({keys} changed)")
+                    else:
+                        done.append(f"restarted {entry.name} (stopped and started: {keys} changed)")
         if failed:
             app, why = failed[0]
             also = [f"{name}: {reason}" for name, reason in failed[1:]] + done
