@@ -154,6 +154,38 @@ async def test_example_serves_and_shuts_down(
             assert await process.wait() == 0
 
 
+async def test_deployment_example_runs_its_migration_first_then_serves(anyio_backend: str, tmp_path: Path) -> None:
+    """The deployment example's folder, copied out alone, run as ``drover-py up -c FOLDER/drover.toml`` from elsewhere.
+
+    The migration (a ``once`` app) is done before the web app and the reporter start; the
+    web app counts visits in the table it created; SIGINT shuts everything down.
+    """
+    folder = copy_example("deployment", tmp_path)
+    port = free_ports(1)
+    config = folder / "drover.toml"
+    config.write_text(config.read_text().replace("127.0.0.1:2500", f"127.0.0.1:{port}"))
+    process = await anyio.open_process(
+        [sys.executable, "-m", "drover_py", "up", "-c", str(config), "--backend", anyio_backend],
+        cwd=tmp_path,
+        stderr=subprocess.DEVNULL,  # the workers' uvicorn logs
+    )
+    seen = [""]
+    async with kill_on_exit(process):
+        with anyio.fail_after(40):
+            await read_matches(process, r"drover-py: up: 3 apps of .*drover\.toml started; control on unix:.*", seen)
+            assert seen[0].index("drover-py: migrate: done") < seen[0].index("drover-py: web: serving web:app")
+            assert f"with 2 workers on http://127.0.0.1:{port}" in seen[0]
+            first, second = [await anyio.to_thread.run_sync(get, port) for _ in range(2)]
+            assert "1 visits so far" in first and "2 visits so far" in second
+            process.send_signal(signal.SIGINT)
+            await read_matches(process, "drover-py: shut down", seen)
+            assert await process.wait() == 0
+    assert re.findall(r"^drover-py: (\w+): shut down$", seen[0], re.MULTILINE) in (
+        ["web", "reporter"],
+        ["reporter", "web"],
+    )
+
+
 async def test_job_queue_example_spreads_jobs_and_reports_back(anyio_backend: str) -> None:
     script = EXAMPLES / "job_queue" / "main.py"
     with anyio.fail_after(40):

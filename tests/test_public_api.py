@@ -15,13 +15,14 @@ from drover_py import ExitReasons
 INIT = Path(drover_py.__file__)
 #: The public API. A change here is a change of the contract: say it in the CHANGELOG.
 PUBLIC = [
-    "BindError", "ChannelError", "CheckResult", "CommandError", "CommandRegistry", "ConfigError", "ControlClient",
-    "ControlConnectError", "ControlReply", "ControlServer", "DroverError", "ExitReasons", "LIFELINE_EXIT_CODE",
+    "BindError", "ChannelError", "CheckResult", "CommandError", "CommandRegistry", "ConfigError", "ConfigFileError",
+    "ControlClient", "ControlConnectError", "ControlReply", "ControlServer", "Deployment", "DeploymentApp",
+    "DeploymentError", "DroverError", "ExitReasons", "LIFELINE_EXIT_CODE",
     "Master", "MasterConfig", "MasterFactory", "MessageBus", "OperationInterruptedError", "PeerGoneError",
     "PreloadError", "ProtocolError", "RecyclePolicy", "ReloadError", "ReloadReport", "RemoteError", "RequestError",
     "RequestTimeoutError", "RestartLimitError", "RestartPolicy", "SlotReport", "SpawnError", "StartTimeoutError", "StateError",
     "SyncMessageBus", "UnknownWorkerError", "WorkerSnapshot", "WorkerStartError", "WorkerStatus", "inherited_sockets",
-    "open_control_server", "open_signal_handlers",
+    "load_deployment", "open_control_server", "open_signal_handlers",
 ]  # fmt: skip
 
 

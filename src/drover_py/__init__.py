@@ -23,6 +23,8 @@ from ._child.sockets import inherited_sockets as inherited_sockets
 from ._exceptions import BindError as BindError
 from ._exceptions import ChannelError as ChannelError
 from ._exceptions import ConfigError as ConfigError
+from ._exceptions import ConfigFileError as ConfigFileError
+from ._exceptions import DeploymentError as DeploymentError
 from ._exceptions import DroverError as DroverError
 from ._exceptions import OperationInterruptedError as OperationInterruptedError
 from ._exceptions import PeerGoneError as PeerGoneError
@@ -60,6 +62,9 @@ if TYPE_CHECKING:
     from ._control.server import ControlServer as ControlServer
     from ._control.server import open_control_server as open_control_server
     from ._control.signals import open_signal_handlers as open_signal_handlers
+    from ._deploy.deployment import Deployment as Deployment
+    from ._deploy.deployment import DeploymentApp as DeploymentApp
+    from ._deploy.deployment import load_deployment as load_deployment
     from ._reports import ReloadReport as ReloadReport
     from ._reports import SlotReport as SlotReport
     from ._status import WorkerStatus as WorkerStatus
@@ -76,10 +81,14 @@ __all__ = [
     "CommandError",
     "CommandRegistry",
     "ConfigError",
+    "ConfigFileError",
     "ControlClient",
     "ControlConnectError",
     "ControlReply",
     "ControlServer",
+    "Deployment",
+    "DeploymentApp",
+    "DeploymentError",
     "DroverError",
     "ExitReasons",
     "Master",
@@ -108,6 +117,7 @@ __all__ = [
     "WorkerStartError",
     "WorkerStatus",
     "inherited_sockets",
+    "load_deployment",
     "open_control_server",
     "open_signal_handlers",
 ]
@@ -134,6 +144,9 @@ _LAZY = {
     "RecyclePolicy": "._config.policies",
     "RestartPolicy": "._config.policies",
     "open_signal_handlers": "._control.signals",
+    "Deployment": "._deploy.deployment",
+    "DeploymentApp": "._deploy.deployment",
+    "load_deployment": "._deploy.deployment",
     "WorkerSnapshot": "._supervise.worker",
     "WorkerStatus": "._status",
 }

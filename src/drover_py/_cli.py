@@ -1,9 +1,10 @@
-"""The ``drover-py`` command line: ``serve`` an app, ``run`` a script as a cluster, ``ctl`` a running one.
+"""The ``drover-py`` command line: ``serve`` an app, ``run`` a script as a cluster, ``up`` a file of apps, ``ctl`` a running one.
 
 Exit codes of ``ctl``: 0 ok, 1 the command failed (``health``: unhealthy), 2 bad usage,
 3 cannot connect, 4 unauthorized (missing or wrong key). ``serve`` and ``run`` exit 0
 after a shutdown, 1 when the workers cannot start, 2 on bad usage or a wrong option, 3 when
-the restart policy gave up, 4 when an address of ``--bind`` is in use, 130 when interrupted.
+the restart policy gave up, 4 when an address of ``--bind`` is in use, 130 when interrupted;
+so does ``up`` (1: an app could not start or a ``once`` app failed; 2: the file is not valid).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shlex
 import socket
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, TextIO
 
@@ -242,6 +243,39 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``up``: the apps of a file (``drover.toml``), each with the options of ``run`` or ``serve``."""
+    from ._log import FORMAT_ENV, FORMATS
+
+    up = sub.add_parser(
+        "up",
+        help="run the apps of a deployment file (drover.toml), in dependency order",
+        description="Start the apps of FILE ([apps.NAME] tables with the options of run or serve) in dependency order; run until SIGTERM/SIGINT, which stop them in reverse order (SIGHUP or 'ctl reload-config' applies a changed file).",
+    )
+    up.add_argument(
+        "-c", "--config", default="drover.toml", metavar="FILE", help="the deployment file (default: ./drover.toml)"
+    )
+    up.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop of the masters")
+    up.add_argument(
+        "--control", default=None, metavar="PATH", help=f"control socket (default: ${SOCKET_ENV} or ./{DEFAULT_SOCKET})"
+    )
+    up.add_argument(
+        "--control-tcp", default=None, metavar="HOST:PORT", help="also serve the control API on TCP (needs a key)"
+    )
+    up.add_argument("--no-control", action="store_true", help="serve no control API")
+    up.add_argument("--key", default=None, help=f"access key (better: ${KEY_ENV}, not visible in ps)")
+    up.add_argument(
+        "--metrics-bind", default=None, metavar="HOST:PORT", help="also serve GET /metrics (Prometheus) without a key"
+    )
+    up.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=None,
+        help=f"the supervisor's own log lines on stderr (default: ${FORMAT_ENV} or console)",
+    )
+    up.add_argument("--debug", action="store_true", help="drover-py's debug logs, and the traceback behind an error")
+
+
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     """Return the parser, and the repeatable options' values from the environment by ``dest``."""
     parser = argparse.ArgumentParser(
@@ -249,7 +283,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
         description="Serve an ASGI/WSGI app or run a Python script as a supervised cluster of workers, or command a running one.",
         epilog=f"Every option of run and serve can also come from the environment: {OPTION_ENV_PREFIX}<OPTION>, e.g. {OPTION_ENV_PREFIX}WORKERS=4.",
     )
-    sub = parser.add_subparsers(dest="action", required=True, metavar="{serve,run,ctl,systemd-unit}")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{serve,run,up,ctl,systemd-unit}")
 
     serve = sub.add_parser(
         "serve",
@@ -271,6 +305,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     run.add_argument("--preload-modules", default=None, metavar="MODULES", help=argparse.SUPPRESS)
     _add_master_options(run)
     from_env = {dest: values for command in (serve, run) for dest, values in _defaults_from_env(command).items()}
+    _add_up(sub)
 
     ctl = sub.add_parser(
         "ctl",
@@ -382,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _systemd_unit(parser, ns)
     key = ns.key or os.environ.pop(KEY_ENV, None) or None  # never handed on to workers
     os.environ.pop(KEY_ENV, None)
-    if ns.action in ("run", "serve"):
+    if ns.action in ("run", "serve", "up"):
         if ns.no_control and ns.metrics_bind:
             parser.error("--metrics-bind is served by the control server: drop --no-control")
         if ns.debug:
@@ -393,10 +428,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ[FORMAT_ENV] = ns.log_format
         from . import _pid1
 
-        if _pid1.wanted(ns.init):
+        if _pid1.wanted(getattr(ns, "init", False)):
             code = _pid1.run_under_init()
             if code is not None:
                 return code  # the init: the master's exit code
+        if ns.action == "up":
+            from ._deploy.up import up
+
+            return up(ns, key)
         return _supervise(ns, key)
     return _ctl(ns, key)
 
@@ -500,11 +539,13 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def _create_master(ns: argparse.Namespace) -> Master:
+def _create_master(ns: argparse.Namespace, *, env: Mapping[str, str] | None = None) -> Master:
+    """Build the master of ``run`` or ``serve`` from their options (``up`` too, with each app's ``env``)."""
     from ._config.policies import RestartPolicy
 
     common = {
         "count": ns.workers,
+        "env": env,
         "restart": None if ns.restart == "off" else RestartPolicy(when=ns.restart),
         "start_timeout": ns.start_timeout,
         "stop_timeout": ns.stop_timeout,

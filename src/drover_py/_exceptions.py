@@ -27,6 +27,25 @@ class ConfigError(DroverError, ValueError, TypeError):
         self.option = option
 
 
+class ConfigFileError(ConfigError):
+    """A configuration file (``drover-py up``'s ``drover.toml``) is not valid; nothing was started.
+
+    The message is one line: ``FILE:LINE: KEY: what was expected``. ``path`` is the file
+    as it was named, ``line`` the line of the key (or of its app's table; None when it is
+    not known), ``column`` the column of a syntax error (else None), ``key`` the key path
+    (``apps.web.workers``; also ``option``; "" for the file as a whole).
+    """
+
+    def __init__(self, path: str, line: int | None, key: str, message: str, *, column: int | None = None) -> None:
+        where = path if line is None else f"{path}:{line}" if column is None else f"{path}:{line}:{column}"
+        DroverError.__init__(self, f"{where}: {key}: {message}" if key else f"{where}: {message}")
+        self.option = key
+        self.path = path
+        self.line = line
+        self.column = column
+        self.key = key
+
+
 class BindError(DroverError):
     """A listening socket of the ``bind`` option could not be created (names the address)."""
 
@@ -121,6 +140,20 @@ class ReloadError(WorkerStartError):
 
 class RestartLimitError(DroverError):
     """The restart policy gave up: too many restarts in too short a time."""
+
+
+class DeploymentError(DroverError):
+    """An app of a deployment (`Deployment`) failed; the message begins with its name.
+
+    It could not start (what the same call had started was stopped, in reverse order),
+    a ``kind = "once"`` app did not exit 0, its restart policy gave up, or a change of
+    `Deployment.update` could not be applied. ``app`` names the app; ``__cause__`` is
+    its own error (a `WorkerStartError`, a `BindError`, ...) when it has one.
+    """
+
+    def __init__(self, app: str, message: str) -> None:
+        super().__init__(f"{app}: {message}")
+        self.app = app
 
 
 class ProtocolError(DroverError):

@@ -193,6 +193,8 @@ class ControlApp:
         if path.startswith("/commands/"):
             command = path[len("/commands/") :]
             self._allow(method, "GET", "POST")
+            if method == "POST" and "master" not in query and command in self._directory.shared:
+                return await self._execute(None, self._directory.shared[command], body)  # the process's own
             name = self.pick(query.get("master"))
             commands = self._directory.commands(name)
             if command not in commands:
@@ -202,7 +204,7 @@ class ControlApp:
             return await self._execute(name, commands[command], body)
         raise HTTPError(404, f"no route {path!r}; see /openapi.json")
 
-    async def _execute(self, master_name: str, command: Command, body: bytes) -> Reply:
+    async def _execute(self, master_name: str | None, command: Command, body: bytes) -> Reply:
         try:
             args = json.loads(body) if body.strip() else []
         except (ValueError, UnicodeDecodeError) as exc:

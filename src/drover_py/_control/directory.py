@@ -37,6 +37,8 @@ class Directory:
         #: Per master, how many workers started in each slot since the server opened.
         self.starts: dict[str, dict[int, int]] = {}
         self._builtins: dict[str, Builtins] = {}
+        #: Commands of the whole process (`ControlServer.command`): every master has them.
+        self.shared: dict[str, Command] = {}
         for name, master in masters.items():
             self.track(name, master)
 
@@ -70,12 +72,12 @@ class Directory:
         return name
 
     def commands(self, name: str) -> dict[str, Command]:
-        """Return the commands in effect for master ``name``: its own, over the built-ins."""
+        """Return the commands in effect for master ``name``: its own, over the process's and the built-ins."""
         master = self.masters[name]
         builtins = self._builtins.get(name)
         if builtins is None or builtins.master is not master:
             builtins = self._builtins[name] = Builtins(self._server, name, master)
-        return master.commands.resolve(builtins.commands)
+        return master.commands.resolve({**builtins.commands, **self.shared})
 
     def describe(self) -> list[JSON]:
         return [

@@ -319,7 +319,11 @@ def openapi_document() -> dict[str, JSON]:
                     "properties": {
                         "ok": {"type": "boolean"},
                         "command": {"type": "string"},
-                        "master": {"type": "string"},
+                        "master": {
+                            "type": "string",
+                            "nullable": True,
+                            "description": "The master it ran for; null for a command of the whole process",
+                        },
                         "result": {"description": "The command's JSON result", "nullable": True},
                     },
                 },

@@ -30,7 +30,7 @@ import anyio.abc
 import attrs
 import h11
 
-from .._commands import JSON, Command, CommandError
+from .._commands import JSON, Command, CommandError, H, make_command
 from .._compat import exit_task_group
 from .._config.binds import parse_bind
 from .._exceptions import BindError, ConfigError
@@ -88,6 +88,29 @@ class ControlServer:
         host, port = self.tcp_address
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
+    def add_master(self, name: str, master: Master) -> None:
+        """Serve ``master`` as ``name`` too (a master started after the server opened).
+
+        Raise `ConfigError` if a master of that name is served already.
+        """
+        if name in self._directory.masters:
+            raise ConfigError("masters", f"a master named {name!r} is served already")
+        self._directory.track(name, master)
+
+    def remove_master(self, name: str) -> None:
+        """Stop serving master ``name`` (one shut down for good); unknown names are ignored."""
+        self._directory.forget(name)
+
+    def command(self, name: str, handler: H, *, help: str | None = None) -> H:
+        """Register ``handler`` as command ``name`` of the whole process; return it.
+
+        Every master served lists it (a master's own command of that name wins, as over a
+        built-in), and it also runs without naming a master (its reply's ``master`` is
+        null). ``drover-py up`` adds ``reload-config`` this way.
+        """
+        self._directory.shared[name] = make_command(name, handler, help)
+        return handler
+
     async def wait_exit(self) -> None:
         """Wait until the ``exit`` command ran (every master was hard-shut down)."""
         await self._exit.wait()
@@ -103,6 +126,9 @@ class ControlServer:
 
         Raise `CommandError` for an unknown command, master or bad arguments.
         """
+        if master is None and command in self._directory.shared:
+            shared = self._directory.shared[command]
+            return await shared.call(shared.bind(args))
         name = self._directory.pick(master)
         commands = self.commands(name)
         if command not in commands:
