@@ -18,6 +18,8 @@ import anyio
 import pytest
 from anyio.abc import Process
 
+from drover_py._control.client import ControlClient
+
 from .conftest import APPS
 from .helpers import is_running, kill_on_exit
 
@@ -258,3 +260,38 @@ def test_up_refuses_a_file_that_does_not_validate(tmp_path: Path, text: str, mes
     assert result.returncode == 2
     assert result.stderr.decode() == f"drover-py up: {message}\n"
     assert not (tmp_path / "drover-py.sock").exists()
+
+
+async def test_up_drains_every_app_on_sigterm_then_stops_them_in_reverse(tmp_path: Path, anyio_backend: str) -> None:
+    record = tmp_path / "record.txt"
+    (tmp_path / "drover.toml").write_text(app("web", record, lines='depends_on = ["db"]') + app("db", record))
+    argv = [
+        sys.executable,
+        "-m",
+        "drover_py",
+        "up",
+        "--backend",
+        anyio_backend,
+        "--control",
+        str(tmp_path / "ctl.sock"),
+    ]
+    argv += ["--control-tcp", "127.0.0.1:0", "--key", "up-key", "--drain-delay", "2"]
+    process = await anyio.open_process(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = Output(process)
+    async with kill_on_exit(process):
+        ready = await out.wait_for(
+            r"drover-py: up: 2 apps of drover.toml started; control on unix:\S+ and (?P<url>\S+)"
+        )
+        probe, client = ControlClient(url=ready["url"]), ControlClient(url=ready["url"], key="up-key")
+        assert (await probe.request("GET", "/healthz")).status == 200
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(20):
+            while (await probe.request("GET", "/healthz")).status != 503:
+                await anyio.sleep(0.02)  # sync-ok: a probe polls from outside; bounded by fail_after
+        masters = await client.request("GET", "/masters")  # draining: every worker still serves
+        assert masters.ok and isinstance(masters.body, dict) and isinstance(masters.body["result"], list)
+        assert [m["started"] for m in masters.body["result"] if isinstance(m, dict)] == [1, 1]
+        await out.wait_for("drover-py: shut down")
+        code, err = await finish(process)
+    assert code == 0, err
+    assert re.findall(r"^drover-py: (\w+): shut down$", out.text, re.MULTILINE) == ["web", "db"]

@@ -263,6 +263,18 @@ def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--control-tcp", default=None, metavar="HOST:PORT", help="also serve the control API on TCP (needs a key)"
     )
     up.add_argument("--no-control", action="store_true", help="serve no control API")
+    up.add_argument(
+        "--drain-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="on SIGTERM, answer /healthz with 503 and keep serving this long before stopping the apps",
+    )
+    up.add_argument(
+        "--init",
+        action="store_true",
+        help="run a minimal init in front that reaps orphans and forwards signals (automatic as PID 1)",
+    )
     up.add_argument("--key", default=None, help=f"access key (better: ${KEY_ENV}, not visible in ps)")
     up.add_argument(
         "--metrics-bind", default=None, metavar="HOST:PORT", help="also serve GET /metrics (Prometheus) without a key"
@@ -428,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ[FORMAT_ENV] = ns.log_format
         from . import _pid1
 
-        if _pid1.wanted(getattr(ns, "init", False)):
+        if _pid1.wanted(ns.init):
             code = _pid1.run_under_init()
             if code is not None:
                 return code  # the init: the master's exit code

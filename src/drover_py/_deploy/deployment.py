@@ -302,15 +302,21 @@ class Deployment:
         if self._failure is not None:
             raise self._failure
 
-    async def graceful_shutdown(self) -> None:
+    async def graceful_shutdown(self, *, drain: float = 0.0) -> None:
         """Stop every app gracefully, each once the apps that depend on it stopped; return when done.
 
         Independent apps stop concurrently, each as `Master.graceful_shutdown` does; a
         ``once`` app still running is stopped (SIGTERM, then SIGKILL). A start or update
-        in progress is interrupted.
+        in progress is interrupted. With ``drain`` seconds, every master drains first, all
+        at once (`Master.drain`: ``/healthz`` says 503 while they keep serving).
         """
         if self._state == "new":
             raise StateError("graceful_shutdown() needs the deployment's context: 'async with deployment:'")
+        if drain and self._state == "open":
+            async with anyio.create_task_group() as tg:
+                for master in self.masters.values():
+                    if not master.draining and master.started_count > 0:
+                        tg.start_soon(master.drain, drain)
         if self._state == "open":
             self._state = "closing"
         await self._stop_all(list(self._entries.values()))

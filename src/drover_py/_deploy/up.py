@@ -10,6 +10,7 @@ shutdown, 1 an app could not start (or a ``once`` app failed), 2 the file is not
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
@@ -95,7 +96,7 @@ async def _up(ns: argparse.Namespace, key: str | None, deployment: Deployment) -
         reloader = Reloader(deployment, server)
         if server is not None:
             server.command("reload-config", reloader.command)
-        await stack.enter_async_context(_open_signal_handlers(deployment, reloader))
+        await stack.enter_async_context(_open_signal_handlers(deployment, reloader, ns.drain_delay))
         await deployment.start()
         control = f"; control on {' and '.join(where)}" if where else ""
         print(
@@ -186,8 +187,11 @@ class Reloader:
 
 
 @asynccontextmanager
-async def _open_signal_handlers(deployment: Deployment, reloader: Reloader) -> AsyncIterator[None]:
-    """SIGTERM/SIGINT: graceful shutdown in reverse order (a second SIGINT: hard); SIGHUP: reload-config."""
+async def _open_signal_handlers(deployment: Deployment, reloader: Reloader, drain: float) -> AsyncIterator[None]:
+    """SIGTERM/SIGINT: graceful shutdown in reverse order (a second SIGINT: hard); SIGHUP: reload-config.
+
+    SIGTERM drains every app first for ``drain`` seconds (``--drain-delay``), as Kubernetes wants.
+    """
     log = get_logger()
     with anyio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with open_background_tasks() as tg:
@@ -204,7 +208,9 @@ async def _open_signal_handlers(deployment: Deployment, reloader: Reloader) -> A
                     log.info("signal received", signal=signal.Signals(signum).name)
                     if signum == signal.SIGHUP:
                         tg.start_soon(guarded, reloader.on_signal)
-                    elif signum == signal.SIGTERM or interrupts == 0:
+                    elif signum == signal.SIGTERM:
+                        tg.start_soon(guarded, functools.partial(deployment.graceful_shutdown, drain=drain))
+                    elif interrupts == 0:
                         tg.start_soon(guarded, deployment.graceful_shutdown)
                     else:
                         tg.start_soon(guarded, deployment.hard_shutdown)

@@ -588,6 +588,20 @@ class Master:
                 "the reload's check returned False", reason=None, worker_id=first.id, slot=first.slot
             )
 
+    async def drain(self, seconds: float) -> None:
+        """Say the master is going away, and keep serving ``seconds`` before returning.
+
+        `draining` turns True (``/healthz`` answers 503, so a load balancer or Kubernetes
+        takes the instance out of rotation) while the workers go on as before; call
+        `graceful_shutdown` afterwards (``graceful_shutdown(drain=...)`` does both).
+        """
+        seconds = check_seconds("seconds", seconds)
+        self._check_usable("drain")
+        self._draining = True
+        self._services.stopping()
+        self._log.info("draining before the shutdown", seconds=seconds)
+        await anyio.sleep(seconds)  # the workers keep serving while the endpoints update
+
     def _use(self, config: MasterConfig) -> None:
         """Make ``config`` the master's configuration, for its titles and its spawners too."""
         self._config = config
@@ -606,20 +620,15 @@ class Master:
         ``/healthz`` answers 503, so a load balancer or Kubernetes takes the instance out
         of rotation) while the workers keep serving that long; then stop them.
         """
-        if drain:
-            drain = check_seconds("drain", drain)
         if self._state is _State.NEW:
             raise StateError("graceful_shutdown() needs the master's context: 'async with master:'")
         if self._state is _State.CLOSED:
             return
-        if not self._draining:
-            self._draining = True
-            if drain:
-                self._services.stopping()
-                self._log.info("draining before the shutdown", seconds=drain)
-                await anyio.sleep(drain)  # the workers keep serving while the endpoints update
-                if self._closed():  # a hard shutdown came meanwhile
-                    return
+        if drain and not self._draining:
+            await self.drain(drain)
+            if self._closed():  # a hard shutdown came meanwhile
+                return
+        self._draining = True
         self._begin_closing()
         self._services.stopping()
         async with self._lock:
