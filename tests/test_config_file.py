@@ -56,6 +56,11 @@ depends_on = ["migrate", "cache"]
 env = { PORT = 8000, MODE = "prod" }
 restart = "off"
 start_timeout = 5
+kill_timeout = 2
+heartbeat_timeout = 9
+max_age = 3600
+max_rss = 500_000_000
+output = "prefix"
 
 [apps.migrate]
 kind = "once"
@@ -79,6 +84,12 @@ preload = ["json"]
     assert web.config.count == 3 and web.config.args == ("--port", "8000") and web.config.restart is None
     assert web.config.env == {"PORT": "8000", "MODE": "prod"} and web.config.start_timeout == 5.0
     assert web.config.stop_timeout == 30.0  # the command line's default, from its parser
+    assert (web.config.kill_timeout, web.config.heartbeat_timeout, web.config.output) == (2.0, 9.0, "prefix")
+    assert web.config.recycle is not None and (web.config.recycle.max_age, web.config.recycle.max_rss) == (
+        3600,
+        500_000_000,
+    )
+    assert cache.config.recycle is None and cache.config.output == "inherit"
     assert cache.config.preload == ("json",)
 
 

@@ -49,7 +49,7 @@ EXIT_START_FAILED, EXIT_RESTART_LIMIT, EXIT_ADDRESS_IN_USE, EXIT_INTERRUPTED = 1
 
 def _add_master_options(parser: argparse.ArgumentParser, *, default_bind: str | None = None) -> None:
     """Add the options ``run`` and ``serve`` share: workers, sockets, control, policies."""
-    from ._config.options import START_TIMEOUT, STOP_TIMEOUT  # the defaults have one home
+    from ._config.options import KILL_TIMEOUT, OUTPUT_MODES, START_TIMEOUT, STOP_TIMEOUT  # the defaults have one home
     from ._log import FORMAT_ENV, FORMATS
 
     where = f" (default: {default_bind})" if default_bind else ""
@@ -121,6 +121,40 @@ def _add_master_options(parser: argparse.ArgumentParser, *, default_bind: str | 
         default=STOP_TIMEOUT,
         metavar="S",
         help=f"seconds a worker has for its graceful stop (default: {STOP_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--kill-timeout",
+        type=float,
+        default=KILL_TIMEOUT,
+        metavar="S",
+        help=f"seconds from SIGTERM to SIGKILL when a graceful stop ran out (default: {KILL_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="replace a worker whose event loop was silent this long (default: off)",
+    )
+    parser.add_argument(
+        "--max-age",
+        type=float,
+        default=None,
+        metavar="S",
+        help="recycle each worker after about this long (the replacement first; default: never)",
+    )
+    parser.add_argument(
+        "--max-rss",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="recycle a worker whose resident memory grew past this (default: never)",
+    )
+    parser.add_argument(
+        "--output",
+        choices=OUTPUT_MODES,
+        default=OUTPUT_MODES[0],
+        help=f"the workers' stdout and stderr: {', '.join(OUTPUT_MODES)} (default: {OUTPUT_MODES[0]})",
     )
     parser.add_argument("--cwd", default=None, metavar="DIR", help="working directory of the workers")
     parser.add_argument(
@@ -457,7 +491,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _systemd_unit(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
     from . import _units
-    from ._config.options import KILL_TIMEOUT
 
     arguments = ns.arguments[1:] if ns.arguments[:1] == ["--"] else ns.arguments
     if not arguments or arguments[0] not in ("serve", "run"):
@@ -469,7 +502,7 @@ def _systemd_unit(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> in
         arguments = [*arguments, "--bind", "systemd"]
     description = ns.description or f"drover-py {shlex.join(arguments[:2])}"
     directory = os.path.abspath(ns.working_directory or os.getcwd())
-    seconds = _units.stop_seconds(inner.drain_delay, inner.stop_timeout, KILL_TIMEOUT)
+    seconds = _units.stop_seconds(inner.drain_delay, inner.stop_timeout, inner.kill_timeout)
     units = {
         f"{ns.name}.service": _units.service_unit(
             name=ns.name,
@@ -553,14 +586,21 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 def _create_master(ns: argparse.Namespace, *, env: Mapping[str, str] | None = None) -> Master:
     """Build the master of ``run`` or ``serve`` from their options (``up`` too, with each app's ``env``)."""
-    from ._config.policies import RestartPolicy
+    from ._config.policies import RecyclePolicy, RestartPolicy
 
+    recycle = (
+        None if ns.max_age is None and ns.max_rss is None else RecyclePolicy(max_age=ns.max_age, max_rss=ns.max_rss)
+    )
     common = {
         "count": ns.workers,
         "env": env,
         "restart": None if ns.restart == "off" else RestartPolicy(when=ns.restart),
         "start_timeout": ns.start_timeout,
         "stop_timeout": ns.stop_timeout,
+        "kill_timeout": ns.kill_timeout,
+        "heartbeat_timeout": ns.heartbeat_timeout,
+        "recycle": recycle,
+        "output": ns.output,
         "cwd": ns.cwd,
         "user": ns.user,
         "group": ns.group,
