@@ -16,7 +16,7 @@ import shlex
 import socket
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, TextIO
 
@@ -531,8 +531,18 @@ def _systemd_unit(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> in
 
 
 def _supervise(ns: argparse.Namespace, key: str | None) -> int:
+    return run_reported(ns, lambda: anyio.run(_supervise_async, ns, key, backend=ns.backend), _exit_code)
+
+
+def run_reported(ns: argparse.Namespace, main: Callable[[], int], exit_code: Callable[[BaseException], int]) -> int:
+    """Run ``main`` (an ``anyio.run`` of ``serve``, ``run`` or ``up``); return its exit code.
+
+    drover-py's own errors become one line each on stderr (``--debug``: the traceback
+    first) and the exit code ``exit_code`` gives the first; any other error is a bug and
+    goes up with its traceback.
+    """
     try:
-        code: int = anyio.run(_supervise_async, ns, key, backend=ns.backend)
+        return main()
     except (DroverError, BaseExceptionGroup) as exc:
         errors = _leaves(exc)
         if not all(isinstance(error, DroverError) for error in errors):
@@ -541,11 +551,10 @@ def _supervise(ns: argparse.Namespace, key: str | None) -> int:
             traceback.print_exception(exc)
         for error in dict.fromkeys(_as_typed(error) for error in errors):
             print(f"drover-py {ns.action}: {error}", file=sys.stderr)
-        return _exit_code(errors[0])
+        return exit_code(errors[0])
     except KeyboardInterrupt:  # a Ctrl-C before the handlers were installed
         print(f"drover-py {ns.action}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return code
 
 
 def _exit_code(error: BaseException) -> int:

@@ -14,7 +14,6 @@ import functools
 import os
 import signal
 import sys
-import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING
@@ -23,15 +22,13 @@ import anyio
 
 from .._cli import (
     DEFAULT_SOCKET,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     SOCKET_ENV,
-    _as_typed,
     _describe,
     _exit_code,
-    _leaves,
     _plural,
+    run_reported,
 )
 from .._commands import JSON, CommandError
 from .._compat import open_background_tasks
@@ -41,7 +38,7 @@ from .._supervise.progress import show_progress
 from .deployment import Deployment, DeploymentApp, Reporter, load_deployment
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
+    pass
 
 if TYPE_CHECKING:
     from .._control.server import ControlServer
@@ -54,21 +51,7 @@ def up(ns: argparse.Namespace, key: str | None) -> int:
     except ConfigError as exc:
         print(f"drover-py up: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        code: int = anyio.run(_up, ns, key, deployment, backend=ns.backend)
-    except (DroverError, BaseExceptionGroup) as exc:
-        errors = _leaves(exc)
-        if not all(isinstance(error, DroverError) for error in errors):
-            raise
-        if ns.debug:
-            traceback.print_exception(exc)
-        for line in dict.fromkeys(_as_typed(error) for error in errors):
-            print(f"drover-py up: {line}", file=sys.stderr)
-        return _code(errors[0])
-    except KeyboardInterrupt:  # a Ctrl-C before the handlers were installed
-        print("drover-py up: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return code
+    return run_reported(ns, lambda: anyio.run(_up, ns, key, deployment, backend=ns.backend), _code)
 
 
 def _code(error: BaseException) -> int:

@@ -244,23 +244,27 @@ class Rollout:
                     await self.replace(switched, old_config)
                     await self.launch(emptied, old_config)
                 except WorkerStartError as rollback:
-                    raise ReloadError(
+                    raise _reload_error(
                         f"graceful reload failed ({exc}) and so did its rollback ({rollback}); "
                         "the slots that could not be rolled back keep the new version",
-                        reason=exc.reason,
-                        worker_id=exc.worker_id,
-                        slot=exc.slot,
-                        stderr_tail=exc.stderr_tail,
-                        report=report(),
+                        exc,
+                        report(),
                     ) from exc
-            raise ReloadError(
-                f"graceful reload failed, {len(switched)} slot(s) rolled back: {exc}",
-                reason=exc.reason,
-                worker_id=exc.worker_id,
-                slot=exc.slot,
-                stderr_tail=exc.stderr_tail,
-                report=report(),
+            raise _reload_error(
+                f"graceful reload failed, {len(switched)} slot(s) rolled back: {exc}", exc, report()
             ) from exc
         return ReloadReport(
             new_config.count, anyio.current_time() - began, tuple(done), canary_passed, check=check_passed
         )
+
+
+def _reload_error(message: str, failure: WorkerStartError, report: ReloadReport) -> ReloadError:
+    """Return the `ReloadError` of a reload that ``failure`` ended: its reason, worker and last lines."""
+    return ReloadError(
+        message,
+        reason=failure.reason,
+        worker_id=failure.worker_id,
+        slot=failure.slot,
+        stderr_tail=failure.stderr_tail,
+        report=report,
+    )
