@@ -12,7 +12,7 @@ import anyio
 import pytest
 from anyio.abc import Process
 
-from drover_py._cli import render
+from drover_py._cli.ctl import render
 
 from .conftest import WORKER
 from .helpers import is_running, kill_on_exit

@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from drover_py import BindError, ConfigError, ConfigFileError, DeploymentError, load_deployment
-from drover_py._cli import _add_master_options, _add_serve_options
+from drover_py._cli.options import _add_master_options, _add_serve_options
 from drover_py._config.file import dotted
 from drover_py._deploy.options import DEVELOPMENT, PROCESS_WIDE, schema
 

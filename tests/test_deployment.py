@@ -16,7 +16,7 @@ import anyio
 import pytest
 import yaml
 
-from drover_py._cli import _parser
+from drover_py._cli.options import _parser
 from drover_py._config.options import KILL_TIMEOUT
 
 from .helpers import kill_on_exit

@@ -26,8 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "_supervise": {"_wire", "_child", "_config", "_spawn"},
     "_control": {"_wire", "_child", "_config", "_spawn", "_supervise"},
 }
-#: The front: the public names, the command line, serve, deployments (``up``), the init and the units may import every layer.
-FRONT = {"__init__", "__main__", "_entry", "_cli", "_pid1", "_units", "serve", "_deploy"}
+#: The front: the public names, the command line, serve, deployments (``up``) and the init may import every layer.
+FRONT = {"__init__", "__main__", "_entry", "_cli", "_pid1", "serve", "_deploy"}
 
 
 def part_of(module: str) -> str:

@@ -14,7 +14,8 @@ import functools
 import re
 from pathlib import Path
 
-from .._cli import _add_master_options, _add_serve_options, _create_master
+from .._cli.options import _add_master_options, _add_serve_options
+from .._cli.supervise import _create_master
 from .._config.file import AppSpec, Key, Locator, Schema, ValueKind
 from .._exceptions import ConfigError, ConfigFileError
 from .._supervise.master import Master

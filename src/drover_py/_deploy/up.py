@@ -20,16 +20,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .._cli import (
-    DEFAULT_SOCKET,
-    EXIT_OK,
-    EXIT_USAGE,
-    SOCKET_ENV,
-    _describe,
-    _exit_code,
-    _plural,
-    run_reported,
-)
+from .._cli.options import DEFAULT_SOCKET, EXIT_OK, EXIT_USAGE, SOCKET_ENV
+from .._cli.supervise import _describe, _exit_code, _plural, run_reported
 from .._commands import JSON, CommandError
 from .._compat import open_background_tasks
 from .._exceptions import ConfigError, DeploymentError, DroverError

@@ -6,9 +6,13 @@ which must cover the drain, every worker's graceful stop and the kill that follo
 
 from __future__ import annotations
 
+import argparse
+import os
 import shlex
 import sys
 from collections.abc import Sequence
+
+from .options import EXIT_OK
 
 #: Seconds systemd waits beyond the master's own deadlines before it kills.
 STOP_MARGIN = 5
@@ -75,3 +79,43 @@ def socket_unit(*, name: str, description: str, addresses: Sequence[str]) -> str
         "WantedBy=sockets.target",
     ]
     return "\n".join(lines) + "\n"
+
+
+# -- systemd-unit ---------------------------------------------------------------------------
+
+
+def _systemd_unit(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+
+    arguments = ns.arguments[1:] if ns.arguments[:1] == ["--"] else ns.arguments
+    if not arguments or arguments[0] not in ("serve", "run"):
+        parser.error("systemd-unit: give the drover-py command after --, e.g. -- serve app:app -w 4")
+    inner = parser.parse_args(arguments)  # a wrong option of serve or run is refused here, as there
+    if ns.socket:
+        if any(word == "--bind" or word.startswith("--bind=") for word in arguments):
+            parser.error("systemd-unit: with --socket, systemd owns the addresses: drop --bind")
+        arguments = [*arguments, "--bind", "systemd"]
+    description = ns.description or f"drover-py {shlex.join(arguments[:2])}"
+    directory = os.path.abspath(ns.working_directory or os.getcwd())
+    seconds = stop_seconds(inner.drain_delay, inner.stop_timeout, inner.kill_timeout)
+    units = {
+        f"{ns.name}.service": service_unit(
+            name=ns.name,
+            arguments=arguments,
+            description=description,
+            working_directory=directory,
+            user=ns.user,
+            stop_timeout_sec=seconds,
+            socket=bool(ns.socket),
+        )
+    }
+    if ns.socket:
+        units[f"{ns.name}.socket"] = socket_unit(name=ns.name, description=description, addresses=ns.socket)
+    for filename, text in units.items():
+        if ns.output_dir is None:
+            print(text)
+        else:
+            path = os.path.join(ns.output_dir, filename)
+            with open(path, "w") as file:
+                file.write(text)
+            print(f"drover-py systemd-unit: wrote {path}")
+    return EXIT_OK
