@@ -8,36 +8,20 @@ master's cgroup has left (cgroup v2 ``memory.max`` - ``memory.current``; v1
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from .oom import cgroup_mounts
+from .oom import memory_cgroup
 
 #: A v1 "limit" at or above this is no limit (the kernel's default is near 2**63).
 _UNLIMITED = 1 << 60
-
-
-def _memory_folder() -> tuple[Path, str, str] | None:
-    """Return (the master's memory cgroup folder, its limit file, its usage file), if any."""
-    mounts = cgroup_mounts()
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "" and "" in mounts and (mounts[""] / path.lstrip("/") / "memory.max").exists():
-            return mounts[""] / path.lstrip("/"), "memory.max", "memory.current"
-        if "memory" in controllers.split(",") and "memory" in mounts:
-            return mounts["memory"] / path.lstrip("/"), "memory.limit_in_bytes", "memory.usage_in_bytes"
-    return None
+_V1_FILES = ("memory.limit_in_bytes", "memory.usage_in_bytes")
 
 
 def room() -> int | None:
     """Return the bytes left under the master's memory limit, or None if it has none (or it cannot be read)."""
-    found = _memory_folder()
+    found = memory_cgroup()
     if found is None:
         return None
-    folder, limit_file, usage_file = found
+    folder, version = found
+    limit_file, usage_file = ("memory.max", "memory.current") if version == 2 else _V1_FILES
     try:
         limit_text = (folder / limit_file).read_text().strip()
         usage = int((folder / usage_file).read_text())

@@ -11,12 +11,14 @@ is OOM-killed would be named OOM too.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 #: The detail of an exit reason when the kernel's OOM killer ended the worker.
 OOM_DETAIL = "killed by the out-of-memory killer"
 
 
+@functools.cache
 def cgroup_mounts() -> dict[str, Path]:
     """Return where cgroup v2 ("") and the v1 memory controller ("memory") are mounted."""
     found: dict[str, Path] = {}
@@ -35,26 +37,32 @@ def cgroup_mounts() -> dict[str, Path]:
     return found
 
 
-def _count_file(pid: int) -> Path | None:
-    """Return the file holding the OOM kill count of ``pid``'s memory cgroup, if there is one."""
+def memory_cgroup(pid: int | str = "self") -> tuple[Path, int] | None:
+    """Return the folder of ``pid``'s memory cgroup and its cgroup version (2 or 1), or None."""
     mounts = cgroup_mounts()
     try:
-        with open(f"/proc/{pid}/cgroup") as file:
-            lines = file.read().splitlines()
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     except OSError:
         return None
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "" and "" in mounts:
             folder = mounts[""] / path.lstrip("/")
-            for name in ("memory.events.local", "memory.events"):
-                if (folder / name).exists():
-                    return folder / name
+            if (folder / "memory.events").exists():  # the memory controller is on here
+                return folder, 2
         elif "memory" in controllers.split(",") and "memory" in mounts:
-            candidate = mounts["memory"] / path.lstrip("/") / "memory.oom_control"
-            if candidate.exists():
-                return candidate
+            return mounts["memory"] / path.lstrip("/"), 1
     return None
+
+
+def _count_file(pid: int) -> Path | None:
+    """Return the file holding the OOM kill count of ``pid``'s memory cgroup, if there is one."""
+    found = memory_cgroup(pid)
+    if found is None:
+        return None
+    folder, version = found
+    names = ("memory.events.local", "memory.events") if version == 2 else ("memory.oom_control",)
+    return next((folder / name for name in names if (folder / name).exists()), None)
 
 
 def _read_count(path: Path) -> int | None:
