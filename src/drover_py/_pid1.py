@@ -16,6 +16,8 @@ import os
 import signal
 import sys
 
+from ._child.title import set_title
+
 #: What a container runtime or a user sends, forwarded to the master.
 FORWARDED = (
     signal.SIGTERM,
@@ -43,7 +45,7 @@ def run_under_init() -> int | None:
     if master == 0:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
         return None
-    _title()
+    set_title(f"drover-py init ({' '.join(sys.argv[1:3])})")
     if os.getpid() != 1:
         _become_subreaper()  # --init outside PID 1: the orphans of the tree come here all the same
     while True:
@@ -79,11 +81,3 @@ def _become_subreaper() -> None:
 
     pr_set_child_subreaper = 36
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
-
-
-def _title() -> None:
-    try:
-        import setproctitle  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return
-    setproctitle.setproctitle(f"drover-py init ({' '.join(sys.argv[1:3])})")

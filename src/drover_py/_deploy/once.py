@@ -8,16 +8,14 @@ deadline), its process group gets SIGTERM, then SIGKILL ``stop_timeout`` seconds
 
 from __future__ import annotations
 
-import os
-import signal
-
 import anyio
 import anyio.abc
 
 from .._config.options import MasterConfig
 from .._exceptions import DroverError
 from .._exit_reasons import classify
-from .._supervise.sockets import SYSTEMD_ENV
+from .._supervise.checks import stop_group
+from .._supervise.handoff import base_env
 
 
 class OnceFailed(DroverError):
@@ -30,14 +28,10 @@ async def run_once(config: MasterConfig) -> None:
     Cancelled, it stops the process (and its process group) before it returns.
     """
     run_as = config.run_as
-    env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV}
-    env.update(config.env)
-    if run_as is not None:
-        env.update({k: v for k, v in run_as.env().items() if k not in config.env})
     try:
         process = await anyio.open_process(
             config.command(),
-            env=env,
+            env=base_env(config),
             cwd=config.cwd,
             start_new_session=True,  # its own process group: stopping it reaches its children
             user=None if run_as is None else run_as.uid,
@@ -59,21 +53,7 @@ async def run_once(config: MasterConfig) -> None:
             )
     finally:
         with anyio.CancelScope(shield=True):
-            await _stop(process, config.stop_timeout)
+            await stop_group(process, config.stop_timeout)
             await process.aclose()
     if code != 0:
         raise OnceFailed(f'{classify(code)}; a kind = "once" app must exit 0')
-
-
-async def _stop(process: anyio.abc.Process, grace: float) -> None:
-    """SIGTERM the process group of ``process`` if it still runs; SIGKILL it ``grace`` seconds later."""
-    if process.returncode is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-        with anyio.move_on_after(wait):
-            await process.wait()
-            return

@@ -16,6 +16,7 @@ from .._exceptions import DroverError
 from .._exit_reasons import ExitReason, classify
 from .handoff import base_env
 from .output import Tail
+from .worker import REAP_TIMEOUT
 
 #: Seconds to read what the check printed once it exited.
 _DRAIN = 1.0
@@ -87,7 +88,7 @@ async def run_check(
             if scope.cancelled_caught:
                 timed_out = True
                 with anyio.CancelScope(shield=True):
-                    await _stop(process, config.kill_timeout)
+                    await stop_group(process, config.kill_timeout)
             with anyio.move_on_after(_DRAIN):  # a process it left behind may hold the pipe open
                 await read.wait()
             tg.cancel_scope.cancel()
@@ -118,14 +119,19 @@ async def _read(process: anyio.abc.Process, tail: Tail, done: anyio.Event) -> No
         done.set()
 
 
-async def _stop(process: anyio.abc.Process, kill_timeout: float) -> None:
-    """SIGTERM the check's process group, then SIGKILL after ``kill_timeout``; reap it."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+async def stop_group(process: anyio.abc.Process, grace: float) -> None:
+    """SIGTERM the process group of ``process`` if it still runs, SIGKILL it ``grace`` seconds later; reap it.
+
+    The reap after SIGKILL is bounded too (`REAP_TIMEOUT`), as for a worker.
+    """
+    if process.returncode is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, REAP_TIMEOUT)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
             pass
-        with anyio.move_on_after(kill_timeout):
+        with anyio.move_on_after(wait):
             await process.wait()
             return
 
