@@ -64,7 +64,7 @@ async def wait_until(done: Callable[[], bool], timeout: float = 10.0) -> None:
     """Check ``done()`` every 10 ms until it holds: a batch has no event of its own to wait on."""
     with anyio.fail_after(timeout):
         while not done():
-            await anyio.sleep(0.01)
+            await anyio.sleep(0.01)  # sync-ok: a batch has no event to wait on; bounded by fail_after
 
 
 def worker_id(master: Master, slot: int) -> int:

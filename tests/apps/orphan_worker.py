@@ -14,7 +14,8 @@ from drover_py import MessageBus
 def double_fork() -> None:
     child = os.fork()
     if child == 0:  # the middle process: start the sleeper, then leave it an orphan
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)", os.environ["ORPHAN_MARKER"]])
+        sleeper = "import time; time.sleep(0.5)"  # sync-ok: the orphan's lifetime, not a wait
+        subprocess.Popen([sys.executable, "-c", sleeper, os.environ["ORPHAN_MARKER"]])
         os._exit(0)
     os.waitpid(child, 0)
 

@@ -176,9 +176,8 @@ async def _supervise_async(ns: argparse.Namespace, key: str | None) -> int:
                 open_control_server(master, unix=unix, tcp=ns.control_tcp, access_key=key, metrics_tcp=ns.metrics_bind)
             )
             where = [f"unix:{server.unix_path}", *([server.url] if server.url else [])]
-            if server.metrics_address is not None:
-                host, port = server.metrics_address
-                where.append(f"metrics on http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
+            if server.metrics_url is not None:
+                where.append(f"metrics on {server.metrics_url}")
         async with show_progress(master, "starting"):
             await master.start()
         control = f"; control on {' and '.join(where)}" if where else ""

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .._config.binds import BindSpec
 from .._status import WorkerStatus
 from .._supervise.appmetrics import HistogramSample
 from .._supervise.master import Master
@@ -44,7 +45,7 @@ def accept_queue(sock: socket.socket) -> tuple[int, int] | None:
 
 def _address(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(BindSpec("tcp", host=host, port=port))
 
 
 def _histogram(name: str, doc: str, histograms: Mapping[str, Histogram]) -> HistogramMetricFamily:

@@ -32,7 +32,7 @@ import h11
 
 from .._commands import JSON, Command, CommandError, H, make_command
 from .._compat import exit_task_group
-from .._config.binds import parse_bind
+from .._config.binds import BindSpec, parse_bind
 from .._exceptions import BindError, ConfigError
 from .._log import get_logger
 from .._supervise.master import Master
@@ -83,10 +83,12 @@ class ControlServer:
     @property
     def url(self) -> str | None:
         """Return ``http://host:port`` of the TCP listener, or None without one."""
-        if self.tcp_address is None:
-            return None
-        host, port = self.tcp_address
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        return None if self.tcp_address is None else _http(self.tcp_address)
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Return ``http://host:port/metrics`` of the key-less metrics listener, or None without one."""
+        return None if self.metrics_address is None else f"{_http(self.metrics_address)}/metrics"
 
     def add_master(self, name: str, master: Master) -> None:
         """Serve ``master`` as ``name`` too (a master started after the server opened).
@@ -315,6 +317,11 @@ class ControlServer:
                 await master.graceful_shutdown()
         with anyio.move_on_after(self._request_timeout):
             await self._idle.wait()  # e.g. the reply to the 'shutdown all' that ended the master
+
+
+def _http(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"http://{BindSpec('tcp', host=host, port=port)}"
 
 
 async def _unix_listener(path: Path, mode: int) -> anyio.abc.SocketListener:
