@@ -5,18 +5,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import anyio
 import anyio.abc
 import attrs
 
 from .._config.options import MasterConfig
-from .._exceptions import DroverError
+from .._env import CHECK_WORKERS_ENV
+from .._exceptions import DroverError, WorkerStartError
 from .._exit_reasons import ExitReason, classify
 from .handoff import base_env
 from .output import Tail
-from .worker import REAP_TIMEOUT
+from .worker import REAP_TIMEOUT, Worker, WorkerSnapshot
 
 #: Seconds to read what the check printed once it exited.
 _DRAIN = 1.0
@@ -139,3 +140,36 @@ async def stop_group(process: anyio.abc.Process, grace: float) -> None:
 def workers_value(workers: Sequence[tuple[int, int | None]]) -> str:
     """Return the value of `CHECK_WORKERS_ENV` for (id, pid) pairs."""
     return ",".join(f"{worker_id}:{pid}" for worker_id, pid in workers)
+
+
+#: A reload's check as a callable: given the new workers, it raises or returns False to refuse them.
+ReloadCheck = Callable[[list[WorkerSnapshot]], Awaitable[object]]
+
+
+async def check_workers(check: str | os.PathLike[str] | ReloadCheck, timeout: float, news: list[Worker]) -> None:
+    """Refuse the new workers of a reload (`WorkerStartError`) unless ``check`` passes.
+
+    A script runs as `run_check` runs it, with the new workers' configuration (their env,
+    cwd and user) and `CHECK_WORKERS_ENV` naming them.
+    """
+    first = news[0]
+    if isinstance(check, (str, os.PathLike)):
+        workers = {CHECK_WORKERS_ENV: workers_value([(w.id, w.pid) for w in news])}
+        result = await run_check(first.config, check, timeout, extra_env=workers)
+        if result.passed:
+            return
+        raise WorkerStartError(
+            f"the reload's {result} ({' '.join(result.command)})",
+            reason=result.reason,
+            worker_id=first.id,
+            slot=first.slot,
+            stderr_tail=result.output,
+        )
+    try:
+        with anyio.fail_after(timeout):
+            verdict = await check([w.snapshot() for w in news])
+    except Exception as exc:  # the check's own failure is the verdict
+        why = "timed out" if isinstance(exc, TimeoutError) else f"raised {type(exc).__name__}: {exc}"
+        raise WorkerStartError(f"the reload's check {why}", reason=None, worker_id=first.id, slot=first.slot) from exc
+    if verdict is False:
+        raise WorkerStartError("the reload's check returned False", reason=None, worker_id=first.id, slot=first.slot)

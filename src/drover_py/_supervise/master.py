@@ -19,14 +19,12 @@ from .._checks import check_count, check_seconds
 from .._commands import CommandRegistry, H, decorator
 from .._compat import exit_task_group
 from .._config.options import MasterConfig
-from .._env import CHECK_WORKERS_ENV
 from .._exceptions import (
     DroverError,
     OperationInterruptedError,
     ReloadError,
     RestartLimitError,
     StateError,
-    WorkerStartError,
 )
 from .._exit_reasons import ExitReason
 from .._log import get_logger
@@ -36,7 +34,7 @@ from .._status import WorkerStatus
 from .._wire.conversation import DEFAULT_TIMEOUT
 from .._wire.metrics import MetricsBatch
 from .appmetrics import AppMetrics
-from .checks import CheckResult, run_check, workers_value
+from .checks import CheckResult, ReloadCheck, check_workers, run_check
 from .events import EventHandler, EventRegistry
 from .recycler import Recycler
 from .restarter import Restarter
@@ -46,9 +44,6 @@ from .stats import MasterStats
 from .table import WorkerTable
 from .talk import RequestHandler, Talk
 from .worker import Worker, WorkerSnapshot
-
-#: A reload's check as a callable: given the new workers, it raises or returns False to refuse them.
-ReloadCheck = Callable[[list[WorkerSnapshot]], Awaitable[object]]
 
 #: The events a master emits.
 EventName = Literal[
@@ -534,7 +529,7 @@ class Master:
             began = anyio.current_time()
             outcome = "interrupted"
             try:
-                checker = None if check is None else functools.partial(self._check_news, check, check_timeout)
+                checker = None if check is None else functools.partial(check_workers, check, check_timeout)
                 report = await self._rollout.reload(old_config, new_config, batch_size, canary, checker)
                 outcome = "success"
                 self._use(new_config)  # the old template goes once its last worker is gone
@@ -557,36 +552,6 @@ class Master:
         self._check_usable("run_check")
         timeout = check_seconds("timeout", timeout)
         return await run_check(self._config, script, timeout)
-
-    async def _check_news(
-        self, check: str | os.PathLike[str] | ReloadCheck, timeout: float, news: list[Worker]
-    ) -> None:
-        """Refuse the new workers of a reload (`WorkerStartError`) unless ``check`` passes."""
-        first = news[0]
-        if isinstance(check, (str, os.PathLike)):
-            workers = {CHECK_WORKERS_ENV: workers_value([(w.id, w.pid) for w in news])}
-            result = await run_check(self._config, check, timeout, extra_env=workers)
-            if result.passed:
-                return
-            raise WorkerStartError(
-                f"the reload's {result} ({' '.join(result.command)})",
-                reason=result.reason,
-                worker_id=first.id,
-                slot=first.slot,
-                stderr_tail=result.output,
-            )
-        try:
-            with anyio.fail_after(timeout):
-                verdict = await check([w.snapshot() for w in news])
-        except Exception as exc:  # the check's own failure is the verdict
-            why = "timed out" if isinstance(exc, TimeoutError) else f"raised {type(exc).__name__}: {exc}"
-            raise WorkerStartError(
-                f"the reload's check {why}", reason=None, worker_id=first.id, slot=first.slot
-            ) from exc
-        if verdict is False:
-            raise WorkerStartError(
-                "the reload's check returned False", reason=None, worker_id=first.id, slot=first.slot
-            )
 
     async def drain(self, seconds: float) -> None:
         """Say the master is going away, and keep serving ``seconds`` before returning.
